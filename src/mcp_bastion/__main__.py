@@ -1,0 +1,5 @@
+"""`python -m mcp_bastion` runs the CLI."""
+
+from mcp_bastion.cli import main
+
+main()

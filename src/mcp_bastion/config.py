@@ -1,0 +1,179 @@
+"""Settings (pydantic-settings) and the `mcpServers` file. The only module that reads the environment.
+
+Precedence, pinned by a test: CLI flag > environment > `.env` > default.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mcp_bastion.errors import ConfigError
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+SERVER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class Settings(BaseSettings):
+    """Every gateway setting, read once at the edge (the CLI) and frozen."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, env_file=None)
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 3001
+    mcp_config: Path = Path("mcp.json")
+    log_dir: Path = Path("logs")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # 4 MiB is the SDK's default body cap; MCP requests are small, results travel the other way.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    # One NDJSON line from a child; large resources (images as base64) must fit.
+    child_line_max_bytes: Annotated[int, Field(ge=16 * 1024 * 1024)] = 16 * 1024 * 1024
+    request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
+    max_sessions: Annotated[int, Field(ge=1)] = 10_000
+    sse_keepalive_s: Annotated[float, Field(gt=0)] = 15.0
+    restart_backoff_initial_s: Annotated[float, Field(gt=0)] = 0.5
+    restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    restart_max_attempts: Annotated[int, Field(ge=0)] = 5
+    stable_uptime_s: Annotated[float, Field(gt=0)] = 30.0
+    shutdown_grace_s: Annotated[float, Field(gt=0)] = 2.0
+    initialize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class ServerSpec(BaseModel):
+    """One entry of `mcpServers`: Claude Desktop's keys plus our per-server extensions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    type: Literal["stdio"] = "stdio"
+    disabled: bool = False
+    description: str | None = None
+    isolation: Literal["shared", "per-session"] = "shared"
+    auto_start: bool = Field(default=True, alias="autoStart")
+    timeout_seconds: float | None = Field(default=None, gt=0, alias="timeoutSeconds")
+    allowed_tools: tuple[str, ...] | None = Field(default=None, alias="allowedTools")
+
+
+def load_settings(env_file: Path | None, **flags: Any) -> Settings:
+    """Build the frozen Settings: flags (non-None) > environment > env_file > defaults.
+
+    Raises:
+        ConfigError: a value has the wrong type or range; the message names the setting.
+    """
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        return Settings(_env_file=env_file if env_file and env_file.exists() else None, **given)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]).upper() if first["loc"] else "?"
+        raise ConfigError(f"setting {key}: {first['msg']}") from None
+
+
+def variables(env_file: Path | None) -> dict[str, str]:
+    """The values `${VAR}` may take: the `.env` file, overridden by the process environment."""
+    found: dict[str, str] = {}
+    if env_file is not None and env_file.exists():
+        found.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    found.update(os.environ)
+    return found
+
+
+def load_servers(path: Path, variables: dict[str, str]) -> dict[str, ServerSpec]:
+    """Read an `mcpServers` file, substitute `${VAR}`, validate every entry.
+
+    Raises:
+        ConfigError: one line naming the file, the server and the key.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the server file ({exc.strerror})") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("mcpServers"), dict):
+        raise ConfigError(f'{path}: expected an object with an "mcpServers" object')
+    unknown = set(document) - {"mcpServers", "$schema"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}")
+    servers: dict[str, ServerSpec] = {}
+    for name, entry in document["mcpServers"].items():
+        spec = _server_spec(path, name, entry, variables)
+        if not spec.disabled:
+            servers[name] = spec
+    return servers
+
+
+def _server_spec(path: Path, name: str, entry: Any, variables: dict[str, str]) -> ServerSpec:
+    where = f"{path}: server {name!r}"
+    if not SERVER_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: the name must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected an object")
+    if "url" in entry:
+        raise ConfigError(f"{where}: key 'url': remote servers are not hosted; only stdio servers (command)")
+    entry = {key: _substitute(value, variables, f"{where}: key {key!r}") for key, value in entry.items()}
+    try:
+        spec = ServerSpec.model_validate({**entry, "name": name})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "?"
+        reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"{where}: key {key!r}: {reason}") from None
+    _check_command(where, spec)
+    return spec
+
+
+def _substitute(value: Any, variables: dict[str, str], where: str) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in variables:
+                return variables[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: variable ${{{name}}} is not set in the environment or .env")
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, list):
+        return [_substitute(item, variables, where) for item in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables, where) for k, v in value.items()}
+    return value
+
+
+def _check_command(where: str, spec: ServerSpec) -> None:
+    if spec.disabled:
+        return
+    search_path = spec.env.get("PATH", os.environ.get("PATH", os.defpath))
+    if shutil.which(spec.command, path=search_path) is None:
+        raise ConfigError(f"{where}: key 'command': {spec.command!r} is not found or not executable")
+
+
+def is_loopback(host: str) -> bool:
+    """True when binding `host` exposes the gateway to this machine only."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+# What a child inherits from the gateway's environment: enough to find programs and speak a locale,
+# never a credential. Everything else a child needs it declares in its `env`.
+CHILD_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR")
+
+
+def child_base_env() -> dict[str, str]:
+    """The allowlisted part of the gateway's environment that every child starts from."""
+    return {key: os.environ[key] for key in CHILD_ENV_ALLOWLIST if key in os.environ}

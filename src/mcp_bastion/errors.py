@@ -1,0 +1,76 @@
+"""The one error tree of mcp-bastion.
+
+    GatewayError                 http_status / jsonrpc_code
+    ├── ConfigError              (exit code 2 at the CLI; names file, server and key)
+    ├── ProtocolError            400 / -32600 and friends: a request we refuse to relay
+    │   ├── ParseError           400 / -32700
+    │   ├── HeaderMismatch       400 / -32020
+    │   └── UnsupportedVersion   400 / -32022
+    └── ChildError               502 / -32603: the child is not there or broke the call
+        ├── ChildUnavailable     503 / -32000
+        └── CallTimeout          504 / -32001
+
+Nothing here does I/O. Foreign exceptions are translated where they occur.
+"""
+
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_UNAVAILABLE = -32000
+REQUEST_TIMEOUT = -32001
+REQUEST_CANCELLED = -32800
+HEADER_MISMATCH = -32020
+MISSING_CLIENT_CAPABILITY = -32021
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+
+
+class GatewayError(Exception):
+    """Base of every error mcp-bastion raises on purpose."""
+
+    http_status = 500
+    jsonrpc_code = INTERNAL_ERROR
+
+    def __init__(self, message: str, *, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used; the message names file, server and key."""
+
+
+class ProtocolError(GatewayError):
+    """A message that breaks the JSON-RPC or MCP rules; never reaches a child."""
+
+    http_status = 400
+    jsonrpc_code = INVALID_REQUEST
+
+    def __init__(self, message: str, *, code: int = INVALID_REQUEST, status: int = 400, data: Any = None) -> None:
+        super().__init__(message, data=data)
+        self.jsonrpc_code = code
+        self.http_status = status
+
+
+class ParseError(ProtocolError):
+    """The body is not JSON (or not UTF-8, or too deep)."""
+
+    def __init__(self, message: str = "Parse error") -> None:
+        super().__init__(message, code=PARSE_ERROR)
+
+
+class ChildError(GatewayError):
+    """The child could not answer."""
+
+    http_status = 502
+
+
+class ChildUnavailable(ChildError):
+    """The child is not running (stopped, restarting or failed)."""
+
+    http_status = 503
+    jsonrpc_code = SERVER_UNAVAILABLE

@@ -1,0 +1,269 @@
+"""One child's side of the relay: gateway-unique ids, the pending map, progress and cancellation mapping.
+
+Every request gets a fresh integer id on the way in and its own id back on the way out, so clients that all
+number their requests 1, 2, 3 never see each other's answers. Pure bookkeeping plus `child.send`.
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mcp_bastion import __version__
+from mcp_bastion.errors import (
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+    REQUEST_TIMEOUT,
+    SERVER_UNAVAILABLE,
+    ChildError,
+    ChildUnavailable,
+)
+from mcp_bastion.jsonrpc import Message, dumps, error, notification, progress_token, result
+from mcp_bastion.protocol import LATEST_HANDSHAKE_VERSION, LIST_CHANGED, MODERN_META_KEYS
+from mcp_bastion.relay.sinks import ResponseSlot, Sink
+from mcp_bastion.supervisor import ChildProcess
+
+if TYPE_CHECKING:
+    from mcp_bastion.relay.sessions import ClientSession
+
+log = logging.getLogger("mcp_bastion.relay")
+
+GATEWAY_INFO = {"name": "mcp-bastion", "version": __version__}
+BROADCAST = frozenset({*LIST_CHANGED, "notifications/message"})
+
+
+class Pending:
+    """A request in flight to the child."""
+
+    __slots__ = ("client_id", "client_token", "method", "session", "sink", "timer")
+
+    def __init__(self, sink: Sink, client_id: Any, method: str, session: "ClientSession | None") -> None:
+        self.sink = sink
+        self.client_id = client_id
+        self.method = method
+        self.session = session
+        self.client_token: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Backend:
+    """The relay state of one child process (shared by many clients, or owned by one session)."""
+
+    def __init__(self, name: str, *, timeout_s: float, init_params: Message | None = None) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self.init_params = init_params or {
+            "protocolVersion": LATEST_HANDSHAKE_VERSION,
+            "capabilities": {},
+            "clientInfo": GATEWAY_INFO,
+        }
+        self.child: ChildProcess | None = None
+        self.init_result: Message | None = None
+        self.sessions: set[ClientSession] = set()
+        self.listeners: set[Any] = set()  # 2026-07-28 subscriptions/listen streams (see transports.modern)
+        self.owner: ClientSession | None = None  # set for isolation: per-session
+        self.pending: dict[int, Pending] = {}
+        self._by_token: dict[int, Pending] = {}
+        self._server_requests: dict[str, Any] = {}  # our id for a child→client request → the child's id
+        self._next_id = 0
+        self.calls = 0
+
+    @property
+    def ready(self) -> bool:
+        """The child runs and has answered initialize."""
+        return self.child is not None and self.init_result is not None
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # --- ChildListener -------------------------------------------------------------------------------
+
+    async def child_started(self, child: ChildProcess) -> None:
+        """Initialize the child once and cache its InitializeResult."""
+        self.child = child
+        self.init_result = None
+        slot = ResponseSlot()
+        request_id = self._new_id()
+        self.pending[request_id] = Pending(slot, request_id, "initialize", None)
+        await child.send(
+            dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": self.init_params})
+        )
+        answer = await slot.future
+        if "error" in answer or not isinstance(answer.get("result"), dict):
+            raise ChildError(f"initialize was refused: {str(answer.get('error'))[:200]}")
+        await child.send(dumps(notification("notifications/initialized")))
+        self.init_result = answer["result"]
+
+    def child_message(self, message: Message) -> None:
+        """Route one message from the child."""
+        if "id" in message:
+            if "method" in message:
+                self._child_request(message)
+            else:
+                self._child_response(message)
+            return
+        method = message.get("method")
+        if method == "notifications/progress":
+            self._child_progress(message)
+        elif method in BROADCAST:
+            for session in self.sessions:
+                session.push(message)
+            for listener in self.listeners:
+                listener.push(message)
+        elif method == "notifications/resources/updated":
+            uri = (message.get("params") or {}).get("uri")
+            for session in self.sessions:
+                if uri in session.subscriptions:
+                    session.push(message)
+        elif method == "notifications/cancelled" and self.owner is not None:
+            self.owner.push(message)
+
+    def child_oversize(self, request_id: Any) -> None:
+        """Fail the call whose answer was too large to relay."""
+        pending = self.pending.get(request_id)
+        if pending is not None:
+            self._finish(
+                request_id, error(pending.client_id, INTERNAL_ERROR, "the server's answer exceeded the line cap")
+            )
+
+    def child_exited(self, reason: str) -> None:
+        """Fail every pending call at once; the client learns now, not at its timeout."""
+        self.child = None
+        self.init_result = None
+        for request_id in list(self.pending):
+            pending = self.pending[request_id]
+            message = f"server {self.name!r} stopped before answering ({reason})"
+            self._finish(request_id, error(pending.client_id, SERVER_UNAVAILABLE, message))
+        self._server_requests.clear()
+        if self.owner is not None:
+            self.owner.closed.set()
+
+    # --- client → child ------------------------------------------------------------------------------
+
+    async def forward(
+        self, message: Message, sink: Sink, *, session: "ClientSession | None" = None, strip_modern: bool = False
+    ) -> int:
+        """Send a client request to the child under a fresh id; the answer reaches `sink`. Returns our id."""
+        client_id = message["id"]
+        pending = Pending(sink, client_id, message["method"], session)
+        child = self.child
+        if child is None or self.init_result is None:
+            sink.deliver(error(client_id, SERVER_UNAVAILABLE, f"server {self.name!r} is not running"))
+            return 0
+        request_id = self._new_id()
+        params = message.get("params")
+        if strip_modern and params:
+            _strip_modern_meta(params)
+        token = progress_token(message)
+        if token is not None:
+            pending.client_token = token
+            params["_meta"]["progressToken"] = request_id  # type: ignore[index]
+            self._by_token[request_id] = pending
+        message["id"] = request_id
+        self.pending[request_id] = pending
+        if session is not None:
+            session.inflight[client_id] = request_id
+        pending.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, request_id)
+        self.calls += 1
+        try:
+            await child.send(dumps(message))
+        except ChildUnavailable as exc:
+            self._finish(request_id, error(client_id, SERVER_UNAVAILABLE, exc.message))
+        return request_id
+
+    async def notify_child(self, message: Message) -> None:
+        """Forward a client notification as is (only meaningful for a session's own child)."""
+        if self.child is not None:
+            with contextlib.suppress(ChildUnavailable):
+                await self.child.send(dumps(message))
+
+    async def cancel(self, request_id: int, reason: str) -> None:
+        """Stop waiting for `request_id` and tell the child, per the MCP cancellation rules."""
+        pending = self.pending.get(request_id)
+        if pending is None:
+            return
+        self._finish(request_id, None)
+        await self.notify_child(notification("notifications/cancelled", {"requestId": request_id, "reason": reason}))
+
+    async def answer_server_request(self, message: Message) -> bool:
+        """A client's response to a child→client request: restore the child's id and pass it on."""
+        child_id = self._server_requests.pop(message.get("id"), _MISSING)  # type: ignore[arg-type]
+        if child_id is _MISSING:
+            return False
+        message["id"] = child_id
+        await self.notify_child(message)
+        return True
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    def _child_response(self, message: Message) -> None:
+        request_id = message["id"]
+        if request_id not in self.pending:
+            log.debug("server %s: answer to unknown or cancelled id %r dropped", self.name, request_id)
+            return
+        self._finish(request_id, message)
+
+    def _finish(self, request_id: int, message: Message | None) -> None:
+        pending = self.pending.pop(request_id)
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if pending.client_token is not None:
+            self._by_token.pop(request_id, None)
+        if pending.session is not None:
+            pending.session.inflight.pop(pending.client_id, None)
+        if message is not None:
+            message["id"] = pending.client_id
+            pending.sink.deliver(message)
+
+    def _expire(self, request_id: int) -> None:
+        pending = self.pending.get(request_id)
+        if pending is None:
+            return
+        text = f"server {self.name!r} did not answer {pending.method} within {self.timeout_s:g} s"
+        self._finish(request_id, error(pending.client_id, REQUEST_TIMEOUT, text))
+        cancelled = notification("notifications/cancelled", {"requestId": request_id, "reason": "timeout"})
+        _spawn(self.notify_child(cancelled))
+
+    def _child_progress(self, message: Message) -> None:
+        params = message.get("params")
+        if not isinstance(params, dict):
+            return
+        pending = self._by_token.get(params.get("progressToken"))  # type: ignore[arg-type]
+        if pending is None:
+            return
+        params["progressToken"] = pending.client_token
+        pending.sink.notify(message)
+
+    def _child_request(self, message: Message) -> None:
+        if message.get("method") == "ping":
+            _spawn(self.notify_child(result(message["id"], {})))
+            return
+        owner = self.owner
+        if owner is None or owner.closed.is_set():
+            text = "client requests (sampling, elicitation, roots) need isolation: per-session on this server"
+            _spawn(self.notify_child(error(message["id"], METHOD_NOT_FOUND, text)))
+            return
+        our_id = f"bastion-{self._new_id()}"
+        self._server_requests[our_id] = message["id"]
+        owner.push({**message, "id": our_id})
+
+
+_MISSING = object()
+_background: set[asyncio.Task[None]] = set()  # strong refs to fire-and-forget sends (asyncio keeps weak ones)
+
+
+def _spawn(coro: Any) -> None:
+    """Run a fire-and-forget send without letting the task be garbage-collected mid-flight."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _strip_modern_meta(params: Message) -> None:
+    meta = params.get("_meta")
+    if isinstance(meta, dict):
+        for key in MODERN_META_KEYS:
+            meta.pop(key, None)
+        if not meta:
+            del params["_meta"]

@@ -1,0 +1,41 @@
+"""Where messages for a client go. A sink never blocks the child's reader."""
+
+import asyncio
+from typing import Protocol
+
+from mcp_bastion.jsonrpc import Message
+
+SLOT_NOTIFICATIONS_MAX = 1024  # progress updates buffered for one streaming response before the oldest drop
+
+
+class Sink(Protocol):
+    """Receives the final answer to a request, and notifications related to it."""
+
+    def deliver(self, message: Message) -> None:
+        """The final response (id already restored to the client's)."""
+
+    def notify(self, message: Message) -> None:
+        """A notification related to the request (progress)."""
+
+
+class ResponseSlot:
+    """One HTTP request waiting for its answer; optionally streaming related notifications."""
+
+    __slots__ = ("future", "stream")
+
+    def __init__(self, *, streaming: bool = False) -> None:
+        self.future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.stream: asyncio.Queue[Message] | None = asyncio.Queue(SLOT_NOTIFICATIONS_MAX) if streaming else None
+
+    def deliver(self, message: Message) -> None:
+        """Resolve the slot (first answer wins)."""
+        if not self.future.done():
+            self.future.set_result(message)
+
+    def notify(self, message: Message) -> None:
+        """Queue a related notification if the response streams; else drop it (JSON responses carry none)."""
+        if self.stream is None:
+            return
+        if self.stream.full():
+            self.stream.get_nowait()
+        self.stream.put_nowait(message)

@@ -1,0 +1,228 @@
+"""One child process: spawned without a shell in its own process group, NDJSON on stdout, stderr to a log.
+
+Must not know about HTTP or JSON-RPC ids: it hands each parsed stdout message to a callback.
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mcp_bastion.config import ServerSpec
+from mcp_bastion.errors import ChildUnavailable
+
+log = logging.getLogger("mcp_bastion.child")
+
+READ_CHUNK_BYTES = 256 * 1024  # one read usually holds many small answers under load
+WRITE_HIGH_WATER_BYTES = 1024 * 1024  # wait for the pipe to drain past this, so a stuck child can't grow us
+STDERR_LOG_MAX_BYTES = 10 * 1024 * 1024  # per-server stderr log rotates past this (one .1 kept)
+STDERR_LINE_MAX_BYTES = 64 * 1024  # a longer stderr line is cut; it is a log, not data
+EXIT_DRAIN_S = 0.5  # how long a dead child's last stdout may take to arrive; pending calls fail after it
+SECRET_MIN_LEN = 6  # shorter env values ("1", "true") are not worth masking and would mangle logs
+_ID_HEAD = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.){0,200}")')
+_PR_SET_PDEATHSIG = 1
+
+MessageCallback = Callable[[dict[str, Any]], None]
+OversizeCallback = Callable[[Any], None]
+ExitCallback = Callable[[int | None], None]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ChildProcess:
+    """A running stdio MCP server."""
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        *,
+        base_env: Mapping[str, str],
+        line_max_bytes: int,
+        stderr_log: Path,
+        on_message: MessageCallback,
+        on_oversize: OversizeCallback,
+        grace_s: float,
+    ) -> None:
+        self.spec = spec
+        self.env = {**base_env, **spec.env}
+        self._line_max = line_max_bytes
+        self._stderr_log = stderr_log
+        self._on_message = on_message
+        self._on_oversize = on_oversize
+        self._grace_s = grace_s
+        self._secrets = sorted((v.encode() for v in spec.env.values() if len(v) >= SECRET_MIN_LEN), key=len)[::-1]
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.exited = asyncio.Event()
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        """Spawn the child; raise OSError if it cannot be executed."""
+        self._proc = await asyncio.create_subprocess_exec(
+            self.spec.command,
+            *self.spec.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            cwd=self.spec.cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self._stdout_task = asyncio.create_task(self._pump_stdout(), name=f"stdout:{self.spec.name}")
+        self._tasks = [
+            self._stdout_task,
+            asyncio.create_task(self._pump_stderr(), name=f"stderr:{self.spec.name}"),
+            asyncio.create_task(self._watch(), name=f"watch:{self.spec.name}"),
+        ]
+
+    async def send(self, line: bytes) -> None:
+        """Write one NDJSON line (newline added) to the child's stdin.
+
+        Raises:
+            ChildUnavailable: the child is gone or its stdin is closed.
+        """
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing() or self.exited.is_set():
+            raise ChildUnavailable(f"server {self.spec.name!r} is not running")
+        proc.stdin.write(line + b"\n")
+        if proc.stdin.transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
+            try:
+                await proc.stdin.drain()
+            except (ConnectionError, BrokenPipeError) as exc:
+                raise ChildUnavailable(f"server {self.spec.name!r} closed its input") from exc
+
+    async def _pump_stdout(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        stdout = self._proc.stdout
+        buffer = b""
+        discarding = False
+        try:
+            while chunk := await stdout.read(READ_CHUNK_BYTES):
+                buffer += chunk
+                start = 0
+                while (end := buffer.find(b"\n", start)) != -1:
+                    if discarding:
+                        discarding = False
+                    else:
+                        self._line(buffer[start:end])
+                    start = end + 1
+                buffer = buffer[start:]
+                if len(buffer) > self._line_max:
+                    if not discarding:
+                        self._oversize(buffer)
+                    discarding, buffer = True, b""
+        except Exception:  # a pump must never die silently; _watch still reaps
+            log.exception("server %s: stdout reader failed", self.spec.name)
+
+    def _line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("server %s: skipped a stdout line that is not JSON (%d bytes)", self.spec.name, len(line))
+            return
+        if not isinstance(message, dict):
+            log.warning("server %s: skipped a stdout line that is not a JSON-RPC object", self.spec.name)
+            return
+        try:
+            self._on_message(message)
+        except Exception:
+            log.exception("server %s: failed to route a message", self.spec.name)
+
+    def _oversize(self, head: bytes) -> None:
+        log.warning("server %s: dropped a stdout line over %d bytes", self.spec.name, self._line_max)
+        match = _ID_HEAD.search(head[:512])
+        if match:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self._on_oversize(orjson.loads(match.group(1)))
+
+    async def _pump_stderr(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stderr is not None
+        stderr = self._proc.stderr
+        self._stderr_log.parent.mkdir(parents=True, exist_ok=True)
+        pending = b""
+        with contextlib.suppress(Exception):
+            while chunk := await stderr.read(READ_CHUNK_BYTES):
+                pending += chunk
+                cut = pending.rfind(b"\n") + 1
+                if cut:
+                    self._write_stderr(pending[:cut])
+                    pending = pending[cut:]
+                elif len(pending) > STDERR_LINE_MAX_BYTES:
+                    self._write_stderr(pending[:STDERR_LINE_MAX_BYTES] + b" [cut]\n")
+                    pending = b""
+            if pending:
+                self._write_stderr(pending + b"\n")
+
+    def _write_stderr(self, data: bytes) -> None:
+        for secret in self._secrets:
+            data = data.replace(secret, b"****")
+        path = self._stderr_log
+        try:
+            if path.exists() and path.stat().st_size > STDERR_LOG_MAX_BYTES:
+                path.replace(path.with_suffix(path.suffix + ".1"))
+            with path.open("ab") as fh:
+                fh.write(data)
+        except OSError:
+            log.warning("server %s: cannot write its stderr log", self.spec.name)
+
+    async def _watch(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        self.returncode = await proc.wait()
+        self._kill_group(signal.SIGKILL)  # grandchildren of a dead child must not outlive it
+        # Answers the child wrote just before exiting are still in the pipe: deliver them first.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._stdout_task), EXIT_DRAIN_S)
+        self.exited.set()
+
+    def _kill_group(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def stop(self) -> None:
+        """Close stdin, TERM the group after a grace period, KILL after another; always reap."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if await self._wait_exit(self._grace_s):
+                break
+            self._kill_group(sig)
+        await self.exited.wait()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _wait_exit(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.exited.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True

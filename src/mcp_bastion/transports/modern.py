@@ -1,0 +1,257 @@
+"""Stateless Streamable HTTP (2026-07-28): every POST is self-contained; closing the stream cancels the call."""
+
+import asyncio
+from typing import Any
+
+from mcp_bastion.errors import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    ProtocolError,
+)
+from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, notification, progress_token, result
+from mcp_bastion.protocol import (
+    ALL_VERSIONS,
+    CACHEABLE,
+    CLIENT_CAPABILITIES_META,
+    LIST_CHANGED,
+    MODERN_METHODS,
+    MODERN_VERSIONS,
+    NAME_BEARING,
+    PROTOCOL_VERSION_META,
+    SERVER_INFO_META,
+    SUBSCRIPTION_ID_META,
+    decode_header_value,
+)
+from mcp_bastion.relay import Backend, Gateway, ResponseSlot
+from mcp_bastion.transports import dispatch
+from mcp_bastion.transports.http import (
+    JSON_HEADERS,
+    KEEPALIVE,
+    Disconnect,
+    Request,
+    end_stream,
+    send_bytes,
+    sse_event,
+    start_stream,
+    stream_chunk,
+)
+
+ROUTING_HEADERS = (b"mcp-protocol-version", b"mcp-method", b"mcp-name")
+LISTEN_QUEUE_MAX = 256  # list-changed notifications buffered for one slow listener
+# HTTP status of a JSON-RPC error code on this wire (spec table; anything else is 200).
+ERROR_STATUS = {
+    PARSE_ERROR: 400,
+    INVALID_REQUEST: 400,
+    INVALID_PARAMS: 400,
+    HEADER_MISMATCH: 400,
+    UNSUPPORTED_PROTOCOL_VERSION: 400,
+    -32021: 400,
+    METHOD_NOT_FOUND: 404,
+}
+
+
+def unsupported(requested: Any) -> ProtocolError:
+    """The -32022 rejection naming what we speak."""
+    data = {"supported": list(ALL_VERSIONS), "requested": requested}
+    return ProtocolError("Unsupported protocol version", code=UNSUPPORTED_PROTOCOL_VERSION, data=data)
+
+
+def check_envelope(req: Request, message: Message) -> None:
+    """The 2026-07-28 validation ladder: _meta envelope, header/body agreement, supported version.
+
+    Raises:
+        ProtocolError: 400 with -32602, -32020 or -32022.
+    """
+    seen: set[bytes] = set()
+    for name, _ in req.raw_headers:
+        if name in ROUTING_HEADERS:
+            if name in seen:
+                raise ProtocolError(f"{name.decode()} header appears more than once", code=HEADER_MISMATCH)
+            seen.add(name)
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict) or PROTOCOL_VERSION_META not in meta or CLIENT_CAPABILITIES_META not in meta:
+        raise ProtocolError(
+            f"params._meta must carry {PROTOCOL_VERSION_META!r} and {CLIENT_CAPABILITIES_META!r}", code=INVALID_PARAMS
+        )
+    version = meta[PROTOCOL_VERSION_META]
+    if req.header(b"mcp-protocol-version") != version:
+        raise ProtocolError("MCP-Protocol-Version header does not match the request envelope", code=HEADER_MISMATCH)
+    method = message["method"]
+    if req.header(b"mcp-method") != method:
+        raise ProtocolError("Mcp-Method header does not match the request body's method", code=HEADER_MISMATCH)
+    name_key = NAME_BEARING.get(method)
+    if name_key is not None and isinstance(params, dict):
+        body_value = params.get(name_key)
+        if body_value is not None and decode_header_value(req.header(b"mcp-name")) != body_value:
+            raise ProtocolError(f"Mcp-Name header does not match the request body's {name_key!r}", code=HEADER_MISMATCH)
+    if version not in MODERN_VERSIONS:
+        raise unsupported(version)
+
+
+class Listener:
+    """One subscriptions/listen stream: receives the list-changed types it opted in to."""
+
+    def __init__(self, subscription_id: Any, wanted: set[str]) -> None:
+        self.subscription_id = subscription_id
+        self.wanted = wanted
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(LISTEN_QUEUE_MAX)
+
+    def push(self, message: Message) -> None:
+        """Called by the backend for every broadcast notification."""
+        kind = LIST_CHANGED.get(message.get("method", ""))
+        if kind is None or kind not in self.wanted or self.queue.full():
+            return
+        params = dict(message.get("params") or {})
+        params["_meta"] = {**(params.get("_meta") or {}), SUBSCRIPTION_ID_META: self.subscription_id}
+        self.queue.put_nowait({**message, "params": params})
+
+
+class ModernTransport:
+    """2026-07-28 requests on /mcp/{server}."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.max_body = gateway.settings.max_body_bytes
+        self.keepalive_s = gateway.settings.sse_keepalive_s
+
+    async def post(self, req: Request, server: str, body: bytes) -> None:
+        """Validate, then answer locally (discover) or relay to the server's shared child."""
+        has_json, has_sse = req.accepts()
+        if not has_json:
+            raise ProtocolError("Accept must list application/json", status=406)
+        message = loads(body)
+        kind = classify(message)
+        if kind is Kind.RESPONSE:
+            raise ProtocolError("clients must not post responses on this protocol revision")
+        if kind is Kind.NOTIFICATION:
+            version = req.header(b"mcp-protocol-version")
+            if version not in MODERN_VERSIONS:
+                raise unsupported(version)
+            await send_bytes(req.send, 202, b"", [])
+            return
+        check_envelope(req, message)
+        method = message["method"]
+        if method not in MODERN_METHODS:
+            raise ProtocolError(f"Method not found: {method[:80]}", code=METHOD_NOT_FOUND, status=404)
+        self.gateway.spec(server)
+        backend = await self.gateway.shared_backend(server)
+        if method == "server/discover":
+            await self._send(req, result(message["id"], self._discover(backend)), method, backend)
+        elif method == "subscriptions/listen":
+            if not has_sse:
+                raise ProtocolError("subscriptions/listen needs Accept: text/event-stream", status=406)
+            await self._listen(req, backend, message)
+        else:
+            await self._relay(req, backend, message, streaming=has_sse and progress_token(message) is not None)
+
+    def _discover(self, backend: Backend) -> Message:
+        init = backend.init_result or {}
+        found: Message = {"supportedVersions": list(ALL_VERSIONS), "capabilities": init.get("capabilities", {})}
+        if init.get("instructions"):
+            found["instructions"] = init["instructions"]
+        return found
+
+    async def _relay(self, req: Request, backend: Backend, message: Message, *, streaming: bool) -> None:
+        method = message["method"]
+        slot = ResponseSlot(streaming=streaming)
+        disconnect = Disconnect(req.receive)
+        try:
+            request_id = await dispatch.request(backend, message, slot, session=None, modern=True)
+            if streaming:
+                await self._stream(req, backend, slot, disconnect, request_id, method)
+                return
+            gone = asyncio.ensure_future(disconnect.event.wait())
+            await asyncio.wait({slot.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            if not slot.future.done():
+                await backend.cancel(request_id, "client closed the connection")
+                return
+            await self._send(req, slot.future.result(), method, backend)
+        finally:
+            disconnect.close()
+
+    async def _stream(
+        self, req: Request, backend: Backend, slot: ResponseSlot, disconnect: Disconnect, request_id: int, method: str
+    ) -> None:
+        assert slot.stream is not None
+        await start_stream(req.send)
+        gone = asyncio.ensure_future(disconnect.event.wait())
+        try:
+            while not (slot.future.done() and slot.stream.empty()):
+                getter = asyncio.ensure_future(slot.stream.get())
+                done, _ = await asyncio.wait(
+                    {getter, slot.future, gone}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    await stream_chunk(req.send, sse_event(getter.result()))
+                    continue
+                getter.cancel()
+                if gone in done:
+                    await backend.cancel(request_id, "client closed the connection")
+                    return
+                if not done:
+                    await stream_chunk(req.send, KEEPALIVE)
+            await stream_chunk(req.send, sse_event(finish(slot.future.result(), method, backend)))
+        finally:
+            gone.cancel()
+            await end_stream(req.send)
+
+    async def _send(self, req: Request, answer: Message, method: str, backend: Backend) -> None:
+        status = 200
+        if "error" in answer:
+            status = ERROR_STATUS.get(answer["error"].get("code"), 200)
+        await send_bytes(req.send, status, dumps(finish(answer, method, backend)), JSON_HEADERS)
+
+    async def _listen(self, req: Request, backend: Backend, message: Message) -> None:
+        filters = (message.get("params") or {}).get("notifications") or {}
+        wanted = {key for key in LIST_CHANGED.values() if filters.get(key) is True}
+        listener = Listener(message["id"], wanted)
+        backend.listeners.add(listener)
+        disconnect = Disconnect(req.receive)
+        gone = asyncio.ensure_future(disconnect.event.wait())
+        ack = notification("notifications/subscriptions/acknowledged", {"notifications": {k: True for k in wanted}})
+        try:
+            await start_stream(req.send)
+            await stream_chunk(req.send, sse_event(ack))
+            while True:
+                getter = asyncio.ensure_future(listener.queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, gone}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    await stream_chunk(req.send, sse_event(getter.result()))
+                    continue
+                getter.cancel()
+                if gone in done or not backend.ready:
+                    return
+                await stream_chunk(req.send, KEEPALIVE)
+        finally:
+            backend.listeners.discard(listener)
+            gone.cancel()
+            disconnect.close()
+            await end_stream(req.send)
+
+
+def finish(answer: Message, method: str, backend: Backend) -> Message:
+    """Shape a result for the 2026-07-28 wire: resultType, cache hints on lists, serverInfo in _meta."""
+    value = answer.get("result")
+    if not isinstance(value, dict):
+        return answer
+    value.setdefault("resultType", "complete")
+    if method in CACHEABLE:
+        # private: what a caller sees may be filtered by its token's scopes
+        value.setdefault("ttlMs", 0)
+        value.setdefault("cacheScope", "private")
+    info = (backend.init_result or {}).get("serverInfo")
+    if info is not None:
+        meta = value.get("_meta")
+        if not isinstance(meta, dict):
+            value["_meta"] = {SERVER_INFO_META: info}
+        else:
+            meta.setdefault(SERVER_INFO_META, info)
+    return answer

@@ -1,0 +1,151 @@
+"""Streamable HTTP with sessions (2025-03-26 … 2025-11-25) on /mcp/{server}: POST, GET stream, DELETE."""
+
+import asyncio
+
+from mcp_bastion.errors import GatewayError, ProtocolError
+from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, progress_token, result
+from mcp_bastion.protocol import HANDSHAKE_VERSIONS, negotiate_version
+from mcp_bastion.relay import ClientSession, Gateway, ResponseSlot
+from mcp_bastion.transports import dispatch
+from mcp_bastion.transports.http import (
+    JSON_HEADERS,
+    KEEPALIVE,
+    Disconnect,
+    Request,
+    end_stream,
+    send_bytes,
+    send_empty,
+    send_error,
+    sse_event,
+    start_stream,
+    stream_chunk,
+)
+
+SESSION_HEADER = b"mcp-session-id"
+
+
+class StreamableTransport:
+    """The legacy Streamable HTTP endpoint of every server."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.max_body = gateway.settings.max_body_bytes
+        self.keepalive_s = gateway.settings.sse_keepalive_s
+
+    async def post(self, req: Request, server: str, body: bytes | None = None) -> None:
+        """One client message; a request is answered as JSON, or as SSE when it asked for progress."""
+        has_json, has_sse = req.accepts()
+        if not (has_json and has_sse):
+            raise ProtocolError("Accept must list application/json and text/event-stream", status=406)
+        if not req.is_json():
+            raise ProtocolError("Content-Type must be application/json", status=415)
+        message = loads(body if body is not None else await req.body(self.max_body))
+        kind = classify(message)
+        session_id = req.header(SESSION_HEADER)
+        if kind is Kind.REQUEST and message["method"] == "initialize":
+            if session_id is not None:
+                raise ProtocolError("initialize must not carry an Mcp-Session-Id")
+            await self._initialize(req, server, message)
+            return
+        session = self._session(req, server, session_id)
+        version = req.header(b"mcp-protocol-version")
+        if version is not None and version not in HANDSHAKE_VERSIONS:
+            raise ProtocolError(f"Unsupported MCP-Protocol-Version {version[:40]!r}")
+        if kind is Kind.REQUEST:
+            await self._request(req, session, message, has_sse)
+        elif kind is Kind.NOTIFICATION:
+            await send_empty(req.send, 202)
+            await dispatch.notification(self.gateway, session, message)
+        else:
+            await send_empty(req.send, 202)
+            await dispatch.client_response(session, message)
+
+    def _session(self, req: Request, server: str, session_id: str | None) -> ClientSession:
+        if session_id is None:
+            raise ProtocolError("Bad Request: Mcp-Session-Id header is required")
+        return self.gateway.find_session(session_id, server=server, principal=req.principal)
+
+    async def _initialize(self, req: Request, server: str, message: Message) -> None:
+        session = await self.gateway.open_session(server, era="streamable", principal=req.principal, init=message)
+        params = message.get("params") or {}
+        session.protocol_version = negotiate_version(params.get("protocolVersion"))
+        session.client_info = params.get("clientInfo")
+        answer = result(message["id"], dispatch.initialize_result(session.backend, message))
+        headers = [*JSON_HEADERS, (SESSION_HEADER, session.id.encode())]
+        await send_bytes(req.send, 200, dumps(answer), headers)
+
+    async def _request(self, req: Request, session: ClientSession, message: Message, has_sse: bool) -> None:
+        slot = ResponseSlot(streaming=has_sse and progress_token(message) is not None)
+        await dispatch.request(session.backend, message, slot, session=session)
+        if slot.stream is None:
+            answer = await slot.future
+            await send_bytes(req.send, 200, dumps(answer), JSON_HEADERS)
+            return
+        await start_stream(req.send)
+        while True:
+            if slot.future.done() and slot.stream.empty():
+                break
+            getter = asyncio.ensure_future(slot.stream.get())
+            done, _ = await asyncio.wait(
+                {getter, slot.future}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter in done:
+                await stream_chunk(req.send, sse_event(getter.result()))
+            else:
+                getter.cancel()
+                if not done:
+                    await stream_chunk(req.send, KEEPALIVE)
+        await stream_chunk(req.send, sse_event(slot.future.result()))
+        await end_stream(req.send)
+
+    async def get(self, req: Request, server: str) -> None:
+        """The standalone stream: server notifications and child→client requests of the session."""
+        _, has_sse = req.accepts()
+        if not has_sse:
+            raise ProtocolError("Accept must list text/event-stream", status=406)
+        session = self._session(req, server, req.header(SESSION_HEADER))
+        await pump_outbox(req, session, self.keepalive_s, [(SESSION_HEADER, session.id.encode())])
+
+    async def delete(self, req: Request, server: str) -> None:
+        """End the session."""
+        session = self._session(req, server, req.header(SESSION_HEADER))
+        await self.gateway.end_session(session)
+        await send_empty(req.send, 200)
+
+
+async def pump_outbox(
+    req: Request, session: ClientSession, keepalive_s: float, headers: list[tuple[bytes, bytes]], first: bytes = b""
+) -> None:
+    """Stream a session's outbox as SSE until the client leaves or the session ends."""
+    disconnect = Disconnect(req.receive)
+    session.streams += 1
+    closed = asyncio.ensure_future(session.closed.wait())
+    gone = asyncio.ensure_future(disconnect.event.wait())
+    try:
+        await start_stream(req.send, headers)
+        if first:
+            await stream_chunk(req.send, first)
+        while True:
+            getter = asyncio.ensure_future(session.outbox.get())
+            done, _ = await asyncio.wait(
+                {getter, closed, gone}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter in done:
+                await stream_chunk(req.send, sse_event(getter.result()))
+                continue
+            getter.cancel()
+            if done:
+                break
+            await stream_chunk(req.send, KEEPALIVE)
+    finally:
+        session.streams -= 1
+        session.touch()
+        closed.cancel()
+        gone.cancel()
+        disconnect.close()
+        await end_stream(req.send)
+
+
+async def reply_error(req: Request, exc: GatewayError, request_id: object = None) -> None:
+    """Send an error in the JSON-RPC shape every transport uses."""
+    await send_error(req.send, exc, request_id)

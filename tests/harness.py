@@ -1,0 +1,83 @@
+"""Run a real gateway (uvicorn on a free loopback port, real stdio children) for tests."""
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from mcp_bastion.app import BastionApp, create_app
+from mcp_bastion.config import ServerSpec, Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOOLBOX = [sys.executable, str(FIXTURES / "toolbox.py")]
+DEMO = [sys.executable, "-m", "mcp_bastion.demo_server"]
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spec(name: str, command: list[str] | None = None, **extra: Any) -> ServerSpec:
+    command = command or TOOLBOX
+    return ServerSpec.model_validate({"name": name, "command": command[0], "args": command[1:], **extra})
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll with a bound; fail the test if the condition never holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached within the bound")
+        time.sleep(interval)
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    app: BastionApp
+    server: uvicorn.Server
+    thread: threading.Thread
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def mcp(self, name: str) -> str:
+        return f"{self.url}/mcp/{name}"
+
+    def health(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/health", timeout=5).json()
+
+    def state(self, name: str) -> str:
+        return str(self.health()["servers"][name]["state"])
+
+
+@contextlib.contextmanager
+def run_gateway(servers: list[ServerSpec], tmp_path: Path, **settings: Any) -> Iterator[RunningGateway]:
+    """A gateway serving `servers`, ready (every auto-start server running or failed) when entered."""
+    port = free_port()
+    config = Settings(host="127.0.0.1", port=port, log_dir=tmp_path / "logs", **settings)
+    events: list[tuple[str, dict[str, Any]]] = []
+    app = create_app(config, {s.name: s for s in servers}, events=lambda e, **f: events.append((e, f)))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    running = RunningGateway(f"http://127.0.0.1:{port}", app, server, thread, events)
+    wait_until(lambda: server.started, START_TIMEOUT_S)
+    auto = [s.name for s in servers if s.auto_start and s.isolation == "shared"]
+    wait_until(lambda: all(running.state(n) in ("running", "failed") for n in auto), START_TIMEOUT_S)
+    try:
+        yield running
+    finally:
+        server.should_exit = True
+        thread.join(30)
