@@ -64,7 +64,16 @@ class RunningGateway:
 def run_gateway(servers: list[ServerSpec], tmp_path: Path, **settings: Any) -> Iterator[RunningGateway]:
     """A gateway serving `servers`, ready (every auto-start server running or failed) when entered."""
     port = free_port()
-    config = Settings(host="127.0.0.1", port=port, log_dir=tmp_path / "logs", **settings)
+    defaults: dict[str, Any] = {
+        # Transport and relay tests run without the auth stage (as the conformance suite must); the security
+        # tests turn it on by passing auth_token / insecure_no_auth=False.
+        "insecure_no_auth": True,
+        "store_url": "memory://",
+        "audit_log": tmp_path / "logs" / "audit.jsonl",
+        "rate_limit_max_requests": 1_000_000,
+        "rate_limit_token_max_requests": 1_000_000,
+    }
+    config = Settings(host="127.0.0.1", port=port, log_dir=tmp_path / "logs", **{**defaults, **settings})
     events: list[tuple[str, dict[str, Any]]] = []
     app = create_app(config, {s.name: s for s in servers}, events=lambda e, **f: events.append((e, f)))
     server = uvicorn.Server(

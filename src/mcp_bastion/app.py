@@ -1,14 +1,21 @@
-"""create_app: the ASGI application, its routes and its lifespan. The security pipeline wraps what this returns."""
+"""create_app: the ASGI application, its routes and its lifespan, behind the security pipeline."""
 
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from mcp_bastion import __version__
-from mcp_bastion.config import ServerSpec, Settings, child_base_env
+from mcp_bastion.admin import AdminRoutes
+from mcp_bastion.audit import AuditLog
+from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
 from mcp_bastion.errors import GatewayError, ProtocolError
+from mcp_bastion.middleware import Security, build_pipeline
+from mcp_bastion.middleware.auth import Authenticator
+from mcp_bastion.middleware.reply import state
 from mcp_bastion.protocol import is_modern_header
+from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
+from mcp_bastion.store import Store, open_store
 from mcp_bastion.supervisor import ServerState, Supervisor
 from mcp_bastion.supervisor.supervisor import EventSink
 from mcp_bastion.transports.http import Receive, Request, Scope, Send, send_bytes, send_error, send_json
@@ -21,25 +28,45 @@ log = logging.getLogger("mcp_bastion.app")
 MODERN_MARKER = b'"io.modelcontextprotocol/protocolVersion"'
 TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 MANAGEMENT = {"start", "stop", "restart"}
+SECRET_MIN_CHARS = 6  # child env values at least this long are scrubbed from the audit log
 
 
 def log_event(event: str, **fields: Any) -> None:
-    """Default event sink until the audit log exists: one log line per supervisor event."""
+    """Supervisor events also go to the process log, for people watching the console."""
     log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
 class BastionApp:
-    """Routes requests to the transports and the management endpoints; runs the gateway's lifespan."""
+    """Routes requests to the transports and the management endpoints; runs the gateway's lifespan.
 
-    def __init__(self, gateway: Gateway) -> None:
+    Every HTTP request passes the security pipeline before it reaches `_http`.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        settings: Settings,
+        store: Store,
+        audit: AuditLog,
+        limiter: Limiter,
+        authenticator: Authenticator,
+    ) -> None:
         self.gateway = gateway
+        self.settings = settings
+        self.store = store
+        self.audit = audit
         self.streamable = StreamableTransport(gateway)
         self.sse = SseTransport(gateway)
         self.modern = ModernTransport(gateway)
+        self.admin = AdminRoutes(
+            settings=settings, store=store, audit=audit, limiter=limiter, auth=authenticator, gateway=gateway
+        )
+        self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._http(scope, receive, send)
+            await self.pipeline(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -51,6 +78,8 @@ class BastionApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.gateway.close()
+                await self.store.close()
+                self.audit.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -64,7 +93,7 @@ class BastionApp:
 
         req = Request(scope, receive, tracked_send)
         try:
-            await self._route(req, scope["path"])
+            await self._route(req, scope["path"].strip("/").split("/"))
         except GatewayError as exc:
             if not started:
                 await send_error(tracked_send, exc)
@@ -73,50 +102,70 @@ class BastionApp:
             if not started:
                 await send_error(tracked_send, GatewayError("Internal error"))
 
-    async def _route(self, req: Request, path: str) -> None:
-        parts = path.strip("/").split("/")
+    async def _route(self, req: Request, parts: list[str]) -> None:
         if parts == ["livez"]:
             await self._only(req, "GET")
             await send_bytes(req.send, 200, b"ok", TEXT)
         elif parts == ["health"]:
             await self._only(req, "GET")
             await send_json(req.send, 200, self.health())
-        elif parts[0] != "mcp" or len(parts) < 2:
+        elif parts[0] in ("auth", "admin"):
+            await self._account(req, parts)
+        elif parts[0] == "mcp" and len(parts) in (2, 3):
+            await self._mcp_routes(req, parts)
+        else:
             raise ProtocolError("Not found", status=404)
-        elif parts == ["mcp", "servers"]:
+
+    async def _mcp_routes(self, req: Request, parts: list[str]) -> None:
+        if parts == ["mcp", "servers"]:
             await self._only(req, "GET")
             await send_json(req.send, 200, {"servers": [self.gateway.server_view(n) for n in self.gateway.specs]})
-        elif len(parts) == 2:
-            await self._mcp(req, parts[1])
-        elif len(parts) == 3 and parts[2] == "sse":
+            return
+        server = parts[1]
+        self.gateway.spec(server)
+        if len(parts) == 2:
+            await self._mcp(req, server)
+        elif parts[2] == "sse":
             await self._only(req, "GET")
-            self.gateway.spec(parts[1])
-            await self.sse.stream(req, parts[1])
-        elif len(parts) == 3 and parts[2] == "messages":
+            await self.sse.stream(req, server)
+        elif parts[2] == "messages":
             await self._only(req, "POST")
-            self.gateway.spec(parts[1])
-            await self.sse.post(req, parts[1])
-        elif len(parts) == 3 and parts[2] in MANAGEMENT:
+            await self.sse.post(req, server)
+        elif parts[2] in MANAGEMENT:
             await self._only(req, "POST")
-            await self._manage(req, parts[1], parts[2])
+            await self._manage(req, server, parts[2])
+        else:
+            raise ProtocolError("Not found", status=404)
+
+    async def _account(self, req: Request, parts: list[str]) -> None:
+        if parts == ["auth", "login"]:
+            await self._only(req, "POST")
+            await self.admin.login(req)
+        elif parts == ["auth", "logout"]:
+            await self._only(req, "POST")
+            await self.admin.logout(req)
+        elif parts == ["auth", "session"]:
+            await self._only(req, "GET")
+            await self.admin.session(req)
+        elif parts == ["admin", "sessions"]:
+            await self._only(req, "GET")
+            await self.admin.list_sessions(req)
+        elif len(parts) == 3 and parts[:2] == ["admin", "sessions"]:
+            await self._only(req, "DELETE")
+            await self.admin.revoke_session(req, parts[2])
         else:
             raise ProtocolError("Not found", status=404)
 
     async def _only(self, req: Request, method: str) -> None:
         if req.method != method:
-            await send_json(
-                req.send,
-                405,
-                {"error": "Method not allowed", "message": f"use {method}"},
-                [(b"allow", method.encode())],
-            )
-            raise _Answered
+            body = {"error": "Method not allowed", "message": f"use {method}"}
+            await send_json(req.send, 405, body, [(b"allow", method.encode())])
+            raise _Answered("answered")
 
     async def _mcp(self, req: Request, server: str) -> None:
-        self.gateway.spec(server)
         modern = is_modern_header(req.header(b"mcp-protocol-version"))
         if req.method == "POST":
-            body = await req.body(self.gateway.settings.max_body_bytes)
+            body = await req.body(self.settings.max_body_bytes)
             if modern or (b"mcp-session-id" not in req.headers and MODERN_MARKER in body):
                 await self.modern.post(req, server, body)
             else:
@@ -135,6 +184,15 @@ class BastionApp:
         handle = self.gateway.handles[server]
         if spec.isolation != "shared":
             raise ProtocolError(f"server {server!r} runs one child per session; there is nothing to {action}")
+        st = state(req.scope)
+        self.audit.record(
+            f"admin.server.{action}",
+            outcome="ok",
+            server=server,
+            principal=st.get("principal"),
+            ip=st.get("client_ip"),
+            request_id=st.get("request_id"),
+        )
         if action == "start":
             handle.start()
         elif action == "stop":
@@ -144,7 +202,7 @@ class BastionApp:
         await send_json(req.send, 200, self.gateway.server_view(server))
 
     def health(self) -> dict[str, Any]:
-        """Status, version and every server's state."""
+        """Status, version and every server's state (never its command, args or env)."""
         servers = {name: self.gateway.server_view(name) for name in self.gateway.specs}
         shared = [v for v in servers.values() if v["isolation"] == "shared"]
         degraded = any(v["state"] != ServerState.RUNNING for v in shared)
@@ -160,8 +218,33 @@ def create_app(
     servers: Mapping[str, ServerSpec],
     *,
     supervisor: Supervisor | None = None,
-    events: EventSink = log_event,
+    store: Store | None = None,
+    events: EventSink | None = None,
 ) -> BastionApp:
-    """Build the gateway application (lifespan starts and stops the children)."""
-    supervisor = supervisor or Supervisor(settings, base_env=child_base_env(), events=events)
-    return BastionApp(Gateway(settings, servers, supervisor))
+    """Build the gateway application (its lifespan starts and stops the children).
+
+    Raises:
+        ConfigError: a setting the security pipeline cannot use (bad CIDR, unknown store scheme ...).
+    """
+    admin_token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    secrets = [admin_token or "", settings.session_secret.get_secret_value() if settings.session_secret else ""]
+    secrets += [value for spec in servers.values() for value in spec.env.values() if len(value) >= SECRET_MIN_CHARS]
+    audit = AuditLog(
+        settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups, secrets=secrets
+    )
+    also = events or log_event
+
+    def record(event: str, **fields: Any) -> None:
+        audit.record(event, **fields)
+        also(event, **fields)
+
+    url = settings.store_url.get_secret_value() if settings.store_url else default_store_url(None)
+    store = store or open_store(url)
+    supervisor = supervisor or Supervisor(settings, base_env=child_base_env(), events=record)
+    gateway = Gateway(settings, servers, supervisor)
+    gateway.audit = audit
+    limiter = Limiter(settings)
+    authenticator = Authenticator(admin_token=admin_token, store=store)
+    return BastionApp(
+        gateway, settings=settings, store=store, audit=audit, limiter=limiter, authenticator=authenticator
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mcp_bastion.errors import ConfigError
@@ -45,6 +45,44 @@ class Settings(BaseSettings):
     stable_uptime_s: Annotated[float, Field(gt=0)] = 30.0
     shutdown_grace_s: Annotated[float, Field(gt=0)] = 2.0
     initialize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+    # --- security (names kept from the Express server where it had them) ---
+    auth_token: SecretStr | None = None
+    session_secret: SecretStr | None = None
+    allowed_ips: str = "127.0.0.1,::1"
+    trusted_proxies: str = ""
+    allowed_origins: str = ""
+    allowed_hosts: str = ""
+    rate_limit_window_ms: Annotated[int, Field(ge=1000)] = 900_000
+    rate_limit_max_requests: Annotated[int, Field(ge=1)] = 100
+    rate_limit_token_max_requests: Annotated[int, Field(ge=1)] = 1000
+    auth_failure_limit: Annotated[int, Field(ge=1)] = 10
+    redis_url: SecretStr | None = None
+    store_url: SecretStr | None = None
+    audit_log: Path = Path("logs/audit.jsonl")
+    audit_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
+    audit_backups: Annotated[int, Field(ge=0)] = 5
+    session_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Loopback only, loudly warned: for the conformance suite and local experiments, never for a deploy.
+    insecure_no_auth: bool = False
+
+    @property
+    def tls(self) -> bool:
+        """Whether the gateway serves HTTPS itself."""
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting as a list (blanks dropped)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def default_store_url(env_file: Path | None) -> str:
+    """The SQLite file next to the .env in use, so `serve` and every CLI command run there share it."""
+    base = (env_file.parent if env_file is not None else Path(".")).resolve()
+    return f"sqlite://{base / 'data' / 'bastion.db'}"
 
 
 class ServerSpec(BaseModel):

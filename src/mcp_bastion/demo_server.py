@@ -7,6 +7,7 @@ Run it as `python -m mcp_bastion.demo_server`.
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -70,7 +71,7 @@ def answer(method: str, params: dict[str, Any]) -> Any:
             "serverInfo": {"name": "bastion-demo", "version": "1.0.0"},
             "instructions": "A demo server: echo, add, now; one resource; one prompt.",
         }
-    handlers = {
+    handlers: dict[str, Callable[[], Any]] = {
         "ping": lambda: {},
         "tools/list": lambda: {"tools": TOOLS},
         "tools/call": lambda: call_tool(params),

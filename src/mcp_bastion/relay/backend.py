@@ -66,6 +66,7 @@ class Backend:
         self._by_token: dict[int, Pending] = {}
         self._server_requests: dict[str, Any] = {}  # our id for a child→client request → the child's id
         self._next_id = 0
+        self._background: set[asyncio.Future[Any]] = set()
         self.calls = 0
 
     @property
@@ -197,6 +198,12 @@ class Backend:
 
     # --- internals -----------------------------------------------------------------------------------
 
+    def _spawn(self, coro: Any) -> None:
+        """Run a fire-and-forget send, holding a strong reference (asyncio keeps only weak ones)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _child_response(self, message: Message) -> None:
         request_id = message["id"]
         if request_id not in self.pending:
@@ -223,7 +230,7 @@ class Backend:
         text = f"server {self.name!r} did not answer {pending.method} within {self.timeout_s:g} s"
         self._finish(request_id, error(pending.client_id, REQUEST_TIMEOUT, text))
         cancelled = notification("notifications/cancelled", {"requestId": request_id, "reason": "timeout"})
-        _spawn(self.notify_child(cancelled))
+        self._spawn(self.notify_child(cancelled))
 
     def _child_progress(self, message: Message) -> None:
         params = message.get("params")
@@ -237,12 +244,12 @@ class Backend:
 
     def _child_request(self, message: Message) -> None:
         if message.get("method") == "ping":
-            _spawn(self.notify_child(result(message["id"], {})))
+            self._spawn(self.notify_child(result(message["id"], {})))
             return
         owner = self.owner
         if owner is None or owner.closed.is_set():
             text = "client requests (sampling, elicitation, roots) need isolation: per-session on this server"
-            _spawn(self.notify_child(error(message["id"], METHOD_NOT_FOUND, text)))
+            self._spawn(self.notify_child(error(message["id"], METHOD_NOT_FOUND, text)))
             return
         our_id = f"bastion-{self._new_id()}"
         self._server_requests[our_id] = message["id"]
@@ -250,14 +257,6 @@ class Backend:
 
 
 _MISSING = object()
-_background: set[asyncio.Task[None]] = set()  # strong refs to fire-and-forget sends (asyncio keeps weak ones)
-
-
-def _spawn(coro: Any) -> None:
-    """Run a fire-and-forget send without letting the task be garbage-collected mid-flight."""
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 def _strip_modern_meta(params: Message) -> None:

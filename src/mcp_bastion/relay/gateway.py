@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings
 from mcp_bastion.errors import ChildUnavailable, GatewayError, ProtocolError
 from mcp_bastion.jsonrpc import Message
@@ -35,6 +36,7 @@ class Gateway:
         self.backends: dict[str, Backend] = {}
         self.handles: dict[str, ServerHandle] = {}
         self.sessions: dict[str, ClientSession] = {}
+        self.audit: AuditLog | None = None  # set by create_app; transports write mcp.call lines to it
         self._reaper: asyncio.Task[None] | None = None
         for name, spec in self.specs.items():
             backend = Backend(name, timeout_s=self._timeout(spec))

@@ -135,8 +135,8 @@ class ServerHandle:
             self._events("server.restart", server=self.spec.name, reason="crash", attempt=attempt)
 
     def _backoff(self, attempt: int) -> float:
-        base = self._settings.restart_backoff_initial_s * 2 ** (attempt - 1)
-        return min(self._settings.restart_backoff_max_s, base) * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311
+        base = self._settings.restart_backoff_initial_s * 2.0 ** (attempt - 1)
+        return float(min(self._settings.restart_backoff_max_s, base)) * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311
 
     async def _sleep_unless_stopped(self, delay: float) -> bool:
         with contextlib.suppress(TimeoutError):

@@ -6,6 +6,7 @@ from mcp_bastion.errors import INVALID_REQUEST
 from mcp_bastion.jsonrpc import Message, error, result
 from mcp_bastion.protocol import negotiate_version
 from mcp_bastion.relay import Backend, ClientSession, Gateway, Sink
+from mcp_bastion.transports.policy import FORBIDDEN, CallPolicy
 
 LOCAL_ANSWERS = frozenset({"ping"})
 
@@ -20,10 +21,23 @@ def initialize_result(backend: Backend, message: Message) -> Message:
 
 
 async def request(
-    backend: Backend, message: Message, sink: Sink, *, session: ClientSession | None, modern: bool = False
+    backend: Backend,
+    message: Message,
+    sink: Sink,
+    *,
+    session: ClientSession | None,
+    policy: CallPolicy,
+    modern: bool = False,
 ) -> int:
     """Answer locally or forward; returns the gateway id of a forwarded call (0 if answered here)."""
     method = message["method"]
+    if method == "tools/call":
+        tool = (message.get("params") or {}).get("name")
+        if not policy.may_call(tool):
+            policy.record("mcp.call", method=method, tool=str(tool)[:128], outcome="forbidden")
+            sink.deliver(error(message["id"], FORBIDDEN, f"this token may not call tool {str(tool)[:128]!r}"))
+            return 0
+    sink = policy.wrap(message, sink)
     if method == "ping":
         sink.deliver(result(message["id"], {}))
         return 0

@@ -39,6 +39,7 @@ from mcp_bastion.transports.http import (
     start_stream,
     stream_chunk,
 )
+from mcp_bastion.transports.policy import FORBIDDEN, CallPolicy
 
 ROUTING_HEADERS = (b"mcp-protocol-version", b"mcp-method", b"mcp-name")
 LISTEN_QUEUE_MAX = 256  # list-changed notifications buffered for one slow listener
@@ -124,6 +125,12 @@ class ModernTransport:
         has_json, has_sse = req.accepts()
         if not has_json:
             raise ProtocolError("Accept must list application/json", status=406)
+        policy = CallPolicy(req, self.gateway.spec(server), self.gateway.audit)
+        if req.header(b"mcp-method") == "tools/call" and not policy.may_call(
+            decode_header_value(req.header(b"mcp-name"))
+        ):
+            # Decided from the header before the body is parsed; the body is checked again after parsing.
+            raise ProtocolError("this token may not call that tool", code=FORBIDDEN, status=403)
         message = loads(body)
         kind = classify(message)
         if kind is Kind.RESPONSE:
@@ -147,7 +154,8 @@ class ModernTransport:
                 raise ProtocolError("subscriptions/listen needs Accept: text/event-stream", status=406)
             await self._listen(req, backend, message)
         else:
-            await self._relay(req, backend, message, streaming=has_sse and progress_token(message) is not None)
+            streaming = has_sse and progress_token(message) is not None
+            await self._relay(req, backend, message, policy, streaming=streaming)
 
     def _discover(self, backend: Backend) -> Message:
         init = backend.init_result or {}
@@ -156,17 +164,19 @@ class ModernTransport:
             found["instructions"] = init["instructions"]
         return found
 
-    async def _relay(self, req: Request, backend: Backend, message: Message, *, streaming: bool) -> None:
+    async def _relay(
+        self, req: Request, backend: Backend, message: Message, policy: CallPolicy, *, streaming: bool
+    ) -> None:
         method = message["method"]
         slot = ResponseSlot(streaming=streaming)
         disconnect = Disconnect(req.receive)
         try:
-            request_id = await dispatch.request(backend, message, slot, session=None, modern=True)
+            request_id = await dispatch.request(backend, message, slot, session=None, policy=policy, modern=True)
             if streaming:
                 await self._stream(req, backend, slot, disconnect, request_id, method)
                 return
             gone = asyncio.ensure_future(disconnect.event.wait())
-            await asyncio.wait({slot.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({slot.future, gone}, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]  # mixed future types
             gone.cancel()
             if not slot.future.done():
                 await backend.cancel(request_id, "client closed the connection")
@@ -184,9 +194,8 @@ class ModernTransport:
         try:
             while not (slot.future.done() and slot.stream.empty()):
                 getter = asyncio.ensure_future(slot.stream.get())
-                done, _ = await asyncio.wait(
-                    {getter, slot.future, gone}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
-                )
+                waiters: set[asyncio.Future[Any]] = {getter, slot.future, gone}
+                done, _ = await asyncio.wait(waiters, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     await stream_chunk(req.send, sse_event(getter.result()))
                     continue

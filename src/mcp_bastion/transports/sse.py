@@ -6,6 +6,7 @@ from mcp_bastion.protocol import negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway
 from mcp_bastion.transports import dispatch
 from mcp_bastion.transports.http import Request, send_bytes
+from mcp_bastion.transports.policy import CallPolicy
 from mcp_bastion.transports.streamable import pump_outbox
 
 ACCEPTED = [(b"content-type", b"text/plain; charset=utf-8")]
@@ -44,13 +45,13 @@ class SseTransport:
         kind = classify(message)
         await send_bytes(req.send, 202, b"Accepted", ACCEPTED)
         if kind is Kind.REQUEST:
-            await self._request(session, message)
+            await self._request(session, message, CallPolicy(req, self.gateway.spec(server), self.gateway.audit))
         elif kind is Kind.NOTIFICATION:
             await dispatch.notification(self.gateway, session, message)
         else:
             await dispatch.client_response(session, message)
 
-    async def _request(self, session: ClientSession, message: Message) -> None:
+    async def _request(self, session: ClientSession, message: Message, policy: CallPolicy) -> None:
         if message["method"] == "initialize" and session.protocol_version is None:
             params = message.get("params") or {}
             if session.own_backend:
@@ -63,4 +64,4 @@ class SseTransport:
             session.client_info = params.get("clientInfo")
             session.push(result(message["id"], dispatch.initialize_result(session.backend, message)))
             return
-        await dispatch.request(session.backend, message, session, session=session)
+        await dispatch.request(session.backend, message, session, session=session, policy=policy)

@@ -20,6 +20,7 @@ from mcp_bastion.transports.http import (
     start_stream,
     stream_chunk,
 )
+from mcp_bastion.transports.policy import CallPolicy
 
 SESSION_HEADER = b"mcp-session-id"
 
@@ -76,7 +77,8 @@ class StreamableTransport:
 
     async def _request(self, req: Request, session: ClientSession, message: Message, has_sse: bool) -> None:
         slot = ResponseSlot(streaming=has_sse and progress_token(message) is not None)
-        await dispatch.request(session.backend, message, slot, session=session)
+        policy = CallPolicy(req, self.gateway.spec(session.server), self.gateway.audit)
+        await dispatch.request(session.backend, message, slot, session=session, policy=policy)
         if slot.stream is None:
             answer = await slot.future
             await send_bytes(req.send, 200, dumps(answer), JSON_HEADERS)

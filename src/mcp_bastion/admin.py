@@ -1,0 +1,222 @@
+"""Login sessions and admin routes: /auth/login, /auth/logout, /auth/session, /admin/sessions[/{id}].
+
+A login turns a token into an HttpOnly SameSite=Strict cookie whose value is stored only as a hash, plus a
+readable CSRF cookie that state-changing requests must echo in X-CSRF-Token (double submit).
+"""
+
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from mcp_bastion.audit import AuditLog
+from mcp_bastion.config import Settings
+from mcp_bastion.errors import ProtocolError
+from mcp_bastion.middleware.auth import CSRF_COOKIE, SESSION_COOKIE, Authenticator, cookie_value
+from mcp_bastion.middleware.reply import reject, state
+from mcp_bastion.ratelimit import Limiter
+from mcp_bastion.relay import Gateway
+from mcp_bastion.security import new_session_id, token_hash
+from mcp_bastion.store import LoginSession, Store, StoreError
+from mcp_bastion.transports.http import Request, send_json
+
+LOGIN_BODY_MAX_BYTES = 4096  # {"token": "..."} and nothing more
+PUBLIC_ID_CHARS = 16  # sessions are named by a prefix of their hash, never by the cookie value
+
+
+class AdminRoutes:
+    """The handlers; the security pipeline has already authenticated everything but /auth/login."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        audit: AuditLog,
+        limiter: Limiter,
+        auth: Authenticator,
+        gateway: Gateway,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.audit = audit
+        self.limiter = limiter
+        self.auth = auth
+        self.gateway = gateway
+
+    def _cookie(self, name: str, value: str, max_age: int, *, http_only: bool) -> tuple[bytes, bytes]:
+        parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Strict"]
+        if http_only:
+            parts.append("HttpOnly")
+        if self.settings.tls:
+            parts.append("Secure")
+        return b"set-cookie", "; ".join(parts).encode()
+
+    async def login(self, req: Request) -> None:
+        """POST /auth/login {"token": ...} → session cookie + csrf_token."""
+        st = state(req.scope)
+        ip = str(st.get("client_ip", "unknown"))
+        locked = await self.limiter.locked_out(ip)
+        if locked is not None:
+            self.audit.record(
+                "ratelimit.exceeded",
+                outcome="denied",
+                reason="too many failed logins",
+                ip=ip,
+                request_id=st.get("request_id"),
+            )
+            await reject(
+                req.send, 429, "Too many requests", "Too many failed attempts; try again later", locked.headers()
+            )
+            return
+        token = _token_from(await req.body(LOGIN_BODY_MAX_BYTES))
+        try:
+            principal, reason = await self.auth.by_token(token) if token else (None, "missing token")
+        except StoreError:
+            await reject(req.send, 503, "Service unavailable", "Authentication is temporarily unavailable")
+            return
+        if principal is None:
+            await self.limiter.failed_auth(ip)
+            self.audit.record(
+                "auth.failure",
+                outcome="denied",
+                reason=reason,
+                ip=ip,
+                path="/auth/login",
+                request_id=st.get("request_id"),
+            )
+            await reject(req.send, 401, "Unauthorized", "Invalid or expired token")
+            return
+        session_id, csrf = new_session_id(), secrets.token_urlsafe(32)
+        now = time.time()
+        ttl = int(self.settings.session_ttl_s)
+        session = LoginSession(
+            token_hash(session_id), principal.name, principal.scopes, now, now + ttl, ip, token_hash(csrf)
+        )
+        await self.store.create_session(session)
+        self.audit.record(
+            "session.login",
+            outcome="ok",
+            principal=principal.name,
+            ip=ip,
+            session=session.id_hash[:PUBLIC_ID_CHARS],
+            request_id=st.get("request_id"),
+        )
+        body = {
+            "principal": principal.name,
+            "scopes": list(principal.scopes),
+            "expires": session.expires,
+            "csrf_token": csrf,
+        }
+        await send_json(
+            req.send,
+            200,
+            body,
+            [
+                self._cookie(SESSION_COOKIE, session_id, ttl, http_only=True),
+                self._cookie(CSRF_COOKIE, csrf, ttl, http_only=False),
+            ],
+        )
+
+    async def logout(self, req: Request) -> None:
+        """POST /auth/logout: delete the session server-side and clear the cookies."""
+        st = state(req.scope)
+        value = cookie_value(req.raw_headers, SESSION_COOKIE)
+        ended = bool(value) and await self.store.delete_session(token_hash(value or ""))
+        if ended:
+            self.audit.record(
+                "session.logout",
+                outcome="ok",
+                principal=st.get("principal"),
+                ip=st.get("client_ip"),
+                request_id=st.get("request_id"),
+            )
+        await send_json(
+            req.send,
+            200,
+            {"ok": True, "ended": ended},
+            [self._cookie(SESSION_COOKIE, "", 0, http_only=True), self._cookie(CSRF_COOKIE, "", 0, http_only=False)],
+        )
+
+    async def session(self, req: Request) -> None:
+        """GET /auth/session: who the caller is."""
+        st = state(req.scope)
+        login: LoginSession | None = st.get("login")
+        body: dict[str, Any] = {
+            "principal": st.get("principal"),
+            "scopes": list(st.get("scopes") or ()),
+            "via": st.get("auth"),
+        }
+        if login is not None:
+            body.update(created=login.created, expires=login.expires, id=login.id_hash[:PUBLIC_ID_CHARS])
+        await send_json(req.send, 200, body)
+
+    async def list_sessions(self, req: Request) -> None:
+        """GET /admin/sessions: login sessions and MCP client sessions."""
+        now = time.time()
+        logins = [
+            {
+                "id": s.id_hash[:PUBLIC_ID_CHARS],
+                "kind": "login",
+                "principal": s.principal,
+                "client_ip": s.client_ip,
+                "created": s.created,
+                "expires": s.expires,
+                "age_s": round(now - s.created, 1),
+            }
+            for s in await self.store.list_sessions()
+            if s.expires > now
+        ]
+        mono = time.monotonic()
+        clients = [
+            {
+                "id": token_hash(s.id)[:PUBLIC_ID_CHARS],
+                "kind": "mcp",
+                "server": s.server,
+                "era": s.era,
+                "principal": s.principal,
+                "age_s": round(mono - s.created, 1),
+                "client": (s.client_info or {}).get("name") if isinstance(s.client_info, dict) else None,
+            }
+            for s in self.gateway.sessions.values()
+        ]
+        await send_json(req.send, 200, {"sessions": logins + clients})
+
+    async def revoke_session(self, req: Request, public_id: str) -> None:
+        """DELETE /admin/sessions/{id}: end a login session or an MCP client session."""
+        st = state(req.scope)
+        for login in await self.store.list_sessions():
+            if login.id_hash[:PUBLIC_ID_CHARS] == public_id:
+                await self.store.delete_session(login.id_hash)
+                self._revoked(st, public_id, "login", login.principal)
+                await send_json(req.send, 200, {"revoked": public_id, "kind": "login"})
+                return
+        for client in list(self.gateway.sessions.values()):
+            if token_hash(client.id)[:PUBLIC_ID_CHARS] == public_id:
+                await self.gateway.end_session(client)
+                self._revoked(st, public_id, "mcp", client.principal)
+                await send_json(req.send, 200, {"revoked": public_id, "kind": "mcp"})
+                return
+        raise ProtocolError("no such session", status=404)
+
+    def _revoked(self, st: dict[str, Any], public_id: str, kind: str, owner: str | None) -> None:
+        self.audit.record(
+            "session.revoked",
+            outcome="ok",
+            principal=st.get("principal"),
+            ip=st.get("client_ip"),
+            session=public_id,
+            kind=kind,
+            owner=owner,
+            request_id=st.get("request_id"),
+        )
+
+
+def _token_from(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    token = data.get("token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) and token else None

@@ -1,0 +1,97 @@
+"""The security pipeline: pure ASGI stages in front of the router. The order lives in `build_pipeline` only."""
+
+import socket
+from dataclasses import dataclass
+
+from starlette.middleware.cors import CORSMiddleware
+
+from mcp_bastion.audit import AuditLog
+from mcp_bastion.config import Settings, split_list
+from mcp_bastion.middleware.auth import AuthenticationMiddleware, Authenticator, AuthorizationMiddleware
+from mcp_bastion.middleware.body_limit import BodyLimitMiddleware
+from mcp_bastion.middleware.headers import SecurityHeadersMiddleware
+from mcp_bastion.middleware.ip_allowlist import IpAllowlistMiddleware, parse_networks
+from mcp_bastion.middleware.origin import HostOriginMiddleware
+from mcp_bastion.middleware.rate_limit import RateLimitMiddleware
+from mcp_bastion.middleware.reply import ASGIApp
+from mcp_bastion.ratelimit import Limiter
+
+MCP_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Mcp-Session-Id",
+    "MCP-Protocol-Version",
+    "Mcp-Method",
+    "Mcp-Name",
+    "Last-Event-ID",
+    "X-CSRF-Token",
+]
+EXPOSED = ["Mcp-Session-Id", "WWW-Authenticate", "Retry-After", "X-Request-Id"]
+RATE_EXEMPT = frozenset({"/livez"})  # load balancers probe often; it reveals nothing
+
+
+@dataclass(frozen=True)
+class Security:
+    """What the pipeline needs besides Settings, built once at start-up."""
+
+    audit: AuditLog
+    limiter: Limiter
+    authenticator: Authenticator
+
+
+def allowed_hosts(settings: Settings) -> set[str]:
+    """Host names the gateway answers to: the bind address, loopback names when local, plus ALLOWED_HOSTS."""
+    hosts = set(split_list(settings.allowed_hosts))
+    bind = settings.host
+    hosts.add(f"[{bind}]" if ":" in bind else bind)
+    if bind in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::") or bind.startswith("127."):
+        hosts.update({"127.0.0.1", "localhost", "[::1]"})
+    if bind in ("0.0.0.0", "::"):
+        name = socket.gethostname()
+        hosts.add(name.lower())
+        try:
+            hosts.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+        except OSError:
+            pass
+    return hosts
+
+
+def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGIApp:
+    """Wrap the router in every stage; read bottom-up, the last wrapper is the first to see a request."""
+    audit, limiter = security.audit, security.limiter
+    origins = split_list(settings.allowed_origins)
+    # 8. Scopes decide the route (admin routes, servers); tools are checked where the body is parsed.
+    app = AuthorizationMiddleware(app, audit=audit)
+    # 7. Per-principal limit: after auth, so it can key on the token's name.
+    app = RateLimitMiddleware(app, limiter=limiter, per="principal", audit=audit, exempt=RATE_EXEMPT)
+    # 6. Who is calling: bearer token on every route, session cookie on management routes; fails closed.
+    app = AuthenticationMiddleware(
+        app, authenticator=security.authenticator, limiter=limiter, audit=audit, disabled=settings.insecure_no_auth
+    )
+    # 5. Per-IP limit before auth, so floods of bad tokens are cut without touching the store.
+    app = RateLimitMiddleware(app, limiter=limiter, per="ip", audit=audit, exempt=RATE_EXEMPT)
+    # 4. Oversized bodies refused before anything reads them.
+    app = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes)
+    # 3b. CORS answers allowed preflights before auth (browsers send no credentials on preflight).
+    if origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_credentials=True,
+            allow_headers=MCP_HEADERS,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            expose_headers=EXPOSED,
+            max_age=600,
+        )
+    # 3a. DNS rebinding: foreign Host 421, foreign Origin 403, on every route including preflights.
+    app = HostOriginMiddleware(app, hosts=allowed_hosts(settings), origins=set(origins), audit=audit)
+    # 2. Address allowlist: cheapest refusal, needs nothing but the socket (and trusted proxies' headers).
+    app = IpAllowlistMiddleware(
+        app,
+        allowed=parse_networks(split_list(settings.allowed_ips), "ALLOWED_IPS"),
+        trusted=parse_networks(split_list(settings.trusted_proxies), "TRUSTED_PROXIES"),
+        audit=audit,
+    )
+    # 1. Security headers and the request id on every response, rejections and 500s included.
+    return SecurityHeadersMiddleware(app, tls=settings.tls)

@@ -1,0 +1,113 @@
+"""Client address from the socket (forwarded headers only from trusted proxies) checked against ALLOWED_IPS."""
+
+import ipaddress
+from collections.abc import Iterable
+
+from mcp_bastion.audit import AuditLog
+from mcp_bastion.errors import ConfigError
+from mcp_bastion.middleware.reply import ASGIApp, reject, state
+from mcp_bastion.transports.http import Receive, Scope, Send
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+EVERYONE = ("0.0.0.0", "0.0.0.0/0", "::/0", "*")
+
+
+def parse_networks(values: Iterable[str], setting: str) -> list[Network]:
+    """Addresses and CIDR ranges; `0.0.0.0` means everyone.
+
+    Raises:
+        ConfigError: a value that is not an address or a network.
+    """
+    networks: list[Network] = []
+    for value in values:
+        if value in EVERYONE:
+            networks += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+            continue
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ConfigError(f"{setting}: {value!r} is not an IP address or CIDR range") from None
+    return networks
+
+
+def address(text: str) -> Address | None:
+    """Parse an address; IPv4-mapped IPv6 becomes IPv4; brackets, ports and zone ids are stripped."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    text = text.split("%", 1)[0]
+    try:
+        parsed = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+def forwarded_chain(headers: dict[bytes, bytes]) -> list[str]:
+    """Hops named by Forwarded (for=) or else X-Forwarded-For, left (client) to right (nearest proxy)."""
+    forwarded = headers.get(b"forwarded")
+    if forwarded:
+        hops = []
+        for element in forwarded.decode("latin-1").split(","):
+            for pair in element.split(";"):
+                key, _, value = pair.strip().partition("=")
+                if key.lower() == "for":
+                    hops.append(value)
+        return hops
+    xff = headers.get(b"x-forwarded-for")
+    return [hop.strip() for hop in xff.decode("latin-1").split(",")] if xff else []
+
+
+class IpAllowlistMiddleware:
+    """403 for addresses outside ALLOWED_IPS; records the client IP for every later stage."""
+
+    def __init__(self, app: ASGIApp, *, allowed: list[Network], trusted: list[Network], audit: AuditLog) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.trusted = trusted
+        self.audit = audit
+        self.everyone = any(n.prefixlen == 0 for n in allowed)
+
+    def client_ip(self, scope: Scope) -> Address | None:
+        """The peer, or the right-most untrusted hop when the peer is a trusted proxy."""
+        peer = address(scope["client"][0]) if scope.get("client") else None
+        if peer is None or not self.trusted or not self._in(peer, self.trusted):
+            return peer
+        client: Address | None = peer
+        for hop in reversed(forwarded_chain(dict(scope["headers"]))):
+            parsed = address(hop)
+            if parsed is None:
+                return None  # a garbled chain from a trusted proxy: trust nothing past it
+            client = parsed
+            if not self._in(parsed, self.trusted):
+                break
+        return client
+
+    @staticmethod
+    def _in(ip: Address, networks: list[Network]) -> bool:
+        return any(ip.version == n.version and ip in n for n in networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ip = self.client_ip(scope)
+        st = state(scope)
+        st["client_ip"] = str(ip) if ip is not None else "unknown"
+        if self.everyone or (ip is not None and self._in(ip, self.allowed)):
+            await self.app(scope, receive, send)
+            return
+        self.audit.record(
+            "ip.denied",
+            outcome="denied",
+            request_id=st.get("request_id"),
+            ip=st["client_ip"],
+            path=scope.get("path"),
+            method=scope.get("method"),
+        )
+        await reject(send, 403, "Access denied", "Your IP address is not allowed")

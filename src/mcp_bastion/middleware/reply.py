@@ -1,0 +1,29 @@
+"""Prebuilt rejections: every stage answers in the Express server's `{"error", "message"}` shape."""
+
+from typing import Any
+
+import orjson
+
+from mcp_bastion.transports.http import Scope, Send
+
+ASGIApp = Any
+
+
+def state(scope: Scope) -> dict[str, Any]:
+    """The per-request state dict the pipeline fills (request id, client IP, principal, scopes)."""
+    return scope.setdefault("state", {})  # type: ignore[no-any-return]
+
+
+async def reject(
+    send: Send, status: int, error: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send a complete JSON rejection."""
+    body = orjson.dumps({"error": error, "message": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,84 @@
+"""What every store backend provides: named tokens (hashed) and login sessions (hashed ids)."""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mcp_bastion.errors import GatewayError
+
+
+class StoreError(GatewayError):
+    """The store failed; authentication fails closed on it."""
+
+    http_status = 503
+
+
+class DuplicateName(StoreError):
+    """An active token already has that name."""
+
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A named token. `token_hash` is SHA-256 of the value; the value itself is never stored."""
+
+    name: str
+    token_hash: str
+    scopes: tuple[str, ...]
+    created: float
+    expires: float | None = None
+    last_used: float | None = None
+
+
+@dataclass(frozen=True)
+class LoginSession:
+    """A dashboard/management login. `id_hash` is SHA-256 of the cookie value."""
+
+    id_hash: str
+    principal: str
+    scopes: tuple[str, ...]
+    created: float
+    expires: float
+    client_ip: str = ""
+    csrf_hash: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """One async interface over memory, SQLite and Redis."""
+
+    async def create_token(self, record: TokenRecord) -> None:
+        """Add a token; DuplicateName if an active token has that name."""
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """The active token with that hash."""
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every active token, by name."""
+
+    async def revoke_token(self, name: str) -> bool:
+        """Delete a token by name; False if there was none."""
+
+    async def revoke_all_tokens(self) -> int:
+        """Delete every token; returns how many."""
+
+    async def touch_token(self, name: str, when: float) -> None:
+        """Record a use."""
+
+    async def create_session(self, session: LoginSession) -> None:
+        """Add a login session."""
+
+    async def session_by_hash(self, id_hash: str) -> LoginSession | None:
+        """The session with that id hash (expired ones included; the caller decides)."""
+
+    async def delete_session(self, id_hash: str) -> bool:
+        """End one session."""
+
+    async def list_sessions(self) -> list[LoginSession]:
+        """Every stored session."""
+
+    async def delete_all_sessions(self) -> int:
+        """End every session."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,72 @@
+"""In-process store for tests and throwaway runs (`memory://`)."""
+
+import dataclasses
+
+from mcp_bastion.store.base import DuplicateName, LoginSession, TokenRecord
+
+
+class MemoryStore:
+    """Dicts; nothing survives a restart."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, TokenRecord] = {}
+        self.sessions: dict[str, LoginSession] = {}
+
+    async def create_token(self, record: TokenRecord) -> None:
+        """Add a token."""
+        if any(t.name == record.name for t in self.tokens.values()):
+            raise DuplicateName(f"a token named {record.name!r} exists")
+        self.tokens[record.token_hash] = record
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """Find by hash."""
+        return self.tokens.get(token_hash)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """All tokens by name."""
+        return sorted(self.tokens.values(), key=lambda t: t.name)
+
+    async def revoke_token(self, name: str) -> bool:
+        """Delete by name."""
+        for key, record in list(self.tokens.items()):
+            if record.name == name:
+                del self.tokens[key]
+                return True
+        return False
+
+    async def revoke_all_tokens(self) -> int:
+        """Delete all."""
+        count = len(self.tokens)
+        self.tokens.clear()
+        return count
+
+    async def touch_token(self, name: str, when: float) -> None:
+        """Record a use."""
+        for key, record in self.tokens.items():
+            if record.name == name:
+                self.tokens[key] = dataclasses.replace(record, last_used=when)
+
+    async def create_session(self, session: LoginSession) -> None:
+        """Add a session."""
+        self.sessions[session.id_hash] = session
+
+    async def session_by_hash(self, id_hash: str) -> LoginSession | None:
+        """Find a session."""
+        return self.sessions.get(id_hash)
+
+    async def delete_session(self, id_hash: str) -> bool:
+        """End a session."""
+        return self.sessions.pop(id_hash, None) is not None
+
+    async def list_sessions(self) -> list[LoginSession]:
+        """All sessions, oldest first."""
+        return sorted(self.sessions.values(), key=lambda s: s.created)
+
+    async def delete_all_sessions(self) -> int:
+        """End all."""
+        count = len(self.sessions)
+        self.sessions.clear()
+        return count
+
+    async def close(self) -> None:
+        """Nothing to release."""

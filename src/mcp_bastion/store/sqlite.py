@@ -1,0 +1,125 @@
+"""The default store: one SQLite file shared by the server and every CLI command (`sqlite:///path`).
+
+Uses the standard library's sqlite3 synchronously on purpose: a primary-key lookup in a local file takes
+microseconds, less than a thread hop through aiosqlite would, and every request looks its token up afresh so
+that a revocation by the CLI takes effect on the very next request.
+"""
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL, last_used REAL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY, principal TEXT NOT NULL, scopes TEXT NOT NULL, created REAL NOT NULL,
+    expires REAL NOT NULL, client_ip TEXT NOT NULL, csrf_hash TEXT NOT NULL, extra TEXT NOT NULL);
+"""
+BUSY_TIMEOUT_S = 5.0  # the CLI and the server may write at the same moment
+
+
+class SqliteStore:
+    """Tokens and sessions in one SQLite file (created 0600, WAL mode)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}") from exc
+
+    def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateName("that name is taken") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"store query failed: {exc}") from exc
+
+    async def create_token(self, record: TokenRecord) -> None:
+        """Add a token."""
+        self._run(
+            "INSERT INTO tokens VALUES (?,?,?,?,?,?)",
+            (record.token_hash, record.name, json.dumps(record.scopes), record.created, record.expires, None),
+        )
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """Find by hash."""
+        rows = self._run("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,))
+        return _token(rows[0]) if rows else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """All tokens by name."""
+        return [_token(row) for row in self._run("SELECT * FROM tokens ORDER BY name")]
+
+    async def revoke_token(self, name: str) -> bool:
+        """Delete by name."""
+        return bool(self._run("DELETE FROM tokens WHERE name = ? RETURNING name", (name,)))
+
+    async def revoke_all_tokens(self) -> int:
+        """Delete all."""
+        return len(self._run("DELETE FROM tokens RETURNING name"))
+
+    async def touch_token(self, name: str, when: float) -> None:
+        """Record a use."""
+        self._run("UPDATE tokens SET last_used = ? WHERE name = ?", (when, name))
+
+    async def create_session(self, session: LoginSession) -> None:
+        """Add a session."""
+        self._run(
+            "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?)",
+            (
+                session.id_hash,
+                session.principal,
+                json.dumps(session.scopes),
+                session.created,
+                session.expires,
+                session.client_ip,
+                session.csrf_hash,
+                json.dumps(session.extra),
+            ),
+        )
+
+    async def session_by_hash(self, id_hash: str) -> LoginSession | None:
+        """Find a session."""
+        rows = self._run("SELECT * FROM sessions WHERE id_hash = ?", (id_hash,))
+        return _session(rows[0]) if rows else None
+
+    async def delete_session(self, id_hash: str) -> bool:
+        """End a session."""
+        return bool(self._run("DELETE FROM sessions WHERE id_hash = ? RETURNING id_hash", (id_hash,)))
+
+    async def list_sessions(self) -> list[LoginSession]:
+        """All sessions, oldest first."""
+        return [_session(row) for row in self._run("SELECT * FROM sessions ORDER BY created")]
+
+    async def delete_all_sessions(self) -> int:
+        """End all."""
+        return len(self._run("DELETE FROM sessions RETURNING id_hash"))
+
+    async def close(self) -> None:
+        """Close the file."""
+        self._db.close()
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    token_hash, name, scopes, created, expires, last_used = row
+    return TokenRecord(name, token_hash, tuple(json.loads(scopes)), created, expires, last_used)
+
+
+def _session(row: tuple[Any, ...]) -> LoginSession:
+    id_hash, principal, scopes, created, expires, client_ip, csrf_hash, extra = row
+    return LoginSession(
+        id_hash, principal, tuple(json.loads(scopes)), created, expires, client_ip, csrf_hash, json.loads(extra)
+    )
