@@ -74,6 +74,14 @@ class AdminRoutes:
         try:
             principal, reason = await self.auth.by_token(token) if token else (None, "missing token")
         except StoreError:
+            self.audit.record(
+                "auth.failure",
+                outcome="denied",
+                reason="store unavailable",
+                ip=ip,
+                path="/auth/login",
+                request_id=st.get("request_id"),
+            )
             await reject(req.send, 503, "Service unavailable", "Authentication is temporarily unavailable")
             return
         if principal is None:

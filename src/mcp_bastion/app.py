@@ -12,7 +12,7 @@ from mcp_bastion.errors import GatewayError, ProtocolError
 from mcp_bastion.middleware import Security, build_pipeline
 from mcp_bastion.middleware.auth import Authenticator
 from mcp_bastion.middleware.reply import state
-from mcp_bastion.protocol import is_modern_header
+from mcp_bastion.protocol import MODERN_VERSIONS, is_modern_header
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
 from mcp_bastion.store import Store, open_store
@@ -96,7 +96,7 @@ class BastionApp:
             await self._route(req, scope["path"].strip("/").split("/"))
         except GatewayError as exc:
             if not started:
-                await send_error(tracked_send, exc)
+                await send_error(tracked_send, exc, exc.request_id)
         except Exception:  # the top of a request: log it, answer 500 without internals
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not started:
@@ -163,7 +163,10 @@ class BastionApp:
             raise _Answered("answered")
 
     async def _mcp(self, req: Request, server: str) -> None:
-        modern = is_modern_header(req.header(b"mcp-protocol-version"))
+        version = req.header(b"mcp-protocol-version")
+        # A session id means a legacy client, whatever version it claims; the legacy transport then refuses an
+        # unknown version with 400. Without a session, any non-handshake version is the stateless era's to judge.
+        modern = version in MODERN_VERSIONS or (is_modern_header(version) and b"mcp-session-id" not in req.headers)
         if req.method == "POST":
             body = await req.body(self.settings.max_body_bytes)
             if modern or (b"mcp-session-id" not in req.headers and MODERN_MARKER in body):

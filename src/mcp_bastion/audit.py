@@ -63,6 +63,7 @@ class AuditLog:
         self._secrets = [s for s in secrets if s]
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._size = 0
 
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +80,10 @@ class AuditLog:
             try:
                 if self._fd is None:
                     self._fd = self._open()
+                    self._size = os.fstat(self._fd).st_size
                 os.write(self._fd, line)
-                if os.fstat(self._fd).st_size > self.max_bytes:
+                self._size += len(line)
+                if self._size > self.max_bytes:
                     self._rotate()
             except OSError as exc:
                 log.error("cannot write the audit log %s: %s", self.path, exc.strerror)

@@ -38,6 +38,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.data = data
+        self.request_id: Any = None  # set once the failing request's id is known, so the error can carry it
 
 
 class ConfigError(GatewayError):

@@ -4,6 +4,7 @@
 error during authentication is a refusal.
 """
 
+import hmac
 import re
 import time
 from dataclasses import dataclass
@@ -46,7 +47,6 @@ class Authenticator:
 
     def __init__(self, *, admin_token: str | None, store: Store) -> None:
         self.admin_hash = token_hash(admin_token) if admin_token else None
-        self.admin_token = admin_token
         self.store = store
         self._touched: dict[str, float] = {}
 
@@ -56,9 +56,10 @@ class Authenticator:
         Raises:
             StoreError: the store could not answer (the caller fails closed).
         """
-        if self.admin_token is not None and same(token, self.admin_token):
+        digest = token_hash(token)  # one hash per request: compared to the admin's, then looked up
+        if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
             return Principal("admin", (ADMIN_SCOPE,), "bearer"), "ok"
-        record = await self.store.token_by_hash(token_hash(token))
+        record = await self.store.token_by_hash(digest)
         if record is None:
             return None, "invalid token"
         now = time.time()

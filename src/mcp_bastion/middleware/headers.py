@@ -38,16 +38,23 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = secrets.token_hex(8)
-        state(scope)["request_id"] = request_id
+        st = state(scope)
+        st["request_id"] = request_id
+        st["headers"] = dict(scope["headers"])  # built once; later stages and the transports reuse it
         started = False
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [h for h in self.headers if h[0] not in present]
-                message["headers"] = [*message.get("headers", []), *extra, (b"x-request-id", request_id.encode())]
+                headers = list(message.get("headers", ()))
+                if any(name.lower() in self.names for name, _ in headers):  # a route chose its own: keep it
+                    present = {name.lower() for name, _ in headers}
+                    headers += [h for h in self.headers if h[0] not in present]
+                else:
+                    headers += self.headers
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
             await send(message)
 
         try:

@@ -5,12 +5,13 @@ from collections.abc import Iterable
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import ConfigError
-from mcp_bastion.middleware.reply import ASGIApp, reject, state
+from mcp_bastion.middleware.reply import ASGIApp, headers_of, reject, state
 from mcp_bastion.transports.http import Receive, Scope, Send
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 EVERYONE = ("0.0.0.0", "0.0.0.0/0", "::/0", "*")
+VERDICT_CACHE_MAX = 65_536  # peers remembered; the allowlist is fixed at start, so a verdict never goes stale
 
 
 def parse_networks(values: Iterable[str], setting: str) -> list[Network]:
@@ -72,6 +73,7 @@ class IpAllowlistMiddleware:
         self.trusted = trusted
         self.audit = audit
         self.everyone = any(n.prefixlen == 0 for n in allowed)
+        self._verdicts: dict[str, tuple[bool, str]] = {}  # peer → (allowed, client ip) when no proxy is involved
 
     def client_ip(self, scope: Scope) -> Address | None:
         """The peer, or the right-most untrusted hop when the peer is a trusted proxy."""
@@ -79,7 +81,7 @@ class IpAllowlistMiddleware:
         if peer is None or not self.trusted or not self._in(peer, self.trusted):
             return peer
         client: Address | None = peer
-        for hop in reversed(forwarded_chain(dict(scope["headers"]))):
+        for hop in reversed(forwarded_chain(headers_of(scope))):
             parsed = address(hop)
             if parsed is None:
                 return None  # a garbled chain from a trusted proxy: trust nothing past it
@@ -87,6 +89,20 @@ class IpAllowlistMiddleware:
             if not self._in(parsed, self.trusted):
                 break
         return client
+
+    def _decide(self, scope: Scope) -> tuple[bool, str]:
+        peer = scope["client"][0] if scope.get("client") else ""
+        cached = self._verdicts.get(peer)
+        if cached is not None:
+            return cached
+        ip = self.client_ip(scope)
+        verdict = (self.everyone or (ip is not None and self._in(ip, self.allowed)), str(ip) if ip else "unknown")
+        peer_ip = address(peer)
+        if peer_ip is None or not self._in(peer_ip, self.trusted):  # a proxy's verdict depends on its headers
+            if len(self._verdicts) > VERDICT_CACHE_MAX:
+                self._verdicts.clear()
+            self._verdicts[peer] = verdict
+        return verdict
 
     @staticmethod
     def _in(ip: Address, networks: list[Network]) -> bool:
@@ -96,10 +112,9 @@ class IpAllowlistMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        ip = self.client_ip(scope)
         st = state(scope)
-        st["client_ip"] = str(ip) if ip is not None else "unknown"
-        if self.everyone or (ip is not None and self._in(ip, self.allowed)):
+        allowed, st["client_ip"] = self._decide(scope)
+        if allowed:
             await self.app(scope, receive, send)
             return
         self.audit.record(

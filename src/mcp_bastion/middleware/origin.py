@@ -1,7 +1,7 @@
 """DNS-rebinding defence: a foreign Host gets 421, a foreign Origin 403 (on every route, preflights included)."""
 
 from mcp_bastion.audit import AuditLog
-from mcp_bastion.middleware.reply import ASGIApp, reject, state
+from mcp_bastion.middleware.reply import ASGIApp, headers_of, reject, state
 from mcp_bastion.transports.http import Receive, Scope, Send
 
 
@@ -26,18 +26,26 @@ class HostOriginMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
+        headers = headers_of(scope)
         host = headers.get(b"host")
         if host is None or host_name(host.decode("latin-1")) not in self.hosts:
             self._audit(scope, "host", host)
             await reject(send, 421, "Misdirected request", "This host name is not served here")
             return
         origin = headers.get(b"origin")
-        if origin is not None and origin.decode("latin-1").rstrip("/").lower() not in self.origins:
+        if origin is not None and not self._origin_ok(origin, host):
             self._audit(scope, "origin", origin)
             await reject(send, 403, "Forbidden", "Origin not allowed")
             return
         await self.app(scope, receive, send)
+
+    def _origin_ok(self, origin: bytes, host: bytes) -> bool:
+        text = origin.decode("latin-1").rstrip("/").lower()
+        if text in self.origins:
+            return True
+        # Same origin as the (already checked) Host: a page served by this gateway calling itself.
+        _, sep, authority = text.partition("://")
+        return bool(sep) and authority == host.decode("latin-1").strip().lower()
 
     def _audit(self, scope: Scope, reason: str, value: bytes | None) -> None:
         st = state(scope)

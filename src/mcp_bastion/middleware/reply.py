@@ -9,6 +9,15 @@ from mcp_bastion.transports.http import Scope, Send
 ASGIApp = Any
 
 
+def headers_of(scope: Scope) -> dict[bytes, bytes]:
+    """The request headers as a dict (lowercase names; the last of duplicates), built once per request."""
+    st = state(scope)
+    found = st.get("headers")
+    if found is None:
+        found = st["headers"] = dict(scope["headers"])
+    return found
+
+
 def state(scope: Scope) -> dict[str, Any]:
     """The per-request state dict the pipeline fills (request id, client IP, principal, scopes)."""
     return scope.setdefault("state", {})  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ from mcp_bastion import __version__
 from mcp_bastion.errors import (
     INTERNAL_ERROR,
     METHOD_NOT_FOUND,
+    REQUEST_CANCELLED,
     REQUEST_TIMEOUT,
     SERVER_UNAVAILABLE,
     ChildError,
@@ -30,6 +31,16 @@ log = logging.getLogger("mcp_bastion.relay")
 
 GATEWAY_INFO = {"name": "mcp-bastion", "version": __version__}
 BROADCAST = frozenset({*LIST_CHANGED, "notifications/message"})
+
+
+class ToolSchema:
+    """A tool's input schema, and whether it mirrors arguments into Mcp-Param-* headers (2026-07-28)."""
+
+    __slots__ = ("has_param_headers", "input_schema")
+
+    def __init__(self, input_schema: Any) -> None:
+        self.input_schema = input_schema
+        self.has_param_headers = b'"x-mcp-header"' in dumps(input_schema) if isinstance(input_schema, dict) else False
 
 
 class Pending:
@@ -66,6 +77,7 @@ class Backend:
         self._by_token: dict[int, Pending] = {}
         self._server_requests: dict[str, Any] = {}  # our id for a child→client request → the child's id
         self._next_id = 0
+        self.tool_schemas: dict[str, ToolSchema] = {}  # from the child's tools/list answers, for header checks
         self._background: set[asyncio.Future[Any]] = set()
         self.calls = 0
 
@@ -95,6 +107,26 @@ class Backend:
             raise ChildError(f"initialize was refused: {str(answer.get('error'))[:200]}")
         await child.send(dumps(notification("notifications/initialized")))
         self.init_result = answer["result"]
+        self.tool_schemas = {}
+        if "tools" in (self.init_result.get("capabilities") or {}):
+            self._spawn(self._learn_tools())
+
+    async def _learn_tools(self) -> None:
+        """Ask the child for its tools once, so header checks know the schemas before any client lists them."""
+        child = self.child
+        if child is None:
+            return
+        slot = ResponseSlot()
+        request_id = self._new_id()
+        self.pending[request_id] = Pending(slot, request_id, "tools/list", None)
+        try:
+            await child.send(dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}))
+        except ChildUnavailable:
+            self.pending.pop(request_id, None)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.future, self.timeout_s)
+        self.pending.pop(request_id, None)
 
     def child_message(self, message: Message) -> None:
         """Route one message from the child."""
@@ -108,6 +140,9 @@ class Backend:
         if method == "notifications/progress":
             self._child_progress(message)
         elif method in BROADCAST:
+            if method == "notifications/tools/list_changed":
+                self.tool_schemas = {}
+                self._spawn(self._learn_tools())
             for session in self.sessions:
                 session.push(message)
             for listener in self.listeners:
@@ -185,6 +220,7 @@ class Backend:
         if pending is None:
             return
         self._finish(request_id, None)
+        pending.sink.cancelled(error(pending.client_id, REQUEST_CANCELLED, "Request cancelled"))
         await self.notify_child(notification("notifications/cancelled", {"requestId": request_id, "reason": reason}))
 
     async def answer_server_request(self, message: Message) -> bool:
@@ -213,6 +249,8 @@ class Backend:
 
     def _finish(self, request_id: int, message: Message | None) -> None:
         pending = self.pending.pop(request_id)
+        if pending.method == "tools/list" and message is not None:
+            self._remember_tools(message)
         if pending.timer is not None:
             pending.timer.cancel()
         if pending.client_token is not None:
@@ -222,6 +260,13 @@ class Backend:
         if message is not None:
             message["id"] = pending.client_id
             pending.sink.deliver(message)
+
+    def _remember_tools(self, message: Message) -> None:
+        tools = (message.get("result") or {}).get("tools")
+        if isinstance(tools, list):
+            for tool in tools:
+                if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+                    self.tool_schemas[tool["name"]] = ToolSchema(tool.get("inputSchema"))
 
     def _expire(self, request_id: int) -> None:
         pending = self.pending.get(request_id)

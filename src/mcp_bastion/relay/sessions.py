@@ -55,6 +55,9 @@ class ClientSession:
         """Sink: a related notification goes on the session's stream."""
         self.push(message)
 
+    def cancelled(self, message: Message) -> None:
+        """Sink: nothing is sent for a cancelled request on a stream (MCP cancellation rules)."""
+
     def push(self, message: Message) -> None:
         """Queue a message for the client's stream; drop the oldest if nobody reads."""
         if self.closed.is_set():

@@ -17,6 +17,9 @@ class Sink(Protocol):
     def notify(self, message: Message) -> None:
         """A notification related to the request (progress)."""
 
+    def cancelled(self, message: Message) -> None:
+        """The request was cancelled; `message` is the error an HTTP response still owed an answer may carry."""
+
 
 class ResponseSlot:
     """One HTTP request waiting for its answer; optionally streaming related notifications."""
@@ -31,6 +34,10 @@ class ResponseSlot:
         """Resolve the slot (first answer wins)."""
         if not self.future.done():
             self.future.set_result(message)
+
+    def cancelled(self, message: Message) -> None:
+        """An HTTP response is still open and owed an answer: end it with the cancellation error."""
+        self.deliver(message)
 
     def notify(self, message: Message) -> None:
         """Queue a related notification if the response streams; else drop it (JSON responses carry none)."""

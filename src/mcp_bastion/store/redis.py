@@ -25,6 +25,12 @@ class RedisStore:
         except RedisError as exc:
             raise StoreError(f"redis {method} failed: {type(exc).__name__}") from exc
 
+    async def _keys(self, pattern: str) -> list[str]:
+        try:
+            return [key async for key in self._redis.scan_iter(pattern)]
+        except RedisError as exc:
+            raise StoreError(f"redis scan failed: {type(exc).__name__}") from exc
+
     async def create_token(self, record: TokenRecord) -> None:
         """Add a token (the name claim is atomic: SET NX)."""
         if not await self._call("set", f"{PREFIX}token-name:{record.name}", record.token_hash, nx=True):
@@ -38,7 +44,7 @@ class RedisStore:
 
     async def list_tokens(self) -> list[TokenRecord]:
         """All tokens by name."""
-        keys = [key async for key in self._redis.scan_iter(f"{PREFIX}token:*")]
+        keys = await self._keys(f"{PREFIX}token:*")
         values = await self._call("mget", keys) if keys else []
         return sorted((_token(v) for v in values if v), key=lambda t: t.name)
 
@@ -81,13 +87,13 @@ class RedisStore:
 
     async def list_sessions(self) -> list[LoginSession]:
         """All sessions, oldest first."""
-        keys = [key async for key in self._redis.scan_iter(f"{PREFIX}session:*")]
+        keys = await self._keys(f"{PREFIX}session:*")
         values = await self._call("mget", keys) if keys else []
         return sorted((_session(v) for v in values if v), key=lambda s: s.created)
 
     async def delete_all_sessions(self) -> int:
         """End all."""
-        keys = [key async for key in self._redis.scan_iter(f"{PREFIX}session:*")]
+        keys = await self._keys(f"{PREFIX}session:*")
         return int(await self._call("delete", *keys)) if keys else 0
 
     async def close(self) -> None:

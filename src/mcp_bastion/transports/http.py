@@ -46,7 +46,8 @@ class Request:
         self.send = send
         self.method: str = scope["method"]
         self.raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        self.headers: dict[bytes, bytes] = dict(self.raw_headers)
+        known = scope.get("state", {}).get("headers")  # the pipeline parsed them already
+        self.headers: dict[bytes, bytes] = known if known is not None else dict(self.raw_headers)
         self.query: bytes = scope.get("query_string", b"")
 
     def header(self, name: bytes) -> str | None:

@@ -3,6 +3,8 @@
 import asyncio
 from typing import Any
 
+from mcp.shared.inbound import validate_mcp_param_headers
+
 from mcp_bastion.errors import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
@@ -28,6 +30,7 @@ from mcp_bastion.protocol import (
 )
 from mcp_bastion.relay import Backend, Gateway, ResponseSlot
 from mcp_bastion.transports import dispatch
+from mcp_bastion.transports.dispatch import request_id_of
 from mcp_bastion.transports.http import (
     JSON_HEADERS,
     KEEPALIVE,
@@ -61,6 +64,35 @@ def unsupported(requested: Any) -> ProtocolError:
     return ProtocolError("Unsupported protocol version", code=UNSUPPORTED_PROTOCOL_VERSION, data=data)
 
 
+def header_value(req: Request, name: bytes) -> str | None:
+    """A routing header's value: surrounding whitespace is not part of a field value (RFC 9110), base64 undone."""
+    raw = req.header(name)
+    return decode_header_value(raw.strip()) if raw is not None else None
+
+
+def check_param_headers(req: Request, backend: Backend, message: Message) -> None:
+    """`Mcp-Param-*` headers must mirror the arguments the tool's schema marks with `x-mcp-header` (-32020).
+
+    Uses the MCP SDK's validator, so the gateway agrees with the reference implementation to the letter.
+    """
+    params = message.get("params") or {}
+    schema = backend.tool_schemas.get(str(params.get("name")))
+    if schema is None or not schema.has_param_headers:
+        return
+    pairs = [
+        (k.decode("latin-1"), v.decode("latin-1").strip()) for k, v in req.raw_headers if k.startswith(b"mcp-param-")
+    ]
+    headers = dict(pairs)
+    if len(headers) != len(pairs):
+        raise ProtocolError("an Mcp-Param header appears more than once", code=HEADER_MISMATCH)
+    arguments = params.get("arguments")
+    rejection = validate_mcp_param_headers(
+        schema.input_schema, arguments if isinstance(arguments, dict) else {}, headers
+    )
+    if rejection is not None:
+        raise ProtocolError(rejection.message, code=HEADER_MISMATCH)
+
+
 def check_envelope(req: Request, message: Message) -> None:
     """The 2026-07-28 validation ladder: _meta envelope, header/body agreement, supported version.
 
@@ -80,15 +112,15 @@ def check_envelope(req: Request, message: Message) -> None:
             f"params._meta must carry {PROTOCOL_VERSION_META!r} and {CLIENT_CAPABILITIES_META!r}", code=INVALID_PARAMS
         )
     version = meta[PROTOCOL_VERSION_META]
-    if req.header(b"mcp-protocol-version") != version:
+    if header_value(req, b"mcp-protocol-version") != version:
         raise ProtocolError("MCP-Protocol-Version header does not match the request envelope", code=HEADER_MISMATCH)
     method = message["method"]
-    if req.header(b"mcp-method") != method:
+    if header_value(req, b"mcp-method") != method:
         raise ProtocolError("Mcp-Method header does not match the request body's method", code=HEADER_MISMATCH)
     name_key = NAME_BEARING.get(method)
     if name_key is not None and isinstance(params, dict):
         body_value = params.get(name_key)
-        if body_value is not None and decode_header_value(req.header(b"mcp-name")) != body_value:
+        if body_value is not None and header_value(req, b"mcp-name") != body_value:
             raise ProtocolError(f"Mcp-Name header does not match the request body's {name_key!r}", code=HEADER_MISMATCH)
     if version not in MODERN_VERSIONS:
         raise unsupported(version)
@@ -126,17 +158,23 @@ class ModernTransport:
         if not has_json:
             raise ProtocolError("Accept must list application/json", status=406)
         policy = CallPolicy(req, self.gateway.spec(server), self.gateway.audit)
-        if req.header(b"mcp-method") == "tools/call" and not policy.may_call(
-            decode_header_value(req.header(b"mcp-name"))
-        ):
+        named = header_value(req, b"mcp-name")
+        if named is not None and header_value(req, b"mcp-method") == "tools/call" and not policy.may_call(named):
             # Decided from the header before the body is parsed; the body is checked again after parsing.
             raise ProtocolError("this token may not call that tool", code=FORBIDDEN, status=403)
         message = loads(body)
+        try:
+            await self._message(req, server, message, policy, has_sse=has_sse)
+        except ProtocolError as exc:
+            exc.request_id = request_id_of(message)
+            raise
+
+    async def _message(self, req: Request, server: str, message: Message, policy: CallPolicy, *, has_sse: bool) -> None:
         kind = classify(message)
         if kind is Kind.RESPONSE:
             raise ProtocolError("clients must not post responses on this protocol revision")
         if kind is Kind.NOTIFICATION:
-            version = req.header(b"mcp-protocol-version")
+            version = header_value(req, b"mcp-protocol-version")
             if version not in MODERN_VERSIONS:
                 raise unsupported(version)
             await send_bytes(req.send, 202, b"", [])
@@ -145,7 +183,6 @@ class ModernTransport:
         method = message["method"]
         if method not in MODERN_METHODS:
             raise ProtocolError(f"Method not found: {method[:80]}", code=METHOD_NOT_FOUND, status=404)
-        self.gateway.spec(server)
         backend = await self.gateway.shared_backend(server)
         if method == "server/discover":
             await self._send(req, result(message["id"], self._discover(backend)), method, backend)
@@ -154,6 +191,8 @@ class ModernTransport:
                 raise ProtocolError("subscriptions/listen needs Accept: text/event-stream", status=406)
             await self._listen(req, backend, message)
         else:
+            if method == "tools/call":
+                check_param_headers(req, backend, message)
             streaming = has_sse and progress_token(message) is not None
             await self._relay(req, backend, message, policy, streaming=streaming)
 
@@ -223,7 +262,10 @@ class ModernTransport:
         backend.listeners.add(listener)
         disconnect = Disconnect(req.receive)
         gone = asyncio.ensure_future(disconnect.event.wait())
-        ack = notification("notifications/subscriptions/acknowledged", {"notifications": {k: True for k in wanted}})
+        ack = notification(
+            "notifications/subscriptions/acknowledged",
+            {"notifications": {k: True for k in wanted}, "_meta": {SUBSCRIPTION_ID_META: message["id"]}},
+        )
         try:
             await start_stream(req.send)
             await stream_chunk(req.send, sse_event(ack))

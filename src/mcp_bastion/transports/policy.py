@@ -88,6 +88,10 @@ class ListFilter:
         """Pass on."""
         self.inner.notify(message)
 
+    def cancelled(self, message: Message) -> None:
+        """Pass on."""
+        self.inner.cancelled(message)
+
 
 class AuditedCall:
     """Writes the `mcp.call` line when the answer arrives."""
@@ -124,3 +128,11 @@ class AuditedCall:
     def notify(self, message: Message) -> None:
         """Pass on."""
         self.inner.notify(message)
+
+    def cancelled(self, message: Message) -> None:
+        """Audit the cancellation, then pass on."""
+        latency = round((time.perf_counter() - self.started) * 1000, 2)
+        self.policy.record(
+            "mcp.call", method=self.method, tool=self.tool, outcome="cancelled", latency_ms=latency, args=self.args
+        )
+        self.inner.cancelled(message)

@@ -42,7 +42,11 @@ class SseTransport:
         if not req.is_json():
             raise ProtocolError("Content-Type must be application/json", status=415)
         message = loads(await req.body(self.max_body))
-        kind = classify(message)
+        try:
+            kind = classify(message)
+        except ProtocolError as exc:
+            exc.request_id = dispatch.request_id_of(message)
+            raise
         await send_bytes(req.send, 202, b"Accepted", ACCEPTED)
         if kind is Kind.REQUEST:
             await self._request(session, message, CallPolicy(req, self.gateway.spec(server), self.gateway.audit))

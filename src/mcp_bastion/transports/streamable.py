@@ -41,6 +41,13 @@ class StreamableTransport:
         if not req.is_json():
             raise ProtocolError("Content-Type must be application/json", status=415)
         message = loads(body if body is not None else await req.body(self.max_body))
+        try:
+            await self._message(req, server, message, has_sse)
+        except ProtocolError as exc:
+            exc.request_id = dispatch.request_id_of(message)
+            raise
+
+    async def _message(self, req: Request, server: str, message: Message, has_sse: bool) -> None:
         kind = classify(message)
         session_id = req.header(SESSION_HEADER)
         if kind is Kind.REQUEST and message["method"] == "initialize":
