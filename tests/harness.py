@@ -53,11 +53,14 @@ class RunningGateway:
     def mcp(self, name: str) -> str:
         return f"{self.url}/mcp/{name}"
 
+    headers: dict[str, str] = field(default_factory=dict)
+
     def health(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/health", timeout=5).json()
+        return httpx.get(f"{self.url}/health", headers=self.headers, timeout=5).json()
 
     def state(self, name: str) -> str:
-        return str(self.health()["servers"][name]["state"])
+        """Read in-process, so it works whatever the authentication settings."""
+        return str(self.app.gateway.server_view(name)["state"])
 
 
 @contextlib.contextmanager
@@ -82,6 +85,8 @@ def run_gateway(servers: list[ServerSpec], tmp_path: Path, **settings: Any) -> I
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     running = RunningGateway(f"http://127.0.0.1:{port}", app, server, thread, events)
+    if config.auth_token is not None:
+        running.headers = {"Authorization": f"Bearer {config.auth_token.get_secret_value()}"}
     wait_until(lambda: server.started, START_TIMEOUT_S)
     auto = [s.name for s in servers if s.auto_start and s.isolation == "shared"]
     wait_until(lambda: all(running.state(n) in ("running", "failed") for n in auto), START_TIMEOUT_S)

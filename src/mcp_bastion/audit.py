@@ -8,6 +8,7 @@ request carried: strings are made valid UTF-8 and orjson escapes control charact
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -60,7 +61,8 @@ class AuditLog:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self._secrets = [s for s in secrets if s]
+        known = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, known))) if known else None
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._size = 0
@@ -89,11 +91,16 @@ class AuditLog:
                 log.error("cannot write the audit log %s: %s", self.path, exc.strerror)
 
     def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            text = _clean(value)[:FIELD_MAX_CHARS]
-            for secret in self._secrets:
-                text = text.replace(secret, "****")
+        kind = type(value)
+        if kind is str:
+            text: str = value if value.isascii() else _clean(value)
+            if len(text) > FIELD_MAX_CHARS:
+                text = text[:FIELD_MAX_CHARS]
+            if self._secrets is not None and self._secrets.search(text):
+                text = self._secrets.sub("****", text)
             return text
+        if kind is int or kind is float or kind is bool:
+            return value
         if isinstance(value, dict):
             return {_clean(str(k))[:64]: self._scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

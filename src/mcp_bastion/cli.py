@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mcp_bastion import __version__
@@ -47,10 +48,11 @@ ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="The mcp
 
 
 def fail(message: str, hint: str | None = None) -> None:
-    """One clear line (and a hint), exit code 2, no traceback."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """One clear line (with its hint on the same line), exit code 2, no traceback. User text is never markup."""
+    line = f"[bold red]error:[/] {escape(message)}"
     if hint:
-        err.print(f"[dim]hint: {hint}[/]", soft_wrap=True)
+        line += f" [dim](hint: {escape(hint)})[/]"
+    err.print(line, soft_wrap=True)
     raise typer.Exit(EXIT_CONFIG)
 
 
@@ -59,7 +61,7 @@ def _load(env_file: Path, **flags: Any) -> tuple[Settings, dict[str, ServerSpec]
         settings = load_settings(env_file, **flags)
         servers = load_servers(settings.mcp_config, variables(env_file))
     except ConfigError as exc:
-        fail(exc.message, "fix the file named above, or run `mcp-bastion demo` for a working example")
+        fail(exc.message)
         raise  # unreachable: fail() exits
     return settings, servers
 

@@ -39,6 +39,9 @@ class Verdict:
         return found
 
 
+ALLOWED = Verdict(True, 0, 0, 0)
+
+
 class Limiter:
     """The gateway's three limits over one counter storage."""
 
@@ -65,9 +68,8 @@ class Limiter:
 
     async def hit(self, item: RateLimitItem, key: str) -> Verdict:
         """Count one request against `item` for `key`."""
-        allowed = await self.strategy.hit(item, key)
-        if allowed:
-            return Verdict(True, item.amount, -1, 0)  # remaining is only computed when it is shown (a refusal)
+        if await self.strategy.hit(item, key):
+            return ALLOWED  # remaining and reset are computed only when they are shown (a refusal)
         return await self._verdict(item, key, allowed=False)
 
     async def locked_out(self, key: str) -> Verdict | None:

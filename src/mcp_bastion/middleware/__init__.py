@@ -7,6 +7,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import Settings, split_list
+from mcp_bastion.errors import ConfigError
 from mcp_bastion.middleware.auth import AuthenticationMiddleware, Authenticator, AuthorizationMiddleware
 from mcp_bastion.middleware.body_limit import BodyLimitMiddleware
 from mcp_bastion.middleware.headers import SecurityHeadersMiddleware
@@ -61,6 +62,8 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
     """Wrap the router in every stage; read bottom-up, the last wrapper is the first to see a request."""
     audit, limiter = security.audit, security.limiter
     origins = split_list(settings.allowed_origins)
+    if "*" in origins or "null" in origins:
+        raise ConfigError("ALLOWED_ORIGINS may not contain * or null: list the exact origins (credentials are sent)")
     # 8. Scopes decide the route (admin routes, servers); tools are checked where the body is parsed.
     app = AuthorizationMiddleware(app, audit=audit)
     # 7. Per-principal limit: after auth, so it can key on the token's name.

@@ -11,6 +11,7 @@ from mcp_bastion.transports.http import Receive, Scope, Send
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 EVERYONE = ("0.0.0.0", "0.0.0.0/0", "::/0", "*")
+MAPPED_PREFIX = 96  # ::ffff:0:0/96 holds the IPv4-mapped addresses
 VERDICT_CACHE_MAX = 65_536  # peers remembered; the allowlist is fixed at start, so a verdict never goes stale
 
 
@@ -26,10 +27,20 @@ def parse_networks(values: Iterable[str], setting: str) -> list[Network]:
             networks += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
             continue
         try:
-            networks.append(ipaddress.ip_network(value, strict=False))
+            network = ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise ConfigError(f"{setting}: {value!r} is not an IP address or CIDR range") from None
+        networks.append(_unmapped(network))
     return networks
+
+
+def _unmapped(network: Network) -> Network:
+    """An IPv4-mapped IPv6 range (::ffff:a.b.c.d/96+n) is the IPv4 range a.b.c.d/n: clients are compared as IPv4."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= MAPPED_PREFIX:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - MAPPED_PREFIX}")
+    return network
 
 
 def address(text: str) -> Address | None:

@@ -223,6 +223,10 @@ class Backend:
         pending.sink.cancelled(error(pending.client_id, REQUEST_CANCELLED, "Request cancelled"))
         await self.notify_child(notification("notifications/cancelled", {"requestId": request_id, "reason": reason}))
 
+    def cancel_soon(self, request_id: int, reason: str) -> None:
+        """`cancel` from a plain callback."""
+        self._spawn(self.cancel(request_id, reason))
+
     async def answer_server_request(self, message: Message) -> bool:
         """A client's response to a child→client request: restore the child's id and pass it on."""
         child_id = self._server_requests.pop(message.get("id"), _MISSING)  # type: ignore[arg-type]

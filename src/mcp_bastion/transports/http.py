@@ -5,7 +5,7 @@ Hand-written because this is the hot path: a framework Request/Response per call
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -162,12 +162,15 @@ class Disconnect:
 
     def __init__(self, receive: Receive) -> None:
         self.event = asyncio.Event()
+        self.on_disconnect: Callable[[], None] | None = None
         self._task = asyncio.create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
         self.event.set()
+        if self.on_disconnect is not None:
+            self.on_disconnect()
 
     def close(self) -> None:
         """Stop watching."""

@@ -161,6 +161,7 @@ class ModernTransport:
         named = header_value(req, b"mcp-name")
         if named is not None and header_value(req, b"mcp-method") == "tools/call" and not policy.may_call(named):
             # Decided from the header before the body is parsed; the body is checked again after parsing.
+            policy.record("mcp.call", method="tools/call", tool=named[:128], outcome="forbidden")
             raise ProtocolError("this token may not call that tool", code=FORBIDDEN, status=403)
         message = loads(body)
         try:
@@ -214,13 +215,12 @@ class ModernTransport:
             if streaming:
                 await self._stream(req, backend, slot, disconnect, request_id, method)
                 return
-            gone = asyncio.ensure_future(disconnect.event.wait())
-            await asyncio.wait({slot.future, gone}, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]  # mixed future types
-            gone.cancel()
-            if not slot.future.done():
-                await backend.cancel(request_id, "client closed the connection")
-                return
-            await self._send(req, slot.future.result(), method, backend)
+            # Closing the connection is cancellation on this revision: the watcher cancels the call, which
+            # resolves the slot, so one await covers both outcomes without a second task per request.
+            disconnect.on_disconnect = lambda: backend.cancel_soon(request_id, "client closed the connection")
+            answer = await slot.future
+            if not disconnect.event.is_set():
+                await self._send(req, answer, method, backend)
         finally:
             disconnect.close()
 
