@@ -3,8 +3,6 @@
 import asyncio
 from typing import Any
 
-from mcp.shared.inbound import validate_mcp_param_headers
-
 from mcp_bastion.errors import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
@@ -85,6 +83,9 @@ def check_param_headers(req: Request, backend: Backend, message: Message) -> Non
     headers = dict(pairs)
     if len(headers) != len(pairs):
         raise ProtocolError("an Mcp-Param header appears more than once", code=HEADER_MISMATCH)
+    # Imported lazily: the SDK costs ~20 MiB of RSS, and only tools that mirror headers need it.
+    from mcp.shared.inbound import validate_mcp_param_headers
+
     arguments = params.get("arguments")
     rejection = validate_mcp_param_headers(
         schema.input_schema, arguments if isinstance(arguments, dict) else {}, headers
