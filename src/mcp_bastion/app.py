@@ -84,23 +84,17 @@ class BastionApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracked_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        req = Request(scope, receive, tracked_send)
+        req = Request(scope, receive, send)
+        st = state(scope)  # the outermost stage marks "response_started" when the head goes out
         try:
             await self._route(req, scope["path"].strip("/").split("/"))
         except GatewayError as exc:
-            if not started:
-                await send_error(tracked_send, exc, exc.request_id)
+            if not st.get("response_started"):
+                await send_error(send, exc, exc.request_id)
         except Exception:  # the top of a request: log it, answer 500 without internals
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if not started:
-                await send_error(tracked_send, GatewayError("Internal error"))
+            if not st.get("response_started"):
+                await send_error(send, GatewayError("Internal error"))
 
     async def _route(self, req: Request, parts: list[str]) -> None:
         if parts == ["livez"]:

@@ -47,6 +47,7 @@ class SecurityHeadersMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                st["response_started"] = True
                 headers = list(message.get("headers", ()))
                 if any(name.lower() in self.names for name, _ in headers):  # a route chose its own: keep it
                     present = {name.lower() for name, _ in headers}

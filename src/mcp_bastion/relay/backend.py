@@ -173,7 +173,7 @@ class Backend:
             self._finish(request_id, error(pending.client_id, SERVER_UNAVAILABLE, message))
         self._server_requests.clear()
         if self.owner is not None:
-            self.owner.closed.set()
+            self.owner.close()
 
     # --- client → child ------------------------------------------------------------------------------
 

@@ -151,7 +151,7 @@ class Gateway:
         """Close a session: cancel its calls, detach it, and stop its own child if it has one."""
         if self.sessions.pop(session.id, None) is None:
             return
-        session.closed.set()
+        session.close()
         backend = session.backend
         backend.sessions.discard(session)
         for request_id in list(session.inflight.values()):

@@ -4,6 +4,7 @@ A session is bound to the principal that opened it; an id is a capability only t
 """
 
 import asyncio
+import collections
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,11 +38,17 @@ class ClientSession:
         self.client_info: Any = None
         self.created = time.monotonic()
         self.last_seen = self.created
-        self.outbox: asyncio.Queue[Message] = asyncio.Queue(OUTBOX_MAX)
+        self.outbox: collections.deque[Message] = collections.deque(maxlen=OUTBOX_MAX)  # full: the oldest drop
+        self.wakeup = asyncio.Event()  # set by push() and close(); the stream writer waits on it alone
         self.inflight: dict[Any, int] = {}  # the client's request id → gateway id, for cancellation
         self.subscriptions: set[str] = set()
         self.streams = 0  # open GET / SSE streams reading the outbox
         self.closed = asyncio.Event()
+
+    def close(self) -> None:
+        """Mark the session ended and wake its stream so that it finishes."""
+        self.closed.set()
+        self.wakeup.set()
 
     def touch(self) -> None:
         """Mark activity (idle reaping counts from here)."""
@@ -62,6 +69,5 @@ class ClientSession:
         """Queue a message for the client's stream; drop the oldest if nobody reads."""
         if self.closed.is_set():
             return
-        if self.outbox.full():
-            self.outbox.get_nowait()
-        self.outbox.put_nowait(message)
+        self.outbox.append(message)
+        self.wakeup.set()

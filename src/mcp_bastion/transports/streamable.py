@@ -1,6 +1,7 @@
 """Streamable HTTP with sessions (2025-03-26 … 2025-11-25) on /mcp/{server}: POST, GET stream, DELETE."""
 
 import asyncio
+import collections
 
 from mcp_bastion.errors import GatewayError, ProtocolError
 from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, progress_token, result
@@ -125,34 +126,52 @@ class StreamableTransport:
 async def pump_outbox(
     req: Request, session: ClientSession, keepalive_s: float, headers: list[tuple[bytes, bytes]], first: bytes = b""
 ) -> None:
-    """Stream a session's outbox as SSE until the client leaves or the session ends."""
+    """Stream a session's outbox as SSE until the client leaves or the session ends.
+
+    One event to wait on (set by new messages, the session's end, the client leaving and the keepalive timer)
+    and everything queued written in one chunk: this runs once per relayed answer on the SSE transport.
+    """
+    loop = asyncio.get_running_loop()
     disconnect = Disconnect(req.receive)
+    wakeup = session.wakeup
+    disconnect.on_disconnect = wakeup.set
+    beat = [False]
+
+    def tick() -> None:
+        beat[0] = True
+        wakeup.set()
+
+    timer = loop.call_later(keepalive_s, tick)
     session.streams += 1
-    closed = asyncio.ensure_future(session.closed.wait())
-    gone = asyncio.ensure_future(disconnect.event.wait())
     try:
         await start_stream(req.send, headers)
         if first:
             await stream_chunk(req.send, first)
         while True:
-            getter = asyncio.ensure_future(session.outbox.get())
-            done, _ = await asyncio.wait(
-                {getter, closed, gone}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter in done:
-                await stream_chunk(req.send, sse_event(getter.result()))
-                continue
-            getter.cancel()
-            if done:
+            if session.outbox:
+                chunk = b"".join(sse_event(m) for m in _drain(session.outbox))
+                await stream_chunk(req.send, chunk)
+            if session.closed.is_set() or disconnect.event.is_set():
                 break
-            await stream_chunk(req.send, KEEPALIVE)
+            if beat[0]:
+                beat[0] = False
+                timer = loop.call_later(keepalive_s, tick)
+                await stream_chunk(req.send, KEEPALIVE)
+            wakeup.clear()
+            if not session.outbox:
+                await wakeup.wait()
     finally:
+        timer.cancel()
         session.streams -= 1
         session.touch()
-        closed.cancel()
-        gone.cancel()
         disconnect.close()
         await end_stream(req.send)
+
+
+def _drain(queue: "collections.deque[Message]") -> list[Message]:
+    items = list(queue)
+    queue.clear()
+    return items
 
 
 async def reply_error(req: Request, exc: GatewayError, request_id: object = None) -> None:
