@@ -515,6 +515,11 @@ def parse_args() -> argparse.Namespace:
         help="run the gateway with INSECURE_NO_AUTH=true (to see what authentication costs)",
     )
     parser.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="run the gateway without its security pipeline (bench/plain_gateway.py), for before/after figures",
+    )
+    parser.add_argument(
         "--pyspy", action="store_true", help="sample the gateway with py-spy during each window (pyspy-*.txt)"
     )
     parser.add_argument(
@@ -547,7 +552,7 @@ async def main_async(args: argparse.Namespace) -> int:
     args.gw_env = {"RATE_LIMIT_MAX_REQUESTS": "1000000000", "RATE_LIMIT_TOKEN_MAX_REQUESTS": "1000000000"}
     if args.insecure_no_auth:
         args.gw_env["INSECURE_NO_AUTH"] = "true"
-    args.wrapper = None
+    args.wrapper = [sys.executable, str(Path(__file__).with_name("plain_gateway.py"))] if args.no_pipeline else None
     rows: list[dict[str, Any]] = []
     direct: dict[int, dict[str, Any]] = {}
     idle = None

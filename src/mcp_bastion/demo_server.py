@@ -5,7 +5,7 @@ Run it as `python -m mcp_bastion.demo_server`.
 """
 
 import json
-import sys
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,23 +84,31 @@ def answer(method: str, params: dict[str, Any]) -> Any:
     return handlers[method]()
 
 
+def reply_to(line: bytes) -> bytes:
+    """The answer line to one request line (empty for notifications, responses and garbage)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return b""
+    if not isinstance(message, dict) or "id" not in message or "method" not in message:
+        return b""  # notifications and responses need no answer here
+    reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
+    try:
+        reply["result"] = answer(message["method"], message.get("params") or {})
+    except KeyError:
+        reply["error"] = {"code": -32601, "message": f"Method not found: {message['method']}"}
+    return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+
+
 def main() -> None:
-    """Serve MCP over stdin/stdout until stdin closes."""
-    out = sys.stdout
-    for line in sys.stdin:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
-        if "id" not in message or "method" not in message:
-            continue  # notifications and responses need no answer here
-        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
-        try:
-            reply["result"] = answer(message["method"], message.get("params") or {})
-        except KeyError:
-            reply["error"] = {"code": -32601, "message": f"Method not found: {message['method']}"}
-        out.write(json.dumps(reply, separators=(",", ":")) + "\n")
-        out.flush()
+    """Serve MCP over stdin/stdout until stdin closes: everything that arrived together is answered in one write."""
+    pending = b""
+    while chunk := os.read(0, 1 << 16):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        out = b"".join(reply_to(line) for line in lines if line.strip())
+        while out:
+            out = out[os.write(1, out) :]
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ def is_modern_header(version_header: str | None) -> bool:
 
 def decode_header_value(value: str | None) -> str | None:
     """Undo the `=?base64?...?=` wrapping of a 2026-07-28 header; a corrupt wrapping gives None."""
-    if value is None:
-        return None
+    if value is None or not value.startswith("=?"):
+        return value
     match = _B64_SENTINEL.fullmatch(value)
     if match is None:
         return value
