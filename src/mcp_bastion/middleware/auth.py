@@ -141,7 +141,7 @@ class AuthenticationMiddleware:
             return
         if principal is None:
             await self.limiter.failed_auth(ip)
-            self._record(st, scope, "auth.failure", reason)
+            self._record(st, scope, "session.expired" if reason == "expired session" else "auth.failure", reason)
             await reject(
                 send, 401, "Unauthorized", _public_reason(reason), [CHALLENGE_INVALID if presented else CHALLENGE]
             )

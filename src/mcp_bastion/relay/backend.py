@@ -104,7 +104,9 @@ class Backend:
         )
         answer = await slot.future
         if "error" in answer or not isinstance(answer.get("result"), dict):
-            raise ChildError(f"initialize was refused: {str(answer.get('error'))[:200]}")
+            # The child's own words stay in its stderr log: they may carry its secrets, and this text reaches /health.
+            code = answer.get("error", {}).get("code") if isinstance(answer.get("error"), dict) else None
+            raise ChildError(f"the server refused initialize (JSON-RPC error {code})")
         await child.send(dumps(notification("notifications/initialized")))
         self.init_result = answer["result"]
         self.tool_schemas = {}
