@@ -193,4 +193,4 @@ def test_session_expires_server_side(tmp_path: Path) -> None:
         jar = cookie_header(cookies)
         assert httpx.get(f"{gw.url}/auth/session", headers=jar).status_code == 200
         wait_until(lambda: httpx.get(f"{gw.url}/auth/session", headers=jar).status_code == 401, timeout=5, interval=0.1)
-        assert audit_events(tmp_path, "auth.failure")[-1]["reason"] == "expired session"
+        assert audit_events(tmp_path, "session.expired")[-1]["reason"] == "expired session"
