@@ -6,8 +6,9 @@ Run by `bench/run.py --no-pipeline` with the same arguments as `mcp-bastion serv
 
 from typing import Any
 
-import mcp_bastion.cli as cli
+import mcp_bastion.cli.serve as serve_command
 from mcp_bastion.app import BastionApp, create_app
+from mcp_bastion.cli import main
 
 
 def create_app_without_pipeline(*args: Any, **kwargs: Any) -> BastionApp:
@@ -17,5 +18,5 @@ def create_app_without_pipeline(*args: Any, **kwargs: Any) -> BastionApp:
     return app
 
 
-cli.create_app = create_app_without_pipeline
-cli.main()
+serve_command.create_app = create_app_without_pipeline
+main()

@@ -1,0 +1,138 @@
+"""`token create|list|revoke|rotate|generate`: named bearer tokens in the store."""
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, fail, out, run
+from mcp_bastion.security import new_token, token_hash, valid_scope
+from mcp_bastion.store import TokenRecord
+
+token_cli = typer.Typer(
+    help="Named bearer tokens, stored hashed; changes apply to a running server at once.", no_args_is_help=True
+)
+cli.add_typer(token_cli, name="token")
+DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """`30d`, `12h`, `90m`, `3600s` → seconds."""
+    unit = text[-1:].lower()
+    if unit not in DURATION or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        fail(f"--expires {text!r}: use a number and a unit, e.g. 30d, 12h, 90m")
+    return int(text[:-1]) * DURATION[unit]
+
+
+@token_cli.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="A name for the token (who or what uses it).")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope", "-s", help="admin, server:NAME or tool:SERVER/PATTERN; repeatable [default: server:*]."
+        ),
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d, 12h, 90m [default: never].")] = None,
+    as_json: JsonFlag = False,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Create a token and print its value once (it is stored only as a hash).
+
+    Example: mcp-bastion token create cursor-laptop --scope server:github --expires 30d
+    """
+    scopes = tuple(scope or ["server:*"])
+    bad = [s for s in scopes if not valid_scope(s)]
+    if bad:
+        fail(f"--scope {bad[0]!r} is not a scope", "use admin, server:NAME or tool:SERVER/PATTERN")
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        fail(f"token name {name!r}: use 1-64 letters, digits, - _ .")
+    _, store, audit = context(env_file)
+    value = new_token()
+    now = time.time()
+    record = TokenRecord(name, token_hash(value), scopes, now, now + parse_duration(expires) if expires else None)
+    run(store.create_token(record))
+    audit.record(
+        "token.created", outcome="ok", principal="cli", token=name, scopes=list(scopes), expires=record.expires
+    )
+    if as_json:
+        out.print_json(json.dumps({"name": name, "token": value, "scopes": list(scopes), "expires": record.expires}))
+    else:
+        out.print(f"Token [bold]{name}[/] ({', '.join(scopes)}). Copy it now, it is not shown again:")
+        out.print(value, markup=False, highlight=False)
+
+
+@token_cli.command("list")
+def token_list(as_json: JsonFlag = False, env_file: EnvFile = Path(".env")) -> None:
+    """List tokens: name, scopes, created, last used, expiry (never values).
+
+    Example: mcp-bastion token list --json
+    """
+    _, store, _ = context(env_file)
+    records = run(store.list_tokens())
+    rows = [
+        {"name": r.name, "scopes": list(r.scopes), "created": r.created, "last_used": r.last_used, "expires": r.expires}
+        for r in records
+    ]
+    if as_json:
+        out.print_json(json.dumps({"tokens": rows}))
+        return
+    table = Table("name", "scopes", "created", "last used", "expires")
+    for row in rows:
+        table.add_row(
+            row["name"], ", ".join(row["scopes"]), _when(row["created"]), _when(row["last_used"]), _when(row["expires"])
+        )
+    out.print(table)
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(stamp)) + "Z" if stamp else "-"
+
+
+@token_cli.command("revoke")
+def token_revoke(name: str, env_file: EnvFile = Path(".env")) -> None:
+    """Revoke a token; a running server refuses it from the next request on.
+
+    Example: mcp-bastion token revoke cursor-laptop
+    """
+    _, store, audit = context(env_file)
+    if not run(store.revoke_token(name)):
+        fail(f"no token named {name!r}", "see `mcp-bastion token list`")
+    audit.record("token.revoked", outcome="ok", principal="cli", token=name)
+    out.print(f"revoked {name}")
+
+
+@token_cli.command("rotate")
+def token_rotate(name: str, as_json: JsonFlag = False, env_file: EnvFile = Path(".env")) -> None:
+    """Replace a token's value, keeping its name, scopes and expiry; the old value stops working at once.
+
+    Example: mcp-bastion token rotate cursor-laptop
+    """
+    _, store, audit = context(env_file)
+    records = {r.name: r for r in run(store.list_tokens())}
+    old = records.get(name)
+    if old is None:
+        fail(f"no token named {name!r}", "see `mcp-bastion token list`")
+        return
+    value = new_token()
+    run(store.revoke_token(name))
+    run(store.create_token(TokenRecord(name, token_hash(value), old.scopes, time.time(), old.expires)))
+    audit.record("token.revoked", outcome="ok", principal="cli", token=name, reason="rotated")
+    audit.record("token.created", outcome="ok", principal="cli", token=name, scopes=list(old.scopes))
+    if as_json:
+        out.print_json(json.dumps({"name": name, "token": value}))
+    else:
+        out.print(f"New value for [bold]{name}[/]; copy it now:")
+        out.print(value, markup=False, highlight=False)
+
+
+@token_cli.command("generate")
+def token_generate() -> None:
+    """Print a strong random value for AUTH_TOKEN (nothing is stored).
+
+    Example: echo "AUTH_TOKEN=$(mcp-bastion token generate)" >> .env
+    """
+    out.print(new_token(), markup=False, highlight=False)
