@@ -3,7 +3,15 @@
 Settings are built here, at the edge; errors become one line and exit code 2; uvicorn runs here.
 """
 
-from mcp_bastion.cli import serve, tokens  # noqa: F401 - importing registers the commands
+from mcp_bastion.cli import (  # noqa: F401 - importing registers the commands
+    audit_query,
+    doctor,
+    incident,
+    serve,
+    service,
+    setup,
+    tokens,
+)
 from mcp_bastion.cli.base import cli
 
 
