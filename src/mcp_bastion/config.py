@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     mcp_config: Path = Path("mcp.json")
     log_dir: Path = Path("logs")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     # 4 MiB is the SDK's default body cap; MCP requests are small, results travel the other way.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     # One NDJSON line from a child; large resources (images as base64) must fit.

@@ -448,7 +448,8 @@ async def test_login_fails_closed_and_is_audited_when_the_store_is_unreachable(t
 
 
 async def test_admin_token_login_with_store_down_creates_no_session(tmp_path: Path) -> None:
-    """The .env admin token needs no store lookup, but a login must still not half-succeed: 503, no cookie."""
+    """With the store down even the .env admin token is refused (it may have been revoked by `lockdown`, and only the
+    store knows): fail closed with 503, and a login must not half-succeed: 503, no cookie."""
     admin = new_token()
     settings = secure_settings(tmp_path, auth_token=admin)
     app = create_app(settings, {}, store=open_store(closed_redis_url()))
@@ -456,9 +457,55 @@ async def test_admin_token_login_with_store_down_creates_no_session(tmp_path: Pa
     with anyio.fail_after(STEP_TIMEOUT_S):
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             health = await http.get("/health", headers={"Authorization": f"Bearer {admin}"})
-            assert health.status_code == 200  # the admin token is checked without the store
+            assert health.status_code == 503  # its revocation can't be checked: fail closed
             other = await http.get("/health", headers={"Authorization": f"Bearer {new_token()}"})
             assert other.status_code == 503  # any other token needs the store: fail closed
             response = await http.post("/auth/login", json={"token": admin})
     assert response.status_code == 503, response.text
     assert "set-cookie" not in response.headers
+
+
+# --- revoked hashes (the .env admin token after `mcp-bastion lockdown`) ----------------------------------------
+
+
+async def test_revoked_hashes(backend: str, url: str, store: Store) -> None:
+    """revoke_hash records a hash for good (idempotent); is_revoked sees it, and only it; it survives revoking
+    every token and ending every session, is independent of named tokens, and a second instance on the same URL
+    sees it (the CLI revokes, the running server refuses)."""
+    old, other = token_hash(new_token()), token_hash(new_token())
+    assert await store.is_revoked(old) is False
+    await store.revoke_hash(old)
+    await store.revoke_hash(old)
+    assert await store.is_revoked(old) is True
+    assert await store.is_revoked(other) is False
+
+    _, record = token("named")
+    await store.create_token(record)
+    assert await store.is_revoked(record.token_hash) is False  # named tokens are revoked by deletion instead
+    assert await store.token_by_hash(record.token_hash) == record
+    await store.create_session(login()[1])
+    await store.revoke_all_tokens()
+    await store.delete_all_sessions()
+    assert await store.is_revoked(old) is True
+    assert await store.list_tokens() == []
+
+    if backend == "memory":
+        return
+    second = open_store(url)
+    try:
+        assert await second.is_revoked(old) is True
+        await second.revoke_hash(other)
+        assert await store.is_revoked(other) is True
+    finally:
+        await second.close()
+
+
+@pytest.mark.parametrize("method", ["revoke_hash", "is_revoked"])
+async def test_unreachable_redis_revocation_calls_raise_store_error(method: str) -> None:
+    """The revocation calls fail like every other Store call on an unreachable Redis: StoreError."""
+    store = open_store(closed_redis_url())
+    try:
+        with anyio.fail_after(STEP_TIMEOUT_S), pytest.raises(StoreError):
+            await getattr(store, method)(token_hash("x"))
+    finally:
+        await store.close()

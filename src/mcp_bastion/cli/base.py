@@ -26,7 +26,7 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 EnvFile = Annotated[Path, typer.Option("--env-file", help="Settings and secrets file.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="The mcpServers file [env MCP_CONFIG].")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="The mcpServers file (env MCP_CONFIG).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 

@@ -1,3 +1,656 @@
-"""`doctor`: static checks of the installation, and `--live` security tests against a running server."""
+"""`doctor`: static checks of the installation, and `--live` security tests against a running server.
 
-from mcp_bastion.cli.base import cli  # noqa: F401 - commands register on this app
+Static checks read the settings, the `.env`, the `mcpServers` file, the TLS files, the audit log directory and
+the store, and call `serve`'s own preflight, so doctor and serve never disagree about what is refused. Live checks
+replace the security guide's curl tests by hand. Neither prints a secret: a suspicious argument is named by its
+server and index, a token never appears in the output.
+
+HTTP goes through `httpx2`, which `mcp` (a runtime dependency) requires, so it is present wherever
+`pip install mcp-bastion` ran; `httpx` is only a test dependency.
+"""
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import ssl
+import stat
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx2
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mcp_bastion.cli.base import ConfigFile, EnvFile, JsonFlag, cli, fail, out
+from mcp_bastion.cli.serve import preflight
+from mcp_bastion.config import (
+    ServerSpec,
+    Settings,
+    default_store_url,
+    is_loopback,
+    load_servers,
+    load_settings,
+    split_list,
+    variables,
+)
+from mcp_bastion.errors import ConfigError, GatewayError
+from mcp_bastion.middleware.ip_allowlist import parse_networks
+from mcp_bastion.security import weakness
+from mcp_bastion.store import Store, open_store
+
+Status = Literal["PASS", "WARN", "FAIL"]
+STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
+STORE_TIMEOUT_S = 5.0
+HTTP_TIMEOUT_S = 10.0
+RATE_LIMIT_BOUND = 1000  # requests sent at most while looking for the 429
+RATE_LIMIT_TIME_CAP_S = 60.0
+FOREIGN_ORIGIN = "https://doctor.foreign-origin.invalid"
+WRONG_TOKEN = "mcpb_doctor-wrong-token-" + "x" * 24  # deliberately not a valid token
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy")
+
+# --- secrets in `args` -------------------------------------------------------------------------------------------
+KNOWN_PREFIX = re.compile(
+    r"(?:^|[^A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{16,}|sk_(?:live|test)_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|glpat-[A-Za-z0-9_-]{16,}"
+    r"|AIza[0-9A-Za-z_-]{30,}|mcpb_[A-Za-z0-9_-]{20,})"
+)
+SECRET_FLAG = re.compile(
+    r"^--?(?:[a-z0-9]+[-_])*(?:token|api[-_]?key|apikey|secret|password|passwd|pwd|auth|credentials?|access[-_]?key"
+    r"|private[-_]?key|client[-_]?secret|bearer)$",
+    re.IGNORECASE,
+)
+SECRET_VAR = re.compile(
+    r"\$\{[A-Za-z0-9_]*(?:TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|PAT)[A-Za-z0-9_]*(?::-[^}]*)?\}"
+)
+URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/@:\s]*:[^/@\s]+@", re.IGNORECASE)
+OPAQUE = re.compile(r"[A-Za-z0-9_+=-]{24,}")
+MIN_ENTROPY_BITS = 3.5
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, how it went, what was found, how to fix it."""
+
+    check: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+
+def _entropy(text: str) -> float:
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def _opaque(value: str) -> bool:
+    """A long random-looking string: letters and digits mixed, high Shannon entropy, not a word or a path."""
+    return (
+        OPAQUE.fullmatch(value) is not None
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+        and _entropy(value) >= MIN_ENTROPY_BITS
+    )
+
+
+def secret_args(args: list[str]) -> list[tuple[int, str, Status]]:
+    """(index, why, severity) of every argument that looks like a secret. The value itself is never returned."""
+    found: dict[int, tuple[str, Status]] = {}
+    for index, arg in enumerate(args):
+        flag, sep, value = arg.partition("=")
+        if SECRET_VAR.search(arg):
+            found.setdefault(index, ("a secret-named ${VAR} passed as an argument", "FAIL"))
+        elif KNOWN_PREFIX.search(arg):
+            found.setdefault(index, ("a known API key or token format", "FAIL"))
+        elif URL_PASSWORD.search(arg):
+            found.setdefault(index, ("a URL with a password in it", "FAIL"))
+        elif SECRET_FLAG.fullmatch(flag) and sep and value:
+            found.setdefault(index, (f"the value of {flag}", "FAIL"))
+        elif _opaque(value if sep else arg):
+            found.setdefault(index, ("a long high-entropy string", "WARN"))
+        if not sep and SECRET_FLAG.fullmatch(arg) and index + 1 < len(args) and not args[index + 1].startswith("-"):
+            found[index + 1] = (f"the value of {arg}", "FAIL")
+    return [(index, why, level) for index, (why, level) in sorted(found.items())]
+
+
+def _raw_args(path: Path) -> dict[str, list[str]]:
+    """Every server's `args` as written in the file (before ${VAR} substitution), whatever else is wrong with it."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        entries = document["mcpServers"]
+        return {
+            str(name): [str(a) for a in entry.get("args", [])]
+            for name, entry in entries.items()
+            if isinstance(entry, dict) and isinstance(entry.get("args", []), list)
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+# --- static checks -------------------------------------------------------------------------------------------------
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def check_env_file(env_file: Path) -> Check:
+    if not env_file.exists():
+        return Check(
+            "env file",
+            "WARN",
+            f"{env_file} not found: settings come from the environment and defaults only",
+            "create one with `mcp-bastion demo` (it writes a mode-0600 .env with a fresh AUTH_TOKEN)",
+        )
+    mode = _mode(env_file)
+    if mode & 0o077:
+        return Check(
+            "env file",
+            "FAIL",
+            f"{env_file} is readable or writable by group or others (mode {mode:04o})",
+            f"chmod 600 {env_file}",
+        )
+    return Check("env file", "PASS", f"{env_file} is private (mode {mode:04o})")
+
+
+def check_token(settings: Settings, stored_tokens: int | None) -> Check:
+    loopback = is_loopback(settings.host)
+    if settings.insecure_no_auth:
+        if not loopback:
+            return Check(
+                "auth token",
+                "FAIL",
+                f"INSECURE_NO_AUTH is on with a non-loopback bind ({settings.host})",
+                "remove INSECURE_NO_AUTH (serve refuses this combination)",
+            )
+        return Check(
+            "auth token",
+            "WARN",
+            "INSECURE_NO_AUTH is on: any local process can use every server without a token",
+            "remove INSECURE_NO_AUTH and set AUTH_TOKEN (`mcp-bastion token generate`)",
+        )
+    if settings.auth_token is not None:
+        reason = weakness(settings.auth_token.get_secret_value())
+        if reason is not None:
+            return Check(
+                "auth token",
+                "FAIL",
+                f"AUTH_TOKEN is too weak: {reason}",
+                "replace AUTH_TOKEN with the output of `mcp-bastion token generate`",
+            )
+        return Check("auth token", "PASS", "AUTH_TOKEN is set and strong")
+    if stored_tokens:
+        return Check("auth token", "PASS", f"no AUTH_TOKEN; {stored_tokens} named token(s) in the store")
+    hint = "set AUTH_TOKEN (`mcp-bastion token generate`) or `mcp-bastion token create NAME --scope admin`"
+    if not loopback:
+        return Check("auth token", "FAIL", f"no token configured and a non-loopback bind ({settings.host})", hint)
+    return Check("auth token", "WARN", "no token configured: every request will be refused (401)", hint)
+
+
+def _everyone(values: list[str]) -> bool:
+    return any(n.prefixlen == 0 for n in parse_networks(values, "ALLOWED_IPS"))
+
+
+def check_allowed_ips(settings: Settings) -> Check:
+    values = split_list(settings.allowed_ips)
+    try:
+        everyone = _everyone(values)
+    except ConfigError as exc:
+        return Check("allowed IPs", "FAIL", exc.message, "use addresses or CIDR ranges, e.g. 127.0.0.1,10.0.0.0/24")
+    if everyone:
+        level: Status = "WARN" if is_loopback(settings.host) else "FAIL"
+        return Check(
+            "allowed IPs",
+            level,
+            "ALLOWED_IPS=0.0.0.0 lets every address connect",
+            "list your clients in ALLOWED_IPS (addresses or CIDR ranges) instead of 0.0.0.0",
+        )
+    return Check("allowed IPs", "PASS", f"ALLOWED_IPS={','.join(values) or '(empty: nobody)'}")
+
+
+def check_bind(settings: Settings) -> Check:
+    host = settings.host
+    if is_loopback(host):
+        return Check("bind address", "PASS", f"{host} (this machine only)")
+    values = split_list(settings.allowed_ips)
+    try:
+        if _everyone(values):
+            return Check(
+                "bind address",
+                "FAIL",
+                f"{host} is exposed to the network and ALLOWED_IPS admits every address",
+                "list your clients in ALLOWED_IPS, or bind HOST=127.0.0.1 behind a proxy",
+            )
+    except ConfigError:
+        pass  # reported by the ALLOWED_IPS check
+    if not values:
+        return Check(
+            "bind address",
+            "WARN",
+            f"{host} is exposed but ALLOWED_IPS is empty: every client gets 403",
+            "list your clients' addresses in ALLOWED_IPS",
+        )
+    if all(is_loopback(v.split("/")[0]) for v in values):
+        return Check(
+            "bind address",
+            "WARN",
+            f"{host} is exposed but ALLOWED_IPS admits loopback only: remote clients get 403",
+            "add your clients' addresses to ALLOWED_IPS, or bind HOST=127.0.0.1",
+        )
+    return Check("bind address", "PASS", f"{host}, restricted to ALLOWED_IPS")
+
+
+def check_cors(settings: Settings) -> Check:
+    origins = split_list(settings.allowed_origins)
+    bad = [o for o in origins if o in ("*", "null")]
+    if bad:
+        return Check(
+            "CORS origins",
+            "FAIL",
+            f"ALLOWED_ORIGINS contains {bad[0]} (serve refuses it: credentials are sent)",
+            "list exact origins, e.g. ALLOWED_ORIGINS=https://app.example.com",
+        )
+    return Check("CORS origins", "PASS", f"{len(origins)} exact origin(s)" if origins else "none (same-origin only)")
+
+
+def check_tls(settings: Settings) -> list[Check]:
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if cert is None and key is None:
+        if is_loopback(settings.host):
+            return [Check("TLS", "PASS", "plain HTTP on a loopback bind")]
+        return [
+            Check(
+                "TLS",
+                "WARN",
+                f"plain HTTP on {settings.host}: tokens cross the network in clear text",
+                "set TLS_CERT_FILE and TLS_KEY_FILE, or put a TLS proxy in front and bind 127.0.0.1",
+            )
+        ]
+    if cert is None or key is None:
+        missing = "TLS_CERT_FILE" if cert is None else "TLS_KEY_FILE"
+        return [Check("TLS", "FAIL", f"{missing} is not set: TLS needs both files", f"set {missing}")]
+    checks: list[Check] = []
+    for label, path in (("certificate", cert), ("key", key)):
+        if not path.is_file():
+            checks.append(Check("TLS", "FAIL", f"the {label} {path} does not exist", f"fix the path of the {label}"))
+        elif not os.access(path, os.R_OK):
+            checks.append(Check("TLS", "FAIL", f"the {label} {path} is not readable", f"chmod u+r {path}"))
+    if key.is_file() and _mode(key) & 0o077:
+        checks.append(
+            Check(
+                "TLS",
+                "FAIL",
+                f"the key {key} is readable by group or others (mode {_mode(key):04o})",
+                f"chmod 600 {key}",
+            )
+        )
+    return checks or [Check("TLS", "PASS", "certificate and key present; the key is private")]
+
+
+def check_servers(settings: Settings, env_file: Path) -> tuple[Check, dict[str, ServerSpec]]:
+    try:
+        servers = load_servers(settings.mcp_config, variables(env_file))
+    except ConfigError as exc:
+        return Check("servers", "FAIL", exc.message, "fix that entry; `mcp-bastion check-config` re-checks it"), {}
+    names = ", ".join(servers) or "(none)"
+    return Check("servers", "PASS", f"{len(servers)} server(s), every command found: {names}"), servers
+
+
+def check_secrets_in_args(path: Path, servers: dict[str, ServerSpec]) -> list[Check]:
+    hint = 'move it into the server\'s "env" (e.g. "env": {"API_KEY": "${API_KEY}"}): arguments are visible in `ps`'
+    flagged: dict[tuple[str, int], tuple[str, Status]] = {}
+    sources = [_raw_args(path), {name: list(s.args) for name, s in servers.items()}]
+    for source in sources:
+        for name, args in source.items():
+            for index, why, level in secret_args(args):
+                flagged.setdefault((name, index), (why, level))
+    if not flagged:
+        return [Check("secrets in args", "PASS", "no argument looks like a secret")]
+    return [
+        Check("secrets in args", level, f"server {name!r} args[{index}]: {why}", hint)
+        for (name, index), (why, level) in sorted(flagged.items())
+    ]
+
+
+def check_audit_log(settings: Settings) -> Check:
+    log = settings.audit_log
+    directory = log.parent
+    if log.exists():
+        if not os.access(log, os.W_OK):
+            return Check("audit log", "FAIL", f"{log} is not writable", f"chown/chmod {log} for the gateway's user")
+        if _mode(log) & 0o077:
+            return Check("audit log", "WARN", f"{log} is readable by group or others", f"chmod 600 {log}")
+        return Check("audit log", "PASS", f"{log} is writable and private")
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return Check(
+            "audit log",
+            "FAIL",
+            f"cannot create {log}: {existing} is not a writable directory",
+            f"create {directory} writable by the gateway's user, or set AUDIT_LOG",
+        )
+    return Check("audit log", "PASS", f"{directory} is writable ({log.name} is created at start)")
+
+
+async def _count_tokens(store: Store) -> int:
+    try:
+        return len(await asyncio.wait_for(store.list_tokens(), STORE_TIMEOUT_S))
+    finally:
+        await store.close()
+
+
+def check_store(settings: Settings, env_file: Path) -> tuple[Check, Store | None, int | None]:
+    """Whether the store answers, the store to hand to preflight (None when unusable) and how many tokens it holds."""
+    url = settings.store_url.get_secret_value() if settings.store_url else default_store_url(env_file)
+    scheme = url.split("://", 1)[0]
+    hint = "set STORE_URL to sqlite:///absolute/path, redis://host:port/0 or memory://"
+    if scheme == "sqlite":
+        path = Path(url.removeprefix("sqlite://"))
+        if path.is_absolute() and not path.exists():
+            existing = path.parent
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not os.access(existing, os.W_OK | os.X_OK):
+                return Check("store", "FAIL", f"cannot create {path}: {existing} is not writable", hint), None, None
+            fresh = open_store("memory://")  # what a new SQLite file holds: nothing
+            return Check("store", "PASS", f"sqlite: {path} is created at first start"), fresh, 0
+    try:
+        count = asyncio.run(_count_tokens(open_store(url)))
+    except (GatewayError, OSError, TimeoutError) as exc:
+        reason = exc.message if isinstance(exc, GatewayError) else (str(exc) or type(exc).__name__)
+        return Check("store", "FAIL", f"{scheme} store unreachable: {reason}", hint), None, None
+    if scheme == "sqlite":
+        path = Path(url.removeprefix("sqlite://"))
+        if _mode(path) & 0o077:
+            warn = Check("store", "WARN", f"{path} is readable by group or others", f"chmod 600 {path}")
+            return warn, open_store(url), count
+    return Check("store", "PASS", f"{scheme} store answers ({count} named token(s))"), open_store(url), count
+
+
+def check_preflight(settings: Settings, env_file: Path, store: Store | None) -> Check:
+    """The verdict of `serve`'s own start-up checks: the one place refusals are decided."""
+    note = ""
+    if store is None:  # judged as if the store held no tokens, which matters only when AUTH_TOKEN is unset
+        store, note = open_store("memory://"), " (store unusable: judged as if it held no tokens)"
+    try:
+        warnings = preflight(settings, env_file, store)
+    except GatewayError as exc:
+        return Check("serve start-up", "FAIL", f"serve refuses to start: {exc.message}{note}", "fix the setting named")
+    finally:
+        with contextlib.suppress(GatewayError, RuntimeError, OSError):
+            asyncio.run(store.close())
+    if warnings:
+        return Check("serve start-up", "PASS", f"serve starts, with {len(warnings)} warning(s) (see above){note}")
+    return Check("serve start-up", "PASS", f"serve starts without warnings{note}")
+
+
+def static_checks(env_file: Path, config: Path | None) -> list[Check]:
+    checks = [check_env_file(env_file)]
+    try:
+        settings = load_settings(env_file, mcp_config=config)
+    except ConfigError as exc:
+        checks.append(Check("settings", "FAIL", exc.message, "fix that value in the environment or the .env"))
+        return checks
+    checks.append(Check("settings", "PASS", "every setting is valid"))
+    store_check, store, stored = check_store(settings, env_file)
+    checks.append(check_token(settings, stored))
+    checks.append(check_bind(settings))
+    checks.append(check_allowed_ips(settings))
+    checks.append(check_cors(settings))
+    checks += check_tls(settings)
+    servers_check, servers = check_servers(settings, env_file)
+    checks.append(servers_check)
+    checks += check_secrets_in_args(settings.mcp_config, servers)
+    checks.append(check_audit_log(settings))
+    checks.append(store_check)
+    checks.append(check_preflight(settings, env_file, store))
+    return checks
+
+
+# --- live checks ---------------------------------------------------------------------------------------------------
+def _missing_headers(response: httpx2.Response, tls: bool) -> list[str]:
+    wanted = [*SECURITY_HEADERS, "strict-transport-security"] if tls else list(SECURITY_HEADERS)
+    return [name for name in wanted if name not in response.headers]
+
+
+def _status(response: httpx2.Response) -> str:
+    return f"got {response.status_code}"
+
+
+def live_checks(url: str, token: str, *, skip_rate_limit: bool, verify: bool | ssl.SSLContext) -> list[Check]:
+    base = url.rstrip("/")
+    health = f"{base}/health"
+    good = {"Authorization": f"Bearer {token}"}
+    tls = base.lower().startswith("https://")
+    checks: list[Check] = []
+    with httpx2.Client(timeout=HTTP_TIMEOUT_S, verify=verify, follow_redirects=False) as client:
+        try:
+            live = client.get(f"{base}/livez")
+        except httpx2.HTTPError as exc:
+            hint = "is the server running, and is the URL (scheme, host, port) right?"
+            return [Check("reachable", "FAIL", f"cannot reach {base}: {type(exc).__name__}", hint)]
+        checks.append(
+            Check("reachable", "PASS", f"GET /livez answered {live.status_code}")
+            if live.status_code < 500
+            else Check("reachable", "FAIL", f"GET /livez answered {live.status_code}", "see the server's log")
+        )
+
+        def probe(name: str, send: Callable[[], httpx2.Response], judge: Callable[[httpx2.Response], Check]) -> None:
+            try:
+                checks.append(judge(send()))
+            except httpx2.HTTPError as exc:
+                checks.append(Check(name, "FAIL", f"request failed: {type(exc).__name__}", "see the server's log"))
+
+        responses: dict[str, httpx2.Response] = {}
+
+        def no_token(r: httpx2.Response) -> Check:
+            responses["401"] = r
+            if r.status_code != 401:
+                return Check(
+                    "no token → 401",
+                    "FAIL",
+                    f"{_status(r)}: the server answers without a token",
+                    "turn authentication on: set AUTH_TOKEN and remove INSECURE_NO_AUTH",
+                )
+            if "bearer" not in r.headers.get("www-authenticate", "").lower():
+                return Check("no token → 401", "FAIL", "401 without WWW-Authenticate: Bearer", "upgrade the gateway")
+            return Check("no token → 401", "PASS", "401 with WWW-Authenticate: Bearer")
+
+        def wrong_token(r: httpx2.Response) -> Check:
+            if r.status_code != 401:
+                return Check(
+                    "wrong token → 401",
+                    "FAIL",
+                    f"{_status(r)}: a wrong token is accepted",
+                    "turn authentication on: set AUTH_TOKEN and remove INSECURE_NO_AUTH",
+                )
+            return Check("wrong token → 401", "PASS", "401")
+
+        def good_token(r: httpx2.Response) -> Check:
+            responses["200"] = r
+            if r.status_code != 200:
+                return Check(
+                    "good token → 200",
+                    "FAIL",
+                    f"{_status(r)} for GET /health with the token",
+                    "check the token (AUTH_TOKEN, or a named token with the admin scope) and ALLOWED_IPS",
+                )
+            return Check("good token → 200", "PASS", "200 for GET /health")
+
+        def foreign_origin(r: httpx2.Response) -> Check:
+            if r.status_code != 403:
+                return Check(
+                    "foreign Origin → 403",
+                    "FAIL",
+                    f"{_status(r)} for Origin: {FOREIGN_ORIGIN}",
+                    "the Origin check is off: is a proxy stripping or rewriting Origin?",
+                )
+            return Check("foreign Origin → 403", "PASS", "403")
+
+        probe("no token → 401", lambda: client.get(health), no_token)
+        probe(
+            "wrong token → 401",
+            lambda: client.get(health, headers={"Authorization": f"Bearer {WRONG_TOKEN}"}),
+            wrong_token,
+        )
+        probe("good token → 200", lambda: client.get(health, headers=good), good_token)
+        probe(
+            "foreign Origin → 403",
+            lambda: client.get(health, headers={**good, "Origin": FOREIGN_ORIGIN}),
+            foreign_origin,
+        )
+        missing: set[str] = set()
+        for response in responses.values():
+            missing.update(_missing_headers(response, tls))
+        if not responses:
+            checks.append(Check("security headers", "FAIL", "no response to inspect", "see the server's log"))
+        elif missing:
+            checks.append(
+                Check(
+                    "security headers",
+                    "FAIL",
+                    f"missing: {', '.join(sorted(missing))}",
+                    "a proxy may be stripping them; pass them through",
+                )
+            )
+        else:
+            names = "CSP, X-Content-Type-Options, X-Frame-Options, Referrer-Policy" + (", HSTS" if tls else "")
+            checks.append(Check("security headers", "PASS", f"{names} on 200 and 401"))
+        if not skip_rate_limit:
+            checks.append(_rate_limit(client, health, good))
+    return checks
+
+
+def _rate_limit(client: httpx2.Client, health: str, good: dict[str, str]) -> Check:
+    name = "rate limit → 429"
+    deadline = time.monotonic() + RATE_LIMIT_TIME_CAP_S
+    for sent in range(1, RATE_LIMIT_BOUND + 1):
+        try:
+            r = client.get(health, headers=good)
+        except httpx2.HTTPError as exc:
+            return Check(name, "FAIL", f"request {sent} failed: {type(exc).__name__}", "see the server's log")
+        if r.status_code == 429:
+            if "retry-after" not in r.headers:
+                return Check(name, "FAIL", f"429 after {sent} request(s) but no Retry-After", "upgrade the gateway")
+            return Check(name, "PASS", f"429 after {sent} request(s), Retry-After: {r.headers['retry-after']}s")
+        if time.monotonic() > deadline:
+            return Check(
+                name,
+                "FAIL",
+                f"no 429 after {sent} request(s) in {RATE_LIMIT_TIME_CAP_S:.0f}s",
+                "lower RATE_LIMIT_MAX_REQUESTS (per address and RATE_LIMIT_WINDOW_MS)",
+            )
+    return Check(
+        name,
+        "FAIL",
+        f"no 429 after {RATE_LIMIT_BOUND} requests",
+        "set RATE_LIMIT_MAX_REQUESTS (per address and RATE_LIMIT_WINDOW_MS) below 1000",
+    )
+
+
+# --- output --------------------------------------------------------------------------------------------------------
+def report(checks: list[Check], *, as_json: bool, mode: str, strict: bool) -> int:
+    failed = any(c.status == "FAIL" for c in checks) or (strict and any(c.status == "WARN" for c in checks))
+    counts = Counter(c.status for c in checks)
+    if as_json:
+        document: dict[str, Any] = {
+            "mode": mode,
+            "ok": not failed,
+            "counts": {s: counts.get(s, 0) for s in ("PASS", "WARN", "FAIL")},
+            "checks": [asdict(c) for c in checks],
+        }
+        out.print_json(json.dumps(document))
+    else:
+        table = Table(title=f"mcp-bastion doctor ({mode})", title_justify="left")
+        table.add_column("status", no_wrap=True)
+        table.add_column("check", no_wrap=True)
+        table.add_column("detail")
+        table.add_column("fix")
+        for c in checks:
+            table.add_row(f"[{STYLE[c.status]}]{c.status}[/]", escape(c.check), escape(c.detail), escape(c.hint))
+        out.print(table)
+        out.print(
+            f"{counts.get('PASS', 0)} passed, {counts.get('WARN', 0)} warning(s), {counts.get('FAIL', 0)} failed",
+            style="bold red" if failed else "bold green",
+        )
+    return 1 if failed else 0
+
+
+@cli.command()
+def doctor(
+    env_file: EnvFile = Path(".env"),
+    config: ConfigFile = None,
+    as_json: JsonFlag = False,
+    live: Annotated[
+        str | None,
+        typer.Option(
+            "--live",
+            metavar="URL",
+            help="Instead of the static checks, run the security tests against the server at URL.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Token for --live (default: AUTH_TOKEN from --env-file or the environment). "
+            "On the command line it is visible in `ps`; prefer the .env."
+        ),
+    ] = None,
+    skip_rate_limit: Annotated[
+        bool,
+        typer.Option(
+            "--skip-rate-limit",
+            help="With --live, do not test the rate limit (the test uses up this address's request budget until "
+            "RATE_LIMIT_WINDOW_MS passes).",
+        ),
+    ] = False,
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="With --live over https, trust this CA bundle (self-signed).")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
+) -> None:
+    """Check the installation for unsafe settings, or (--live) test a running server's defences.
+
+    Static checks: .env mode, AUTH_TOKEN, bind address and ALLOWED_IPS, CORS, TLS files, the servers' commands,
+    secrets written into args, the audit log directory, the store, and whether serve would start.
+
+    Live checks: no token 401, wrong token 401, good token 200, foreign Origin 403, security headers,
+    rate limit 429.
+
+    Exit code 1 when a check fails (with --strict, also when one warns), 0 otherwise.
+
+    Example: mcp-bastion doctor --env-file .env --config mcp.json
+
+    Example: mcp-bastion doctor --live http://127.0.0.1:3001 --skip-rate-limit --json
+    """
+    if live is None:
+        checks = static_checks(env_file, config)
+        raise typer.Exit(report(checks, as_json=as_json, mode="static", strict=strict))
+    if not live.lower().startswith(("http://", "https://")):
+        fail(f"--live {live!r}: expected an http:// or https:// URL", "e.g. --live http://127.0.0.1:3001")
+    if token is None:
+        try:
+            settings = load_settings(env_file)
+        except ConfigError as exc:
+            fail(exc.message)
+            return
+        if settings.auth_token is None:
+            fail("--live needs a token", f"pass --token or set AUTH_TOKEN in {env_file}")
+            return
+        token = settings.auth_token.get_secret_value()
+    if ca_file is not None and not ca_file.is_file():
+        fail(f"--ca-file {ca_file}: no such file")
+    checks = live_checks(
+        live,
+        token,
+        skip_rate_limit=skip_rate_limit,
+        verify=ssl.create_default_context(cafile=str(ca_file)) if ca_file else True,
+    )
+    raise typer.Exit(report(checks, as_json=as_json, mode="live", strict=strict))

@@ -1,3 +1,401 @@
-"""`sessions list|revoke` and `lockdown`: incident response against a running server's store."""
+"""`sessions list|revoke` and `lockdown`: incident response against a running server's store.
 
-from mcp_bastion.cli.base import cli  # noqa: F401 - commands register on this app
+Login sessions, named tokens and revoked admin-token hashes live in the store the server shares with the CLI,
+so changes there apply on the server's next request. MCP client sessions live only in the running server's
+memory: they are listed and ended through its admin API (`GET`/`DELETE /admin/sessions`) with the .env admin
+token. The CLI talks to that API with the standard library only and never follows a redirect, so the token goes
+to the address given and nowhere else.
+"""
+
+import http.client
+import json
+import os
+import re
+import secrets
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+from dotenv import dotenv_values
+from rich.table import Column, Table
+
+from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
+from mcp_bastion.config import Settings, is_loopback
+from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash
+from mcp_bastion.store import LoginSession, Store, TokenRecord
+
+sessions_cli = typer.Typer(
+    help="Login sessions (store) and MCP client sessions (running server); revocations apply at once.",
+    no_args_is_help=True,
+)
+cli.add_typer(sessions_cli, name="sessions")
+
+PUBLIC_ID = re.compile(r"[0-9a-f]{16}")  # what /admin/sessions names a session by: a prefix of its hash
+PUBLIC_ID_CHARS = 16
+API_TIMEOUT_S = 5.0
+LOCKDOWN_TOKEN_NAME = "lockdown-admin"  # noqa: S105 - a token's name, not its value
+ENV_TOKEN_LINE = re.compile(r"^\s*(export\s+)?AUTH_TOKEN\s*=")
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # wildcard binds, reached on loopback
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="The running server, e.g. http://127.0.0.1:3001 [default: HOST:PORT from the settings, if it answers].",
+    ),
+]
+
+
+class ServerUnavailable(Exception):
+    """The running server could not be reached (or refused the admin token)."""
+
+
+@dataclass(frozen=True)
+class AdminApi:
+    """The running server's admin API, addressed by scheme, host, port and path prefix."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str
+    token: str | None
+    explicit: bool  # --url given: an unreachable server is an error, not a note
+    tls_context: ssl.SSLContext | None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.prefix}"
+
+    def call(self, method: str, path: str) -> tuple[int, Any]:
+        """One request; (status, parsed JSON body or None).
+
+        Raises:
+            ServerUnavailable: no admin token, nothing answers, TLS failed, or the token was refused.
+        """
+        if self.token is None:
+            raise ServerUnavailable("no AUTH_TOKEN in the settings to authenticate to the admin API")
+        conn: http.client.HTTPConnection
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=API_TIMEOUT_S, context=self.tls_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=API_TIMEOUT_S)
+        try:
+            conn.request(method, self.prefix + path, headers={"Authorization": f"Bearer {self.token}"})
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise ServerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from exc
+        finally:
+            conn.close()
+        if response.status in (401, 403):
+            raise ServerUnavailable(f"{self.url} refused the admin token (HTTP {response.status})")
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        return response.status, body
+
+    def mcp_sessions(self) -> list[dict[str, Any]]:
+        """The server's MCP client sessions (its login sessions come from the store instead)."""
+        status, body = self.call("GET", "/admin/sessions")
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("sessions"), list):
+            raise ServerUnavailable(f"{self.url}/admin/sessions answered HTTP {status}")
+        return [s for s in body["sessions"] if isinstance(s, dict) and s.get("kind") == "mcp"]
+
+    def end_session(self, public_id: str) -> bool:
+        """DELETE /admin/sessions/{id}; False if the server knows no such session."""
+        status, _ = self.call("DELETE", f"/admin/sessions/{public_id}")
+        if status == 404:
+            return False
+        if status != 200:
+            raise ServerUnavailable(f"{self.url} answered HTTP {status} to DELETE /admin/sessions/{public_id}")
+        return True
+
+
+def admin_api(settings: Settings, url: str | None) -> AdminApi:
+    """The admin API of the server `--url` names, or of the one the settings describe."""
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    if url is None:
+        host = WILDCARD_HOSTS.get(settings.host, settings.host)
+        scheme = "https" if settings.tls else "http"
+        context = _tls_context(settings) if settings.tls else None
+        return AdminApi(scheme, host, settings.port, "", token, explicit=False, tls_context=context)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        fail(f"--url {url!r} is not a URL", "e.g. http://127.0.0.1:3001")
+        raise
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query or parts.fragment:
+        fail(f"--url {url!r}: use http(s)://HOST:PORT[/prefix]", "e.g. http://127.0.0.1:3001")
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not is_loopback(host):
+        fail(f"--url {url!r} would send the admin token unencrypted off this machine", "use https://")
+    context = ssl.create_default_context() if parts.scheme == "https" else None
+    if context is not None and settings.tls and settings.tls_cert_file and is_loopback(host):
+        context = _tls_context(settings)  # our own (possibly self-signed) certificate, trusted as is
+    default_port = 443 if parts.scheme == "https" else 80
+    prefix = parts.path.rstrip("/")
+    return AdminApi(parts.scheme, host, port or default_port, prefix, token, explicit=True, tls_context=context)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if settings.tls_cert_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(settings.tls_cert_file))
+        except (OSError, ssl.SSLError):
+            pass  # the system trust store alone then
+    return context
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(stamp)) + "Z" if stamp else "-"
+
+
+def _login_row(session: LoginSession) -> dict[str, Any]:
+    return {
+        "id": session.id_hash[:PUBLIC_ID_CHARS],
+        "kind": "login",
+        "principal": session.principal,
+        "client_ip": session.client_ip,
+        "created": session.created,
+        "expires": session.expires,
+    }
+
+
+def _live_logins(store: Store) -> list[LoginSession]:
+    now = time.time()
+    return [s for s in run(store.list_sessions()) if s.expires > now]
+
+
+@sessions_cli.command("list")
+def sessions_list(as_json: JsonFlag = False, url: UrlOption = None, env_file: EnvFile = Path(".env")) -> None:
+    """List login sessions (from the store) and MCP client sessions (from the running server's admin API).
+
+    Example: mcp-bastion sessions list --url http://127.0.0.1:3001
+    """
+    settings, store, _ = context(env_file)
+    rows = [_login_row(s) for s in _live_logins(store)]
+    api = admin_api(settings, url)
+    server: dict[str, Any] = {"url": api.url, "status": "ok"}
+    try:
+        rows += api.mcp_sessions()
+    except ServerUnavailable as exc:
+        if api.explicit:
+            fail(str(exc), "is the server running? MCP client sessions exist only in its memory")
+        server.update(status="unavailable", reason=str(exc))
+    if as_json:
+        typer.echo(json.dumps({"sessions": rows, "server": server}))
+        return
+    table = Table("kind", "principal", "client / server", "created / age", "expires")
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=PUBLIC_ID_CHARS))  # always copyable whole
+    for row in rows:
+        if row["kind"] == "login":
+            table.add_row(
+                row["id"], "login", row["principal"], row["client_ip"], _when(row["created"]), _when(row["expires"])
+            )
+        else:
+            where = f"{row.get('server')} ({row.get('client') or '?'})"
+            table.add_row(str(row.get("id")), "mcp", str(row.get("principal")), where, f"{row.get('age_s')} s", "-")
+    out.print(table)
+    if server["status"] != "ok":
+        err.print(f"note: MCP client sessions not listed ({server['reason']}); pass --url", markup=False)
+
+
+@sessions_cli.command("revoke")
+def sessions_revoke(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session's id from `sessions list`.")],
+    url: UrlOption = None,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """End a login session (its cookie is refused from the next request on) or an MCP client session.
+
+    Example: mcp-bastion sessions revoke 3f9a0c1d2e4b5a69
+    """
+    public_id = session_id.strip().lower()
+    if not PUBLIC_ID.fullmatch(public_id):
+        fail(f"session id {session_id!r}: expected 16 hex characters", "see `mcp-bastion sessions list`")
+    settings, store, audit = context(env_file)
+    for login in run(store.list_sessions()):
+        if login.id_hash[:PUBLIC_ID_CHARS] == public_id:
+            run(store.delete_session(login.id_hash))
+            audit.record(
+                "session.revoked", outcome="ok", principal="cli", session=public_id, kind="login", owner=login.principal
+            )
+            out.print(f"revoked login session {public_id} ({login.principal})", markup=False)
+            return
+    api = admin_api(settings, url)
+    try:
+        ended = api.end_session(public_id)
+    except ServerUnavailable as exc:
+        fail(f"no login session {public_id} in the store, and MCP sessions cannot be checked: {exc}")
+        return
+    if not ended:
+        fail(f"no session {public_id}", "see `mcp-bastion sessions list`")
+    out.print(f"ended MCP client session {public_id}", markup=False)
+
+
+@cli.command("lockdown")
+def lockdown(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Contain a suspected compromise without a restart: revoke every token and session, replace AUTH_TOKEN.
+
+    Ends the running server's MCP client sessions, revokes every named token and login session, revokes the
+    current AUTH_TOKEN (the running server refuses it from the next request on), and writes a fresh one to the
+    .env, printed once. The running server accepts the fresh token at once (as the named admin token
+    `lockdown-admin`) and, after a restart, as AUTH_TOKEN.
+
+    Example: mcp-bastion lockdown --yes
+    """
+    settings, store, audit = context(env_file)
+    if not yes and not typer.confirm(
+        "Revoke EVERY token and session and replace AUTH_TOKEN? Every client must be given a new token.",
+        default=False,
+        err=True,
+    ):
+        err.print("lockdown cancelled; nothing changed", markup=False)
+        raise typer.Exit(1)
+    old_tokens = _admin_tokens(settings, env_file)
+    api = admin_api(settings, url)
+    mcp_ended, server_note = _end_mcp_sessions(api)
+    result = run(_contain(store, old_tokens))
+    value: str = result.pop("token")
+    env_written: str | None = None
+    try:
+        write_env_token(env_file, value)
+    except OSError as exc:
+        env_written = f"{type(exc).__name__}: {exc.strerror or exc}"
+    summary = {**result, "mcp_sessions_ended": mcp_ended, "server": server_note, "env_file": str(env_file)}
+    audit.record(
+        "admin.lockdown",
+        outcome="ok" if env_written is None else "error",
+        reason=None if env_written is None else f"AUTH_TOKEN not written to the .env: {env_written}",
+        principal="cli",
+        tokens_revoked=result["tokens_revoked"],
+        login_sessions_ended=result["login_sessions_ended"],
+        mcp_sessions_ended=mcp_ended,
+        admin_tokens_revoked=result["admin_tokens_revoked"],
+        new_token=LOCKDOWN_TOKEN_NAME,
+    )
+    if as_json:
+        typer.echo(json.dumps({**summary, "token": value, "env_written": env_written is None}))
+    else:
+        _report(summary, value, server_note)
+    if "AUTH_TOKEN" in os.environ:
+        err.print("warning: AUTH_TOKEN is also set in the environment; it overrides the .env on restart", markup=False)
+    if env_written is not None:
+        fail(f"the new AUTH_TOKEN could not be written to {env_file}: {env_written}", "put the value above there")
+
+
+def _admin_tokens(settings: Settings, env_file: Path) -> list[str]:
+    """The admin token in effect (environment or .env) and the .env's own, if they differ."""
+    found = [settings.auth_token.get_secret_value()] if settings.auth_token else []
+    if env_file.exists():
+        in_file = dotenv_values(env_file).get("AUTH_TOKEN")
+        if in_file and in_file not in found:
+            found.append(in_file)
+    return found
+
+
+def _end_mcp_sessions(api: AdminApi) -> tuple[int, dict[str, Any]]:
+    """End every MCP client session of the running server, best effort (before its admin token is revoked)."""
+    ended = 0
+    try:
+        for session in api.mcp_sessions():
+            public_id = str(session.get("id", ""))
+            if PUBLIC_ID.fullmatch(public_id) and api.end_session(public_id):
+                ended += 1
+    except ServerUnavailable as exc:
+        return ended, {"url": api.url, "status": "unavailable", "reason": str(exc)}
+    return ended, {"url": api.url, "status": "ok"}
+
+
+async def _contain(store: Store, old_admin_tokens: list[str]) -> dict[str, Any]:
+    """The store side of a lockdown; returns the counts and the fresh token's value."""
+    for old in old_admin_tokens:
+        await store.revoke_hash(token_hash(old))
+    tokens_revoked = await store.revoke_all_tokens()
+    sessions_ended = await store.delete_all_sessions()
+    value = new_token()
+    await store.create_token(TokenRecord(LOCKDOWN_TOKEN_NAME, token_hash(value), (ADMIN_SCOPE,), time.time()))
+    await store.close()
+    return {
+        "tokens_revoked": tokens_revoked,
+        "login_sessions_ended": sessions_ended,
+        "admin_tokens_revoked": len(old_admin_tokens),
+        "name": LOCKDOWN_TOKEN_NAME,
+        "token": value,
+    }
+
+
+def write_env_token(env_file: Path, value: str) -> None:
+    """Set AUTH_TOKEN in the .env, keeping every other line: a private temporary file, then an atomic rename.
+
+    A symlinked .env is written through to its target so the link keeps working.
+
+    Raises:
+        OSError: the file could not be read or replaced (the old one is then left as it was).
+    """
+    target = Path(os.path.realpath(env_file))
+    lines = target.read_text(encoding="utf-8").splitlines(keepends=True) if target.exists() else []
+    kept: list[str] = []
+    written = False
+    for line in lines:
+        if not ENV_TOKEN_LINE.match(line):
+            kept.append(line)
+        elif not written:
+            kept.append(f"AUTH_TOKEN={value}\n")
+            written = True
+    if not written:
+        if kept and not kept[-1].endswith("\n"):
+            kept[-1] += "\n"
+        kept.append(f"AUTH_TOKEN={value}\n")
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(kept))
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o600)  # exactly 0600 whatever the umask
+            os.fsync(fh.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _report(summary: dict[str, Any], value: str, server: dict[str, Any]) -> None:
+    out.print("[bold]Lockdown done.[/]")
+    out.print(f"  named tokens revoked:       {summary['tokens_revoked']}")
+    out.print(f"  login sessions ended:       {summary['login_sessions_ended']}")
+    out.print(f"  MCP client sessions ended:  {summary['mcp_sessions_ended']}")
+    out.print(f"  old AUTH_TOKEN revoked:     {'yes' if summary['admin_tokens_revoked'] else 'none was set'}")
+    if server["status"] != "ok":
+        err.print(f"note: could not end MCP client sessions ({server['reason']})", markup=False)
+    out.print(f"New AUTH_TOKEN, written to {summary['env_file']}; copy it now, it is not shown again:", markup=False)
+    out.print(value, markup=False, highlight=False)
+    out.print(
+        "Give each client a new token (`mcp-bastion token create`), rotate the API keys your servers hold, and "
+        "review `mcp-bastion audit`: see docs/incident-response.md.",
+        markup=False,
+    )

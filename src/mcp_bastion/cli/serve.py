@@ -5,46 +5,71 @@ import gc
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+from rich.markup import escape
 
 from mcp_bastion import __version__
 from mcp_bastion.app import create_app
-from mcp_bastion.cli.base import ConfigFile, EnvFile, cli, err, fail, load, out, store_for, write_private
+from mcp_bastion.cli.base import (
+    EXIT_CONFIG,
+    ConfigFile,
+    EnvFile,
+    cli,
+    err,
+    fail,
+    load,
+    out,
+    store_for,
+    write_private,
+)
 from mcp_bastion.config import ServerSpec, Settings, is_loopback, split_list
 from mcp_bastion.errors import ConfigError
 from mcp_bastion.security import new_token, weakness
 from mcp_bastion.store import Store
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# What every LogRecord carries; anything else on a record came from `extra=` and becomes a JSON field.
+RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "color_message"}
+console_log = logging.getLogger("mcp_bastion.cli")
 
 
 @cli.command()
 def serve(
     env_file: EnvFile = Path(".env"),
     config: ConfigFile = None,
-    host: Annotated[str | None, typer.Option(help="Bind address [env HOST, default 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env PORT, default 3001].")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error [env LOG_LEVEL].")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (env HOST, default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env PORT, default 3001).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error (env LOG_LEVEL).")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="text, or json: one JSON object per line, for journald (env LOG_FORMAT).")
+    ] = None,
 ) -> None:
     """Serve every server in the config over every MCP HTTP transport.
 
-    Example: mcp-bastion serve --config mcp.json --port 3001
+    Example: mcp-bastion serve --config mcp.json --port 3001 --log-format json
     """
-    settings, servers = load(env_file, mcp_config=config, host=host, port=port, log_level=log_level)
+    settings, servers = load(
+        env_file, mcp_config=config, host=host, port=port, log_level=log_level, log_format=log_format
+    )
+    configure_logging(settings)
+    feedback = StartFeedback(settings)
     store = store_for(settings, env_file)
     try:
         for warning in preflight(settings, env_file, store):
-            err.print(f"[bold yellow]warning:[/] {warning}", soft_wrap=True)
-        app = create_app(settings, servers, store=store)
+            feedback.warn(warning)
+        app = create_app(settings, servers, store=store, events=feedback)
     except ConfigError as exc:
+        if feedback.json:
+            console_log.error(exc.message)
+            raise typer.Exit(EXIT_CONFIG) from None
         fail(exc.message, "see `mcp-bastion serve --help` and the security section of the README")
         return
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
-    _banner(settings, servers)
+    feedback.banner(servers)
     # Everything imported so far lives as long as the process: take it out of the cyclic collector's sight, so
     # the collections that load triggers walk only per-request garbage.
     gc.collect()
@@ -57,6 +82,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to our root handler, so they share its format
         access_log=False,  # an access log would be one more place for query strings to leak; the audit log covers it
         proxy_headers=False,  # forwarded headers are trusted only from TRUSTED_PROXIES, by our own stage
         server_header=False,
@@ -65,6 +91,98 @@ def serve(
         timeout_graceful_shutdown=5,
         **tls,  # type: ignore[arg-type]
     )
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record (ts, level, logger, message, extra fields, exception) for journald and shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({key: value for key, value in vars(record).items() if key not in RECORD_ATTRIBUTES})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Every logger (ours, uvicorn's, warnings) writes to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    logging.captureWarnings(True)
+
+
+class StartFeedback:
+    """What a person starting the gateway sees: warnings, the URLs, each child started or failed and why.
+
+    Rich lines on the console for `--log-format text`; log records with the event's fields for `json`, so that
+    stderr stays one JSON object per line. It is also the `events` sink of create_app (the audit log gets them too).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.json = settings.log_format == "json"
+
+    def warn(self, message: str) -> None:
+        """A loud warning (preflight)."""
+        if self.json:
+            console_log.warning(message)
+        else:
+            err.print(f"[bold yellow]warning:[/] {message}", soft_wrap=True)
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        text = self.describe(event, fields)
+        if text is None:
+            return
+        if self.json:
+            extra = {key: value for key, value in fields.items() if key not in RECORD_ATTRIBUTES}
+            console_log.log(
+                logging.ERROR if event == "server.crash" else logging.INFO, text, extra={"event": event, **extra}
+            )
+        else:
+            mark = {"server.start": "[green]✓[/]", "server.crash": "[red]✗[/]"}.get(event, "[yellow]•[/]")
+            err.print(f"  {mark} {escape(text)}", soft_wrap=True, highlight=False)
+
+    def describe(self, event: str, fields: dict[str, Any]) -> str | None:
+        """One sentence for a supervisor event (None for events a person need not see)."""
+        name = f"{fields.get('server')}{' (session child)' if fields.get('isolation') == 'per-session' else ''}"
+        if event == "server.start":
+            return f"{name} started (pid {fields.get('pid')})"
+        if event == "server.stop":
+            return f"{name} stopped"
+        if event == "server.restart":
+            return f"{name} restarting ({fields.get('reason')})"
+        if event == "server.crash":
+            attempt, limit = int(fields.get("attempt", 1)), self.settings.restart_max_attempts
+            then = f"retrying ({attempt} of {limit})" if attempt <= limit else f"giving up after {attempt} attempts"
+            where = Path(self.settings.log_dir) / "servers" / f"{fields.get('server')}.log"
+            return f"{name} failed: {fields.get('reason')}; {then} (its stderr: {where})"
+        return None
+
+    def banner(self, servers: dict[str, ServerSpec]) -> None:
+        """The URLs of every server (and, on a console, how to try one)."""
+        base = f"{'https' if self.settings.tls else 'http'}://{self.settings.host}:{self.settings.port}"
+        if self.json:
+            console_log.info("mcp-bastion %s serving %d server(s) on %s", __version__, len(servers), base)
+            for name, spec in servers.items():
+                console_log.info(
+                    "server %s: Streamable HTTP %s/mcp/%s, SSE %s/mcp/%s/sse",
+                    name,
+                    base,
+                    name,
+                    base,
+                    name,
+                    extra={"server": name, "isolation": spec.isolation},
+                )
+            return
+        _banner(self.settings, servers)
 
 
 def preflight(settings: Settings, env_file: Path, store: Store) -> list[str]:
@@ -109,7 +227,8 @@ def _banner(settings: Settings, servers: dict[str, ServerSpec]) -> None:
     err.print(f"[bold]mcp-bastion {__version__}[/] serving {len(servers)} server(s) on {base}")
     for name, spec in servers.items():
         err.print(
-            f"  [cyan]{name}[/] ({spec.isolation})  Streamable HTTP: {base}/mcp/{name}   SSE: {base}/mcp/{name}/sse"
+            f"  [cyan]{name}[/] ({spec.isolation})  Streamable HTTP: {base}/mcp/{name}   SSE: {base}/mcp/{name}/sse",
+            soft_wrap=True,
         )
     if servers:
         name = next(iter(servers))
@@ -182,5 +301,8 @@ def demo(
 
 @cli.command()
 def version() -> None:
-    """Print the version."""
+    """Print the version.
+
+    Example: mcp-bastion version
+    """
     out.print(__version__)

@@ -49,6 +49,7 @@ class Authenticator:
         self.admin_hash = token_hash(admin_token) if admin_token else None
         self.store = store
         self._touched: dict[str, float] = {}
+        self._admin_revoked = False  # sticky: once `lockdown` revoked the .env token, it stays refused
 
     async def by_token(self, token: str) -> tuple[Principal | None, str]:
         """The principal of a bearer token, or None and the reason.
@@ -58,6 +59,8 @@ class Authenticator:
         """
         digest = token_hash(token)  # one hash per request: compared to the admin's, then looked up
         if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
+            if await self._admin_token_revoked(digest):
+                return None, "revoked token"
             return Principal("admin", (ADMIN_SCOPE,), "bearer"), "ok"
         record = await self.store.token_by_hash(digest)
         if record is None:
@@ -69,6 +72,18 @@ class Authenticator:
             self._touched[record.name] = now
             await self.store.touch_token(record.name, now)
         return Principal(record.name, record.scopes, "bearer"), "ok"
+
+    async def _admin_token_revoked(self, digest: str) -> bool:
+        """Whether `mcp-bastion lockdown` revoked the .env admin token (one store lookup, admin-token requests only).
+
+        The .env token is the break-glass credential: if the store cannot answer it is still accepted, as before
+        there were revocations, unless this process has already seen it revoked (that answer is kept for good).
+        """
+        if self._admin_revoked:
+            return True
+        # A store that cannot answer fails closed like every other authentication step (the caller answers 503).
+        self._admin_revoked = await self.store.is_revoked(digest)
+        return self._admin_revoked
 
     async def by_cookie(self, value: str) -> tuple[Principal | None, str]:
         """The principal of a login-session cookie, or None and the reason."""

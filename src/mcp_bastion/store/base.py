@@ -1,4 +1,4 @@
-"""What every store backend provides: named tokens (hashed) and login sessions (hashed ids)."""
+"""What every store backend provides: named tokens (hashed), login sessions (hashed ids), revoked hashes."""
 
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -79,6 +79,12 @@ class Store(Protocol):
 
     async def delete_all_sessions(self) -> int:
         """End every session."""
+
+    async def revoke_hash(self, token_hash: str) -> None:
+        """Record a token hash as revoked for good (the .env admin token after a lockdown); idempotent."""
+
+    async def is_revoked(self, token_hash: str) -> bool:
+        """Whether that hash was recorded by `revoke_hash` (named tokens are revoked by deleting them instead)."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -11,6 +11,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.tokens: dict[str, TokenRecord] = {}
         self.sessions: dict[str, LoginSession] = {}
+        self.revoked: set[str] = set()
 
     async def create_token(self, record: TokenRecord) -> None:
         """Add a token."""
@@ -67,6 +68,14 @@ class MemoryStore:
         count = len(self.sessions)
         self.sessions.clear()
         return count
+
+    async def revoke_hash(self, token_hash: str) -> None:
+        """Record a revoked hash."""
+        self.revoked.add(token_hash)
+
+    async def is_revoked(self, token_hash: str) -> bool:
+        """Whether the hash was revoked."""
+        return token_hash in self.revoked
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -14,7 +14,8 @@ PREFIX = "bastion:"
 
 
 class RedisStore:
-    """Keys: bastion:token:{hash} → JSON, bastion:token-name:{name} → hash, bastion:session:{hash} → JSON (TTL)."""
+    """Keys: bastion:token:{hash} → JSON, bastion:token-name:{name} → hash, bastion:session:{hash} → JSON (TTL),
+    bastion:revoked:{hash} → revocation time (no TTL: a revoked hash stays revoked)."""
 
     def __init__(self, url: str) -> None:
         self._redis = aioredis.from_url(url, decode_responses=True)
@@ -95,6 +96,14 @@ class RedisStore:
         """End all."""
         keys = await self._keys(f"{PREFIX}session:*")
         return int(await self._call("delete", *keys)) if keys else 0
+
+    async def revoke_hash(self, token_hash: str) -> None:
+        """Record a revoked hash (the first revocation time is kept)."""
+        await self._call("set", f"{PREFIX}revoked:{token_hash}", repr(time.time()), nx=True)
+
+    async def is_revoked(self, token_hash: str) -> bool:
+        """Whether the hash was revoked."""
+        return bool(await self._call("exists", f"{PREFIX}revoked:{token_hash}"))
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -8,6 +8,7 @@ that a revocation by the CLI takes effect on the very next request.
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash TEXT PRIMARY KEY, principal TEXT NOT NULL, scopes TEXT NOT NULL, created REAL NOT NULL,
     expires REAL NOT NULL, client_ip TEXT NOT NULL, csrf_hash TEXT NOT NULL, extra TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (token_hash TEXT PRIMARY KEY, revoked REAL NOT NULL);
 """
 BUSY_TIMEOUT_S = 5.0  # the CLI and the server may write at the same moment
 
@@ -107,6 +109,14 @@ class SqliteStore:
     async def delete_all_sessions(self) -> int:
         """End all."""
         return len(self._run("DELETE FROM sessions RETURNING id_hash"))
+
+    async def revoke_hash(self, token_hash: str) -> None:
+        """Record a revoked hash (the first revocation time is kept)."""
+        self._run("INSERT OR IGNORE INTO revoked VALUES (?,?)", (token_hash, time.time()))
+
+    async def is_revoked(self, token_hash: str) -> bool:
+        """Whether the hash was revoked."""
+        return bool(self._run("SELECT 1 FROM revoked WHERE token_hash = ?", (token_hash,)))
 
     async def close(self) -> None:
         """Close the file."""
