@@ -8,6 +8,7 @@ from mcp_bastion import __version__
 from mcp_bastion.admin import AdminRoutes
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
+from mcp_bastion.dashboard.routes import DashboardRoutes
 from mcp_bastion.errors import GatewayError, ProtocolError
 from mcp_bastion.middleware import Security, build_pipeline
 from mcp_bastion.middleware.auth import Authenticator
@@ -62,6 +63,7 @@ class BastionApp:
         self.admin = AdminRoutes(
             settings=settings, store=store, audit=audit, limiter=limiter, auth=authenticator, gateway=gateway
         )
+        self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit)
         self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,6 +79,7 @@ class BastionApp:
                 await self.gateway.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.dashboard.close()
                 await self.gateway.close()
                 await self.store.close()
                 self.audit.close()
@@ -105,6 +108,14 @@ class BastionApp:
             await send_json(req.send, 200, self.health())
         elif parts[0] in ("auth", "admin"):
             await self._account(req, parts)
+        elif parts == [""]:
+            await self._only(req, "GET")
+            await self.dashboard.index(req)
+        elif parts[0] == "static" and len(parts) == 2:
+            await self._only(req, "GET")
+            await self.dashboard.static(req, parts[1])
+        elif parts[0] == "api":
+            await self._api(req, parts)
         elif parts[0] == "mcp" and len(parts) in (2, 3):
             await self._mcp_routes(req, parts)
         else:
@@ -150,10 +161,27 @@ class BastionApp:
         else:
             raise ProtocolError("Not found", status=404)
 
-    async def _only(self, req: Request, method: str) -> None:
-        if req.method != method:
-            body = {"error": "Method not allowed", "message": f"use {method}"}
-            await send_json(req.send, 405, body, [(b"allow", method.encode())])
+    async def _api(self, req: Request, parts: list[str]) -> None:
+        if parts == ["api", "overview"]:
+            await self._only(req, "GET")
+            await self.dashboard.overview(req)
+        elif parts == ["api", "audit"]:
+            await self._only(req, "GET")
+            await self.dashboard.audit_events(req)
+        elif parts == ["api", "tokens"]:
+            await self._only(req, "GET", "POST")
+            await (self.dashboard.list_tokens(req) if req.method == "GET" else self.dashboard.create_token(req))
+        elif len(parts) == 3 and parts[:2] == ["api", "tokens"]:
+            await self._only(req, "DELETE")
+            await self.dashboard.revoke_token(req, parts[2])
+        else:
+            await self.dashboard.not_found(req)
+
+    async def _only(self, req: Request, *methods: str) -> None:
+        if req.method not in methods:
+            allowed = ", ".join(methods)
+            body = {"error": "Method not allowed", "message": f"use {allowed}"}
+            await send_json(req.send, 405, body, [(b"allow", allowed.encode())])
             raise _Answered("answered")
 
     async def _mcp(self, req: Request, server: str) -> None:
