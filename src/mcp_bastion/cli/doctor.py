@@ -22,12 +22,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx2
 import typer
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import httpx2
 
 from mcp_bastion.cli.base import ConfigFile, EnvFile, JsonFlag, cli, fail, out
 from mcp_bastion.cli.serve import preflight
@@ -415,12 +417,12 @@ def static_checks(env_file: Path, config: Path | None) -> list[Check]:
 
 
 # --- live checks ---------------------------------------------------------------------------------------------------
-def _missing_headers(response: httpx2.Response, tls: bool) -> list[str]:
+def _missing_headers(response: "httpx2.Response", tls: bool) -> list[str]:
     wanted = [*SECURITY_HEADERS, "strict-transport-security"] if tls else list(SECURITY_HEADERS)
     return [name for name in wanted if name not in response.headers]
 
 
-def _status(response: httpx2.Response) -> str:
+def _status(response: "httpx2.Response") -> str:
     return f"got {response.status_code}"
 
 
@@ -430,6 +432,8 @@ def live_checks(url: str, token: str, *, skip_rate_limit: bool, verify: bool | s
     good = {"Authorization": f"Bearer {token}"}
     tls = base.lower().startswith("https://")
     checks: list[Check] = []
+    import httpx2  # lazily: only `doctor --live` needs an HTTP client, the server never does
+
     with httpx2.Client(timeout=HTTP_TIMEOUT_S, verify=verify, follow_redirects=False) as client:
         try:
             live = client.get(f"{base}/livez")
@@ -528,7 +532,7 @@ def live_checks(url: str, token: str, *, skip_rate_limit: bool, verify: bool | s
     return checks
 
 
-def _rate_limit(client: httpx2.Client, health: str, good: dict[str, str]) -> Check:
+def _rate_limit(client: "httpx2.Client", health: str, good: dict[str, str]) -> Check:
     name = "rate limit → 429"
     deadline = time.monotonic() + RATE_LIMIT_TIME_CAP_S
     for sent in range(1, RATE_LIMIT_BOUND + 1):

@@ -26,7 +26,6 @@ from dotenv import dotenv_values
 from rich.markup import escape
 from rich.prompt import Confirm, IntPrompt, Prompt
 
-from mcp_bastion.certs import self_signed
 from mcp_bastion.cli.base import JsonFlag, cli, err, fail, out
 from mcp_bastion.config import Settings, is_loopback, split_list, variables
 from mcp_bastion.security import new_token
@@ -519,6 +518,8 @@ def write_all(answers: Answers, directory: Path, values: dict[str, str], detecte
     written: list[Path] = []
     if answers.tls is TlsMode.self_signed and answers.tls_cert and answers.tls_key:
         answers.tls_cert.parent.mkdir(mode=0o700, exist_ok=True)
+        from mcp_bastion.certs import self_signed  # lazily: `cryptography` costs the server ~10 MiB it never uses
+
         cert_pem, key_pem = self_signed(cert_names(answers.host, detected))
         replace_file(answers.tls_key, key_pem, 0o600)
         replace_file(answers.tls_cert, cert_pem, 0o644)
