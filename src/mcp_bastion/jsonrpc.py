@@ -125,11 +125,6 @@ def progress_token(message: Message) -> JSON:
     return meta.get("progressToken")
 
 
-def set_progress_token(message: Message, token: JSON) -> None:
-    """Replace `params._meta.progressToken` in place (the caller checked it exists)."""
-    message["params"]["_meta"]["progressToken"] = token
-
-
 __all__ = [
     "INVALID_REQUEST",
     "JSON",
@@ -143,5 +138,4 @@ __all__ = [
     "notification",
     "progress_token",
     "result",
-    "set_progress_token",
 ]

@@ -55,17 +55,6 @@ def negotiate_version(requested: Any) -> str:
     return requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE_VERSION
 
 
-def modern_version_of(message: Mapping[str, Any]) -> Any:
-    """The per-request protocol version a 2026-07-28 message carries in `params._meta`, or None."""
-    params = message.get("params")
-    if not isinstance(params, dict):
-        return None
-    meta = params.get("_meta")
-    if not isinstance(meta, dict):
-        return None
-    return meta.get(PROTOCOL_VERSION_META)
-
-
 def is_modern_header(version_header: str | None) -> bool:
     """A version header that is present and not a handshake revision selects the stateless era."""
     return version_header is not None and version_header not in HANDSHAKE_VERSIONS

@@ -5,7 +5,6 @@ No I/O. A token value is never logged or returned by anything here except `new_t
 
 import fnmatch
 import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable
 
@@ -29,11 +28,6 @@ def new_session_id() -> str:
 def token_hash(token: str) -> str:
     """SHA-256 hex of a token: tokens are 256-bit random, so a fast hash is enough and lookups stay O(1)."""
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def same(a: str, b: str) -> bool:
-    """Constant-time comparison of two secrets (compares digests, so lengths leak nothing)."""
-    return hmac.compare_digest(token_hash(a), token_hash(b))
 
 
 def weakness(token: str) -> str | None:

@@ -13,7 +13,7 @@ from http.cookies import SimpleCookie
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.middleware.reply import ASGIApp, reject, state
 from mcp_bastion.ratelimit import Limiter
-from mcp_bastion.security import ADMIN_SCOPE, bearer, may_use_server, same, token_hash
+from mcp_bastion.security import ADMIN_SCOPE, bearer, may_use_server, token_hash
 from mcp_bastion.store import LoginSession, Store, StoreError
 from mcp_bastion.transports.http import Receive, Scope, Send
 
@@ -192,7 +192,7 @@ class AuthenticationMiddleware:
         sent = dict(scope["headers"]).get(b"x-csrf-token")
         if sent is None or principal.session is None or not principal.session.csrf_hash:
             return False
-        return same(token_hash(sent.decode("latin-1")), principal.session.csrf_hash)
+        return hmac.compare_digest(token_hash(sent.decode("latin-1")), principal.session.csrf_hash)
 
     def _success(self, st: dict[str, object], scope: Scope, principal: Principal) -> None:
         key = (principal.name, str(st.get("client_ip")))

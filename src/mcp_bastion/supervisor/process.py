@@ -33,7 +33,6 @@ _PR_SET_PDEATHSIG = 1
 
 MessageCallback = Callable[[dict[str, Any]], None]
 OversizeCallback = Callable[[Any], None]
-ExitCallback = Callable[[int | None], None]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -8,8 +8,6 @@ from mcp_bastion.protocol import negotiate_version
 from mcp_bastion.relay import Backend, ClientSession, Gateway, Sink
 from mcp_bastion.transports.policy import FORBIDDEN, CallPolicy
 
-LOCAL_ANSWERS = frozenset({"ping"})
-
 
 def initialize_result(backend: Backend, message: Message) -> Message:
     """The InitializeResult a client gets: the child's cached one, at the version negotiated with this client."""

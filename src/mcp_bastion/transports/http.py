@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from mcp_bastion.errors import PARSE_ERROR, GatewayError, ProtocolError
+from mcp_bastion.errors import GatewayError, ProtocolError
 from mcp_bastion.jsonrpc import Message, error_bytes
 
 Scope = dict[str, Any]
@@ -126,11 +126,6 @@ async def send_error(send: Send, exc: GatewayError, request_id: Any = None, head
     """A JSON-RPC error response carrying the error's own HTTP status."""
     body = error_bytes(request_id, exc.jsonrpc_code, exc.message, exc.data)
     await send_bytes(send, exc.http_status, body, JSON_HEADERS + (headers or []))
-
-
-def parse_failure(exc: GatewayError) -> bool:
-    """True for errors that mean the body was not JSON at all."""
-    return exc.jsonrpc_code == PARSE_ERROR
 
 
 def sse_event(message: Message, event: bytes = b"message") -> bytes:

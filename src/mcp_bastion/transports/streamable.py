@@ -3,7 +3,7 @@
 import asyncio
 import collections
 
-from mcp_bastion.errors import GatewayError, ProtocolError
+from mcp_bastion.errors import ProtocolError
 from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, progress_token, result
 from mcp_bastion.protocol import HANDSHAKE_VERSIONS, negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway, ResponseSlot
@@ -16,7 +16,6 @@ from mcp_bastion.transports.http import (
     end_stream,
     send_bytes,
     send_empty,
-    send_error,
     sse_event,
     start_stream,
     stream_chunk,
@@ -172,8 +171,3 @@ def _drain(queue: "collections.deque[Message]") -> list[Message]:
     items = list(queue)
     queue.clear()
     return items
-
-
-async def reply_error(req: Request, exc: GatewayError, request_id: object = None) -> None:
-    """Send an error in the JSON-RPC shape every transport uses."""
-    await send_error(req.send, exc, request_id)
