@@ -1,7 +1,9 @@
 """Run a real gateway (uvicorn on a free loopback port, real stdio children) for tests."""
 
 import contextlib
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -95,3 +97,47 @@ def run_gateway(servers: list[ServerSpec], tmp_path: Path, **settings: Any) -> I
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+SERVE_START_TIMEOUT_S = 30.0
+SERVE_STOP_TIMEOUT_S = 15.0
+
+
+@contextlib.contextmanager
+def serve_process(
+    argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, ready: Callable[[], bool]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The real CLI `serve` as a subprocess, output to `log`; entered once `ready()` holds, TERM then KILL on exit.
+
+    Fails at once (with the log) if the process exits before it is ready.
+    """
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+            try:
+                return ready()
+            except httpx.TransportError:
+                return False
+
+        try:
+            wait_until(started, SERVE_START_TIMEOUT_S, interval=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nserve output:\n{log.read_text(errors='replace')}") from None
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after a grace period; always reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(SERVE_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(SERVE_STOP_TIMEOUT_S)

@@ -8,7 +8,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -24,12 +23,10 @@ from dotenv import dotenv_values
 
 from mcp_bastion.cli.setup import addresses_from_ip_json, find_secrets, looks_secret, render_env
 from mcp_bastion.config import Settings
-from tests.harness import free_port, wait_until
+from tests.harness import free_port, serve_process
 
 CLI = Path(sys.executable).with_name("mcp-bastion")
 RUN_TIMEOUT_S = 30.0
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
 TOKEN = re.compile(r"mcpb_[A-Za-z0-9_-]{40,}")
 DEMO = {"command": sys.executable, "args": ["-m", "mcp_bastion.demo_server"]}
 
@@ -386,16 +383,6 @@ def test_env_values_round_trip_through_dotenv_whatever_their_characters(tmp_path
     assert dotenv_values(path) == values
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT_S)
-
-
 @pytest.fixture
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, Path | bool]]:
     """`init --non-interactive` then `serve` on its result (cwd the setup dir); yields (url, token, verify)."""
@@ -404,32 +391,13 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     verify: Path | bool = Path(result["tls_cert"]) if result["tls_cert"] else True
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [str(CLI), "serve", "--env-file", result["env_file"], "--config", result["config"], "--port", str(port)],
-            cwd=tmp_path,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    argv = [str(CLI), "serve", "--env-file", result["env_file"], "--config", result["config"], "--port", str(port)]
 
-        def live() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                return httpx.get(
-                    f"{result['url']}/livez", verify=str(verify) if verify is not True else True
-                ).is_success
-            except httpx.TransportError:
-                return False
+    def live() -> bool:
+        return httpx.get(f"{result['url']}/livez", verify=str(verify) if verify is not True else True).is_success
 
-        wait_until(live, START_TIMEOUT_S, interval=0.1)
+    with serve_process(argv, cwd=tmp_path, env=clean_env(), log=tmp_path / "serve.log", ready=live):
         yield result["url"], result["token"], verify
-    finally:
-        stop(proc)
 
 
 @pytest.mark.parametrize("served", ["none", "self-signed"], indirect=True)

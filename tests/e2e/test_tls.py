@@ -5,9 +5,7 @@ Certificates come from a throwaway CA (trustme) issued for 127.0.0.1; clients tr
 
 import json
 import os
-import signal
 import ssl
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,10 +22,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcp_bastion.config import Settings
 from mcp_bastion.security import new_token
-from tests.harness import free_port, wait_until
+from tests.harness import free_port, serve_process
 
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
 CLI = Path(sys.executable).with_name("mcp-bastion")
 
 
@@ -60,16 +56,6 @@ def clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.upper() not in settings}
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT_S)
-
-
 @pytest.fixture(scope="module")
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsGateway]:
     """`mcp-bastion serve` on a free loopback port with TLS, the demo server behind it, ready when yielded."""
@@ -100,34 +86,15 @@ def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsGateway
     assert CLI.exists(), f"{CLI} missing: is the package installed in the venv?"
     log = workdir / "serve.log"
     running = TlsGateway(f"https://127.0.0.1:{port}", port, token, ca_file, workdir, log)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(CLI), "serve", "--env-file", str(env_file), "--config", str(config)],
-            cwd=workdir,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    argv = [str(CLI), "serve", "--env-file", str(env_file), "--config", str(config)]
 
-        def demo_running() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                with running.client() as http:
-                    health = http.get("/health", headers={"Authorization": f"Bearer {token}"})
-            except httpx.TransportError:
-                return False
-            return health.status_code == 200 and health.json()["servers"]["demo"]["state"] == "running"
+    def demo_running() -> bool:
+        with running.client() as http:
+            health = http.get("/health", headers={"Authorization": f"Bearer {token}"})
+        return health.status_code == 200 and health.json()["servers"]["demo"]["state"] == "running"
 
-        try:
-            wait_until(demo_running, START_TIMEOUT_S, interval=0.1)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nserve output:\n{log.read_text(errors='replace')}") from None
+    with serve_process(argv, cwd=workdir, env=clean_env(), log=log, ready=demo_running):
         yield running
-    finally:
-        stop(proc)
 
 
 def test_health_over_https_with_hsts(tls_gateway: TlsGateway) -> None:
