@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     stable_uptime_s: Annotated[float, Field(gt=0)] = 30.0
     shutdown_grace_s: Annotated[float, Field(gt=0)] = 2.0
     initialize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # A client must send a whole request head within this, or be closed (408): slow heads pin sockets before auth.
+    head_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Request line + headers (431 past it): Node's default, so what reached the Express server still fits.
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    # Open connections before new ones get a 503; unset: derived from RLIMIT_NOFILE, leaving descriptors for children.
+    max_connections: Annotated[int | None, Field(ge=1)] = None
+    # An idle kept-alive connection is closed after this many seconds.
+    keepalive_timeout_s: Annotated[int, Field(ge=1, le=300)] = 5
 
     # --- security (names kept from the Express server where it had them) ---
     auth_token: SecretStr | None = None

@@ -27,6 +27,7 @@ from mcp_bastion.cli.base import (
     store_for,
     write_private,
 )
+from mcp_bastion.cli.http_server import HttpLimits, connection_cap, http_protocol
 from mcp_bastion.config import ServerSpec, Settings, is_loopback, split_list
 from mcp_bastion.errors import ConfigError
 from mcp_bastion.security import new_token, weakness
@@ -77,10 +78,18 @@ def serve(
     tls = (
         {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)} if settings.tls else {}
     )
+    limits = HttpLimits(
+        head_timeout_s=settings.head_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=connection_cap(settings.max_connections),
+    )
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
+        http=http_protocol(limits, audit=app.audit, tls=settings.tls),  # head deadline, size and connection caps
+        ws="none",  # no WebSocket route: an upgrade is refused (403) by the protocol, never handed to the app
+        timeout_keep_alive=settings.keepalive_timeout_s,
         log_level=settings.log_level,
         log_config=None,  # uvicorn's loggers propagate to our root handler, so they share its format
         access_log=False,  # an access log would be one more place for query strings to leak; the audit log covers it
