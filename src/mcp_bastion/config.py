@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
     max_sessions: Annotated[int, Field(ge=1)] = 10_000
+    # Legacy sessions one principal may hold open: one token must not fill MAX_SESSIONS for everyone.
+    max_sessions_per_principal: Annotated[int, Field(ge=1)] = 100
+    # Open HTTP+SSE and Streamable GET streams per principal: each pins a socket and a task for as long as it lives.
+    max_streams_per_principal: Annotated[int, Field(ge=1)] = 50
+    # A Streamable session with no open stream is forgotten after this much idleness (below SESSION_IDLE_TIMEOUT_S).
+    session_idle_no_stream_s: Annotated[float, Field(gt=0)] = 300.0
+    # Requests one session may have waiting on a child; past it the next is refused without reaching the child.
+    max_inflight_per_session: Annotated[int, Field(ge=1)] = 64
+    # Bytes queued for one session's stream; a client that stops reading past it loses the stream and the session.
+    outbox_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
     sse_keepalive_s: Annotated[float, Field(gt=0)] = 15.0
     restart_backoff_initial_s: Annotated[float, Field(gt=0)] = 0.5
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0

@@ -6,6 +6,7 @@
     │   ├── ParseError           400 / -32700
     │   ├── HeaderMismatch       400 / -32020
     │   └── UnsupportedVersion   400 / -32022
+    ├── QuotaExceeded            429 / -32029: a principal or session is over one of its caps (Retry-After)
     └── ChildError               502 / -32603: the child is not there or broke the call
         ├── ChildUnavailable     503 / -32000
         └── CallTimeout          504 / -32001
@@ -26,6 +27,7 @@ REQUEST_CANCELLED = -32800
 HEADER_MISMATCH = -32020
 MISSING_CLIENT_CAPABILITY = -32021
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+QUOTA_EXCEEDED = -32029  # implementation-defined server error; 29 as in HTTP 429
 
 
 class GatewayError(Exception):
@@ -62,6 +64,22 @@ class ParseError(ProtocolError):
 
     def __init__(self, message: str = "Parse error") -> None:
         super().__init__(message, code=PARSE_ERROR)
+
+
+class QuotaExceeded(GatewayError):
+    """A principal holds too many sessions or streams, or a session too many requests; never reaches a child.
+
+    `data` carries the quota's name and `retryAfterSeconds`, so a JSON-RPC client sees the hint too.
+    """
+
+    http_status = 429
+    jsonrpc_code = QUOTA_EXCEEDED
+
+    def __init__(self, message: str, *, quota: str, limit: int, retry_after_s: int) -> None:
+        super().__init__(message, data={"quota": quota, "limit": limit, "retryAfterSeconds": retry_after_s})
+        self.quota = quota
+        self.limit = limit
+        self.retry_after_s = retry_after_s
 
 
 class ChildError(GatewayError):

@@ -1,23 +1,29 @@
-"""Every configured server's backend, the supervisor, and the registry of legacy client sessions."""
+"""Every configured server's backend, the supervisor, and the registry of legacy client sessions.
+
+The registry enforces the session quotas: MAX_SESSIONS for everyone, MAX_SESSIONS_PER_PRINCIPAL and
+MAX_STREAMS_PER_PRINCIPAL per caller; stream-less sessions idle out after SESSION_IDLE_NO_STREAM_S.
+"""
 
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings
-from mcp_bastion.errors import ChildUnavailable, GatewayError, ProtocolError
+from mcp_bastion.errors import ChildUnavailable, GatewayError, ProtocolError, QuotaExceeded
 from mcp_bastion.jsonrpc import Message
 from mcp_bastion.relay.backend import Backend
+from mcp_bastion.relay.quotas import PrincipalQuota, Slot
 from mcp_bastion.relay.sessions import ClientSession, SessionGone
 from mcp_bastion.supervisor import ServerHandle, ServerState, Supervisor
 
 log = logging.getLogger("mcp_bastion.gateway")
 
 READY_WAIT_S = 10.0  # a client arriving while its server (re)starts waits this long before a 503
+REAP_EVERY_MAX_S = 30.0  # the idle reaper runs at least this often (more often for short idle settings)
 
 
 class UnknownServer(GatewayError):
@@ -36,8 +42,12 @@ class Gateway:
         self.backends: dict[str, Backend] = {}
         self.handles: dict[str, ServerHandle] = {}
         self.sessions: dict[str, ClientSession] = {}
+        self.session_quota = PrincipalQuota("sessions", settings.max_sessions_per_principal)
+        self.stream_quota = PrincipalQuota("streams", settings.max_streams_per_principal)
+        self._opening = 0  # sessions admitted but still starting (a per-session child initializing)
         self.audit: AuditLog | None = None  # set by create_app; transports write mcp.call lines to it
         self._reaper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         for name, spec in self.specs.items():
             backend = Backend(name, timeout_s=self._timeout(spec))
             self.backends[name] = backend
@@ -59,6 +69,7 @@ class Gateway:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.gather(*(self.end_session(s) for s in list(self.sessions.values())))
         await self.supervisor.stop_all()
 
@@ -99,23 +110,105 @@ class Gateway:
         """Open a legacy session; with isolation per-session this spawns and initializes the client's own child.
 
         Raises:
-            UnknownServer, ChildUnavailable, ProtocolError (too many sessions)
+            UnknownServer, ChildUnavailable, ProtocolError (too many sessions), QuotaExceeded (this principal's cap)
         """
         spec = self.spec(server)
-        if len(self.sessions) >= self.settings.max_sessions:
+        if len(self.sessions) + self._opening >= self.settings.max_sessions:
             raise ProtocolError("too many open sessions; try again later", status=503)
+        self._claim(self.session_quota, principal, server)
+        self._opening += 1
+        try:
+            session = await self._new_session(spec, era, principal, init)
+        except BaseException:
+            self.session_quota.release(principal)
+            raise
+        finally:
+            self._opening -= 1
+        session.backend.sessions.add(session)
+        self.sessions[session.id] = session
+        return session
+
+    async def _new_session(
+        self, spec: ServerSpec, era: str, principal: str | None, init: Message | None
+    ) -> ClientSession:
+        limits = {
+            "outbox_max_bytes": self.settings.outbox_max_bytes,
+            "max_inflight": self.settings.max_inflight_per_session,
+        }
         if spec.isolation == "shared":
-            backend = await self.shared_backend(server)
-            session = ClientSession(server=server, era=era, principal=principal, backend=backend, own_backend=False)
+            backend = await self.shared_backend(spec.name)
+            session = ClientSession(
+                server=spec.name, era=era, principal=principal, backend=backend, own_backend=False, **limits
+            )
         else:
-            backend = Backend(server, timeout_s=self._timeout(spec))
-            session = ClientSession(server=server, era=era, principal=principal, backend=backend, own_backend=True)
+            backend = Backend(spec.name, timeout_s=self._timeout(spec))
+            session = ClientSession(
+                server=spec.name, era=era, principal=principal, backend=backend, own_backend=True, **limits
+            )
             backend.owner = session
             if init is not None:
                 await self.start_session_child(session, init)
-        backend.sessions.add(session)
-        self.sessions[session.id] = session
+        session.on_overflow = self._overflowed
         return session
+
+    def claim_stream(self, principal: str | None, server: str) -> Slot:
+        """One of `principal`'s stream slots, held while a GET / SSE stream's connection is open.
+
+        Raises:
+            QuotaExceeded: the principal already holds MAX_STREAMS_PER_PRINCIPAL streams.
+        """
+        return self._claim(self.stream_quota, principal, server)
+
+    def _claim(self, quota: PrincipalQuota, principal: str | None, server: str) -> Slot:
+        try:
+            return quota.claim(principal)
+        except QuotaExceeded as exc:
+            self.quota_refused(exc, principal=principal, server=server)
+            raise
+
+    def quota_refused(
+        self, exc: QuotaExceeded, *, principal: str | None, server: str, session: str | None = None
+    ) -> None:
+        """The one audit line of a quota refusal."""
+        self._record(
+            "quota.exceeded",
+            outcome="denied",
+            principal=principal,
+            server=server,
+            session=session,
+            quota=exc.quota,
+            limit=exc.limit,
+        )
+
+    def inflight_refused(self, session: ClientSession, exc: QuotaExceeded) -> None:
+        """Audit a session's first in-flight refusal (a flood of them would be one line each otherwise)."""
+        if not session.inflight_refused:
+            session.inflight_refused = True
+            self.quota_refused(exc, principal=session.principal, server=session.server, session=session.public_id)
+
+    def _overflowed(self, session: ClientSession, size: int) -> None:
+        log.warning(
+            "session %s… of %s: its client stopped reading (%d bytes owed); ended", session.id[:8], session.server, size
+        )
+        self._record(
+            "stream.overflow",
+            outcome="closed",
+            principal=session.principal,
+            server=session.server,
+            session=session.public_id,
+            bytes=size,
+            limit=session.outbox_max_bytes,
+        )
+        self._spawn(self.end_session(session))
+
+    def _record(self, event: str, **fields: Any) -> None:
+        if self.audit is not None:
+            self.audit.record(event, **fields)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def start_session_child(self, session: ClientSession, init: Message) -> None:
         """Spawn and initialize the private child of a per-session server with the client's own initialize.
@@ -151,6 +244,7 @@ class Gateway:
         """Close a session: cancel its calls, detach it, and stop its own child if it has one."""
         if self.sessions.pop(session.id, None) is None:
             return
+        self.session_quota.release(session.principal)
         session.close()
         backend = session.backend
         backend.sessions.discard(session)
@@ -162,18 +256,39 @@ class Gateway:
             backend.child_exited("session ended")
             self.supervisor.events("server.stop", server=session.server, pid=child.pid, isolation="per-session")
 
+    @property
+    def idle_no_stream_s(self) -> float:
+        """How long a session without an open stream lives without a request (SESSION_IDLE_TIMEOUT_S caps it)."""
+        return min(self.settings.session_idle_no_stream_s, self.settings.session_idle_timeout_s)
+
     async def _reap_idle(self) -> None:
-        idle = self.settings.session_idle_timeout_s
         while True:
-            await asyncio.sleep(min(idle / 4, 30.0))
-            cutoff = time.monotonic() - idle
-            for session in list(self.sessions.values()):
-                if session.streams == 0 and session.last_seen < cutoff:
-                    log.info("session %s… of %s idled out", session.id[:8], session.server)
-                    await self.end_session(session)
-            for session in list(self.sessions.values()):
-                if session.closed.is_set():
-                    await self.end_session(session)
+            await asyncio.sleep(min(self.idle_no_stream_s / 4, REAP_EVERY_MAX_S))
+            await self.reap(time.monotonic())
+
+    async def reap(self, now: float) -> None:
+        """End closed sessions, and sessions with no open stream idle for longer than `idle_no_stream_s`.
+
+        A session with an open stream is a client that is there: it is bounded by MAX_STREAMS_PER_PRINCIPAL, not
+        reaped (its clock restarts when the stream closes).
+        """
+        idle = self.idle_no_stream_s
+        for session in list(self.sessions.values()):
+            if session.closed.is_set():
+                await self.end_session(session)
+            elif not session.readers and session.last_seen < now - idle:
+                log.info("session %s… of %s idled out", session.id[:8], session.server)
+                self._record(
+                    "session.expired",
+                    outcome="ended",
+                    reason="idle without a stream",
+                    kind="mcp",
+                    principal=session.principal,
+                    server=session.server,
+                    session=session.public_id,
+                    idle_s=round(now - session.last_seen, 1),
+                )
+                await self.end_session(session)
 
     def server_view(self, name: str) -> dict[str, Any]:
         """State of one server for /health and /mcp/servers: never its command, args or env."""

@@ -1,21 +1,33 @@
 """Legacy client sessions: one per HTTP+SSE stream or per Streamable HTTP `Mcp-Session-Id`.
 
 A session is bound to the principal that opened it; an id is a capability only together with that principal.
+Its outbox holds ready SSE events (bytes, serialized once when queued) under a byte budget: a client that stops
+reading its stream loses the stream and the session instead of growing the gateway's memory.
 """
 
 import asyncio
 import collections
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mcp_bastion.errors import GatewayError
-from mcp_bastion.jsonrpc import Message
+from mcp_bastion.errors import GatewayError, ProtocolError, QuotaExceeded
+from mcp_bastion.jsonrpc import Message, dumps
+from mcp_bastion.security import token_hash
 
 if TYPE_CHECKING:
     from mcp_bastion.relay.backend import Backend
 
-OUTBOX_MAX = 1000  # messages queued for a stream nobody reads; past it the oldest drop (a slow reader loses, not us)
+OUTBOX_MAX_BYTES = 8 * 1024 * 1024  # default byte budget of one outbox (Settings.outbox_max_bytes overrides it)
+OUTBOX_ENTRY_BYTES = 64  # what one queued event costs beyond its bytes (object header, deque slot): tiny ones count
+MAX_INFLIGHT = 64  # default cap on one session's requests waiting on a child (Settings.max_inflight_per_session)
+INFLIGHT_RETRY_AFTER_S = 1  # a request in flight ends within a call's time: a second is a fair pause
+PUBLIC_ID_CHARS = 16  # audit lines name a session by a prefix of its id's hash, never by the id (a capability)
+EVENT_HEAD = b"event: message\ndata: "
+EVENT_TAIL = b"\n\n"  # orjson output has no newline, so one JSON-RPC message is one `data:` line
+
+Overflow = Callable[["ClientSession", int], None]
 
 
 class SessionGone(GatewayError):
@@ -24,10 +36,25 @@ class SessionGone(GatewayError):
     http_status = 404
 
 
+def message_event(message: Message) -> bytes:
+    """One SSE `message` event carrying one JSON-RPC message."""
+    return b"".join((EVENT_HEAD, dumps(message), EVENT_TAIL))
+
+
 class ClientSession:
     """One client's legacy session with one server."""
 
-    def __init__(self, *, server: str, era: str, principal: str | None, backend: "Backend", own_backend: bool) -> None:
+    def __init__(
+        self,
+        *,
+        server: str,
+        era: str,
+        principal: str | None,
+        backend: "Backend",
+        own_backend: bool,
+        outbox_max_bytes: int = OUTBOX_MAX_BYTES,
+        max_inflight: int = MAX_INFLIGHT,
+    ) -> None:
         self.id = secrets.token_hex(16)
         self.server = server
         self.era = era
@@ -38,21 +65,56 @@ class ClientSession:
         self.client_info: Any = None
         self.created = time.monotonic()
         self.last_seen = self.created
-        self.outbox: collections.deque[Message] = collections.deque(maxlen=OUTBOX_MAX)  # full: the oldest drop
+        self.outbox: collections.deque[bytes] = collections.deque()  # SSE events, bounded by outbox_max_bytes
+        self.outbox_bytes = 0
+        self.outbox_max_bytes = outbox_max_bytes
+        self.overflowed = 0  # the byte count that ended the session (0: it did not overflow)
+        self.on_overflow: Overflow | None = None  # set by the gateway: audit, then end the session
         self.wakeup = asyncio.Event()  # set by push() and close(); the stream writer waits on it alone
         self.inflight: dict[Any, int] = {}  # the client's request id → gateway id, for cancellation
+        self.max_inflight = max_inflight
+        self.inflight_refused = False  # the first refusal is audited, not every one of a flood
         self.subscriptions: set[str] = set()
-        self.streams = 0  # open GET / SSE streams reading the outbox
+        self.readers: set[asyncio.Task[Any]] = set()  # the tasks writing this session's open GET / SSE streams
         self.closed = asyncio.Event()
 
+    @property
+    def streams(self) -> int:
+        """Open GET / SSE streams reading the outbox."""
+        return len(self.readers)
+
+    @property
+    def public_id(self) -> str:
+        """What audit lines call this session."""
+        return token_hash(self.id)[:PUBLIC_ID_CHARS]
+
     def close(self) -> None:
-        """Mark the session ended and wake its stream so that it finishes."""
+        """Mark the session ended and wake its stream so that it finishes (after writing what is queued)."""
         self.closed.set()
         self.wakeup.set()
 
     def touch(self) -> None:
         """Mark activity (idle reaping counts from here)."""
         self.last_seen = time.monotonic()
+
+    def admit(self, request_id: Any) -> None:
+        """Check a client request against the in-flight cap before it goes anywhere near the child.
+
+        Raises:
+            QuotaExceeded: `max_inflight` requests already wait on the child.
+            ProtocolError: the id is already in flight (MCP forbids reusing it; it would also dodge the count).
+        """
+        inflight = self.inflight
+        if len(inflight) < self.max_inflight and request_id not in inflight:
+            return
+        if request_id in inflight:
+            raise ProtocolError("this request id is already in flight in this session")
+        raise QuotaExceeded(
+            f"too many requests in flight in this session (limit {self.max_inflight}); retry when some finish",
+            quota="inflight_per_session",
+            limit=self.max_inflight,
+            retry_after_s=INFLIGHT_RETRY_AFTER_S,
+        )
 
     def deliver(self, message: Message) -> None:
         """Sink: a final response goes on the session's stream."""
@@ -66,8 +128,44 @@ class ClientSession:
         """Sink: nothing is sent for a cancelled request on a stream (MCP cancellation rules)."""
 
     def push(self, message: Message) -> None:
-        """Queue a message for the client's stream; drop the oldest if nobody reads."""
+        """Queue a message for the client's stream, within the byte budget.
+
+        Over budget with a stream open, the client has stopped reading: the session overflows and ends. With no
+        stream open (a Streamable client that never opened GET), the oldest queued events make room instead.
+        """
         if self.closed.is_set():
             return
-        self.outbox.append(message)
+        event = message_event(message)
+        size = len(event) + OUTBOX_ENTRY_BYTES
+        if self.outbox_bytes + size > self.outbox_max_bytes and self.outbox:
+            if self.readers:
+                self.overflow(self.outbox_bytes + size)
+                return
+            self._make_room(size)
+        self.outbox.append(event)
+        self.outbox_bytes += size
         self.wakeup.set()
+
+    def take(self) -> bytes:
+        """Everything queued, as one chunk for the stream (the budget is free again)."""
+        outbox = self.outbox
+        chunk = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        outbox.clear()
+        self.outbox_bytes = 0
+        return chunk
+
+    def overflow(self, size: int) -> None:
+        """End the session: its reader stopped reading with `size` bytes owed; cut its streams off."""
+        self.overflowed = size
+        self.close()
+        self.outbox.clear()  # nobody will read it
+        self.outbox_bytes = 0
+        for reader in list(self.readers):
+            reader.cancel()
+        if self.on_overflow is not None:
+            self.on_overflow(self, size)
+
+    def _make_room(self, size: int) -> None:
+        outbox = self.outbox
+        while outbox and self.outbox_bytes + size > self.outbox_max_bytes:
+            self.outbox_bytes -= len(outbox.popleft()) + OUTBOX_ENTRY_BYTES

@@ -1,13 +1,13 @@
 """HTTP+SSE (2024-11-05): GET /mcp/{server}/sse opens a session, POST /mcp/{server}/messages?session_id= feeds it."""
 
-from mcp_bastion.errors import GatewayError, ProtocolError
+from mcp_bastion.errors import GatewayError, ProtocolError, QuotaExceeded
 from mcp_bastion.jsonrpc import Kind, Message, classify, error, loads, result
 from mcp_bastion.protocol import negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway
 from mcp_bastion.transports import dispatch
 from mcp_bastion.transports.http import Request, send_bytes
 from mcp_bastion.transports.policy import CallPolicy
-from mcp_bastion.transports.streamable import pump_outbox
+from mcp_bastion.transports.streamable import pump_outbox, refuse
 
 ACCEPTED = [(b"content-type", b"text/plain; charset=utf-8")]
 
@@ -21,13 +21,26 @@ class SseTransport:
         self.keepalive_s = gateway.settings.sse_keepalive_s
 
     async def stream(self, req: Request, server: str) -> None:
-        """Open a session and stream it: the `endpoint` event first, then every message for the client."""
-        session = await self.gateway.open_session(server, era="sse", principal=req.principal, init=None)
+        """Open a session and stream it: the `endpoint` event first, then every message for the client.
+
+        The stream counts against the caller's stream quota and the session against its session quota.
+        """
+        principal = req.principal
+        try:
+            slot = self.gateway.claim_stream(principal, server)
+            try:
+                session = await self.gateway.open_session(server, era="sse", principal=principal, init=None)
+            except BaseException:
+                slot.release()
+                raise
+        except QuotaExceeded as exc:
+            await refuse(req, exc)
+            return
         root = req.scope.get("root_path", "")
         endpoint = f"{root}/mcp/{server}/messages?session_id={session.id}".encode()
         first = b"event: endpoint\ndata: " + endpoint + b"\n\n"
         try:
-            await pump_outbox(req, session, self.keepalive_s, [], first=first)
+            await pump_outbox(req, session, self.keepalive_s, [], slot=slot, first=first)
         finally:
             await self.gateway.end_session(session)
 
@@ -67,5 +80,12 @@ class SseTransport:
             session.protocol_version = negotiate_version(params.get("protocolVersion"))
             session.client_info = params.get("clientInfo")
             session.push(result(message["id"], dispatch.initialize_result(session.backend, message)))
+            return
+        try:
+            session.admit(message["id"])  # nothing awaits between this and the relay's in-flight entry
+        except GatewayError as exc:  # the POST was answered 202 already: the refusal travels on the stream
+            if isinstance(exc, QuotaExceeded):
+                self.gateway.inflight_refused(session, exc)
+            session.push(error(message["id"], exc.jsonrpc_code, exc.message, exc.data))
             return
         await dispatch.request(session.backend, message, session, session=session, policy=policy)

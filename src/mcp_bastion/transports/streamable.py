@@ -1,12 +1,12 @@
 """Streamable HTTP with sessions (2025-03-26 … 2025-11-25) on /mcp/{server}: POST, GET stream, DELETE."""
 
 import asyncio
-import collections
 
-from mcp_bastion.errors import ProtocolError
+from mcp_bastion.errors import ProtocolError, QuotaExceeded
 from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, progress_token, result
 from mcp_bastion.protocol import HANDSHAKE_VERSIONS, negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway, ResponseSlot
+from mcp_bastion.relay.quotas import Slot
 from mcp_bastion.transports import dispatch
 from mcp_bastion.transports.http import (
     JSON_HEADERS,
@@ -16,6 +16,7 @@ from mcp_bastion.transports.http import (
     end_stream,
     send_bytes,
     send_empty,
+    send_error,
     sse_event,
     start_stream,
     stream_chunk,
@@ -23,6 +24,14 @@ from mcp_bastion.transports.http import (
 from mcp_bastion.transports.policy import CallPolicy
 
 SESSION_HEADER = b"mcp-session-id"
+# One write to a stream at most: the server pauses a writer whose client lags only between writes, so this bounds
+# what a client that stops reading leaves in the server's send buffer.
+STREAM_WRITE_MAX_BYTES = 256 * 1024
+
+
+async def refuse(req: Request, exc: QuotaExceeded) -> None:
+    """A quota refusal: 429 with Retry-After, the JSON-RPC error (with `retryAfterSeconds`) as the body."""
+    await send_error(req.send, exc, exc.request_id, [(b"retry-after", str(exc.retry_after_s).encode())])
 
 
 class StreamableTransport:
@@ -46,6 +55,9 @@ class StreamableTransport:
         except ProtocolError as exc:
             exc.request_id = dispatch.request_id_of(message)
             raise
+        except QuotaExceeded as exc:
+            exc.request_id = dispatch.request_id_of(message)
+            await refuse(req, exc)
 
     async def _message(self, req: Request, server: str, message: Message, has_sse: bool) -> None:
         kind = classify(message)
@@ -83,6 +95,11 @@ class StreamableTransport:
         await send_bytes(req.send, 200, dumps(answer), headers)
 
     async def _request(self, req: Request, session: ClientSession, message: Message, has_sse: bool) -> None:
+        try:
+            session.admit(message["id"])  # nothing awaits between this and the relay's in-flight entry
+        except QuotaExceeded as exc:
+            self.gateway.inflight_refused(session, exc)
+            raise
         slot = ResponseSlot(streaming=has_sse and progress_token(message) is not None)
         policy = CallPolicy(req, self.gateway.spec(session.server), self.gateway.audit)
         await dispatch.request(session.backend, message, slot, session=session, policy=policy)
@@ -113,7 +130,12 @@ class StreamableTransport:
         if not has_sse:
             raise ProtocolError("Accept must list text/event-stream", status=406)
         session = self._session(req, server, req.header(SESSION_HEADER))
-        await pump_outbox(req, session, self.keepalive_s, [(SESSION_HEADER, session.id.encode())])
+        try:
+            slot = self.gateway.claim_stream(session.principal, server)
+        except QuotaExceeded as exc:
+            await refuse(req, exc)
+            return
+        await pump_outbox(req, session, self.keepalive_s, [(SESSION_HEADER, session.id.encode())], slot=slot)
 
     async def delete(self, req: Request, server: str) -> None:
         """End the session."""
@@ -123,12 +145,22 @@ class StreamableTransport:
 
 
 async def pump_outbox(
-    req: Request, session: ClientSession, keepalive_s: float, headers: list[tuple[bytes, bytes]], first: bytes = b""
+    req: Request,
+    session: ClientSession,
+    keepalive_s: float,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    slot: Slot,
+    first: bytes = b"",
 ) -> None:
     """Stream a session's outbox as SSE until the client leaves or the session ends.
 
     One event to wait on (set by new messages, the session's end, the client leaving and the keepalive timer)
     and everything queued written in one chunk: this runs once per relayed answer on the SSE transport.
+    A client that stops reading blocks the write; if its backlog passes the session's byte budget, the session
+    overflows and cancels this task: the response is abandoned unfinished, which makes the server close the
+    connection (finishing it would wait on the same client). `slot` (the caller's stream quota) is released when
+    the connection is gone, so abandoned connections still count against their principal.
     """
     loop = asyncio.get_running_loop()
     disconnect = Disconnect(req.receive)
@@ -141,15 +173,17 @@ async def pump_outbox(
         wakeup.set()
 
     timer = loop.call_later(keepalive_s, tick)
-    session.streams += 1
+    task = asyncio.current_task()
+    assert task is not None  # an ASGI request always runs in a task
+    session.readers.add(task)
+    abandoned = False
     try:
         await start_stream(req.send, headers)
         if first:
             await stream_chunk(req.send, first)
         while True:
             if session.outbox:
-                chunk = b"".join(sse_event(m) for m in _drain(session.outbox))
-                await stream_chunk(req.send, chunk)
+                await _write(req, session.take())
             if session.closed.is_set() or disconnect.event.is_set():
                 break
             if beat[0]:
@@ -159,15 +193,34 @@ async def pump_outbox(
             wakeup.clear()
             if not session.outbox:
                 await wakeup.wait()
+    except asyncio.CancelledError:
+        if not session.overflowed:
+            raise
+        task.uncancel()
+        abandoned = True
     finally:
         timer.cancel()
-        session.streams -= 1
+        session.readers.discard(task)
         session.touch()
-        disconnect.close()
-        await end_stream(req.send)
+        if abandoned:
+            _release_on_disconnect(disconnect, slot)
+        else:
+            disconnect.close()
+            slot.release()
+            await end_stream(req.send)
 
 
-def _drain(queue: "collections.deque[Message]") -> list[Message]:
-    items = list(queue)
-    queue.clear()
-    return items
+async def _write(req: Request, chunk: bytes) -> None:
+    if len(chunk) <= STREAM_WRITE_MAX_BYTES:
+        await stream_chunk(req.send, chunk)
+        return
+    for start in range(0, len(chunk), STREAM_WRITE_MAX_BYTES):
+        await stream_chunk(req.send, chunk[start : start + STREAM_WRITE_MAX_BYTES])
+
+
+def _release_on_disconnect(disconnect: Disconnect, slot: Slot) -> None:
+    """Keep watching the abandoned connection; its stream slot frees when the client is really gone."""
+    if disconnect.event.is_set():
+        slot.release()
+    else:
+        disconnect.on_disconnect = slot.release
