@@ -2,6 +2,7 @@
 gateway (a secure one passes everything, a weak one fails). The CLI runs as a subprocess, on loopback only."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ def test_a_clean_setup_passes_every_static_check(tmp_path: Path) -> None:
         ({"ALLOWED_IPS": "not-an-ip"}, 0o600, "allowed IPs", "FAIL", "CIDR"),
         ({"ALLOWED_ORIGINS": "https://a.example,*"}, 0o600, "CORS origins", "FAIL", "list exact origins"),
         ({"ALLOWED_ORIGINS": "null"}, 0o600, "CORS origins", "FAIL", "list exact origins"),
-        ({"HOST": "0.0.0.0", "ALLOWED_IPS": "10.0.0.0/8"}, 0o600, "TLS", "WARN", "TLS_CERT_FILE"),
+        ({"HOST": "0.0.0.0", "ALLOWED_IPS": "10.0.0.0/8"}, 0o600, "TLS", "FAIL", "ALLOW_PLAINTEXT=1"),
         ({"TLS_CERT_FILE": "/nonexistent/cert.pem"}, 0o600, "TLS", "FAIL", "TLS_KEY_FILE"),
         ({"PORT": "99999"}, 0o600, "settings", "FAIL", "fix that value"),
     ],
@@ -354,3 +355,54 @@ def test_help_has_an_example(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert "Example: mcp-bastion doctor" in done.stdout
     assert "--skip-rate-limit" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "check", "status", "detail"),
+    [
+        ({"TRUSTED_PROXIES": "0.0.0.0/0"}, "trusted proxies", "FAIL", "TRUSTED_PROXIES covers every address"),
+        ({"TRUSTED_PROXIES": "::/0"}, "trusted proxies", "FAIL", "TRUSTED_PROXIES covers every address"),
+        ({"TRUSTED_PROXIES": "127.0.0.1"}, "trusted proxies", "PASS", "TRUSTED_PROXIES=127.0.0.1"),
+        (
+            {"INSECURE_NO_AUTH": "true", "TRUSTED_PROXIES": "127.0.0.1"},
+            "auth token",
+            "FAIL",
+            "INSECURE_NO_AUTH cannot be used with TRUSTED_PROXIES",
+        ),
+        ({"HOST": "0.0.0.0", "ALLOWED_IPS": "10.0.0.0/8"}, "TLS", "FAIL", "refusing to serve plain HTTP"),
+        ({"HOST": "0.0.0.0", "ALLOWED_IPS": "10.0.0.0/8", "ALLOW_PLAINTEXT": "1"}, "TLS", "PASS", "ALLOW_PLAINTEXT=1"),
+    ],
+)
+def test_doctor_reports_serves_proxy_and_plaintext_refusals(
+    tmp_path: Path, values: dict[str, str], check: str, status: str, detail: str
+) -> None:
+    """Issue 8 (preflight): doctor reports each of serve's new refusals on the check it concerns, with serve's own
+    sentence, and its serve start-up verdict fails exactly when one is reported."""
+    env_file = setup(tmp_path, **values)
+    code, report, _ = doctor(tmp_path, env_file)
+    found = lines(report, check)
+    assert any(c["status"] == status and detail in c["detail"] for c in found), found
+    [verdict] = lines(report, "serve start-up")
+    assert (verdict["status"] == "FAIL") == (status == "FAIL"), verdict
+    assert code == (1 if status == "FAIL" else 0)
+
+
+def test_live_refuses_plain_http_off_loopback_and_sends_nothing(tmp_path: Path) -> None:
+    """Issue 8 (preflight): `doctor --live http://0.0.0.0:PORT` would send the admin token unencrypted to a
+    non-loopback address (Linux routes the wildcard to this machine, where a socket listens): doctor exits 2 with
+    one line naming the fixes, and the socket never sees a connection, let alone a byte."""
+    env_file = setup(tmp_path)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        done = cli(tmp_path, "doctor", "--env-file", str(env_file), "--live", f"http://0.0.0.0:{port}")
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # a connection, even one never written to, would be waiting here
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    [line] = done.stderr.strip().splitlines()
+    assert "refusing to send the admin token in clear text" in line
+    assert "use https://" in line
+    assert "SSH tunnel to loopback" in line
+    assert done.stdout == ""

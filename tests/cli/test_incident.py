@@ -293,22 +293,35 @@ def test_lockdown_without_a_running_server_still_contains(tmp_path: Path) -> Non
 
 
 def test_write_env_token_replaces_one_line_atomically_and_privately(tmp_path: Path) -> None:
-    """Every AUTH_TOKEN line (also `export AUTH_TOKEN = ...`) becomes one, other lines are kept byte for byte, the
-    file ends 0600 even under a permissive umask, and a symlinked .env is written through to its target."""
-    target = tmp_path / "real.env"
-    target.write_text("A=1\nexport AUTH_TOKEN = old\n# AUTH_TOKEN=commented\nB='x y'\nAUTH_TOKEN=dup\nC=3")
+    """Every AUTH_TOKEN line (also `export AUTH_TOKEN = ...`) becomes one, other lines are kept byte for byte, and
+    the file ends 0600 even under a permissive umask, with no temporary file left behind."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("A=1\nexport AUTH_TOKEN = old\n# AUTH_TOKEN=commented\nB='x y'\nAUTH_TOKEN=dup\nC=3")
+    env_file.chmod(0o644)
+    old_umask = os.umask(0)
+    try:
+        write_env_token(env_file, "mcpb_new")
+    finally:
+        os.umask(old_umask)
+    assert env_file.read_text() == "A=1\nAUTH_TOKEN=mcpb_new\n# AUTH_TOKEN=commented\nB='x y'\nC=3"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env"]
+
+
+def test_write_env_token_refuses_a_symlinked_env_and_leaves_its_target_alone(tmp_path: Path) -> None:
+    """Issue 8 item 12: a symlink where the .env goes is refused (the error names it); the target is untouched."""
+    target = tmp_path / "elsewhere.env"
+    target.write_text("AUTH_TOKEN=old\n")
     target.chmod(0o644)
     link = tmp_path / ".env"
     link.symlink_to(target)
-    old_umask = os.umask(0)
-    try:
+    with pytest.raises(OSError, match="symlink") as caught:
         write_env_token(link, "mcpb_new")
-    finally:
-        os.umask(old_umask)
+    assert str(link) in str(caught.value)
+    assert target.read_text() == "AUTH_TOKEN=old\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert link.is_symlink()
-    assert target.read_text() == "A=1\nAUTH_TOKEN=mcpb_new\n# AUTH_TOKEN=commented\nB='x y'\nC=3"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".env", "real.env"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env", "elsewhere.env"]
 
 
 class CountingStore(MemoryStore):

@@ -1,13 +1,12 @@
 """What every command shares: the Typer app, the consoles, error exits, loading settings, the store."""
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings, default_store_url, load_servers, load_settings, variables
@@ -22,8 +21,10 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Markup and emoji codes are off: a client name, a token name or an audit field is printed as the bytes it is,
+# never read as `[bold]` or `:smile:`. Styling is explicit (`style=`, `Text`), so data can never carry any.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+out = Console(highlight=False, markup=False, emoji=False)
 
 EnvFile = Annotated[Path, typer.Option("--env-file", help="Settings and secrets file.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="The mcpServers file (env MCP_CONFIG).")]
@@ -32,9 +33,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.
 
 def fail(message: str, hint: str | None = None) -> None:
     """One clear line (with its hint on the same line), exit code 2, no traceback. User text is never markup."""
-    line = f"[bold red]error:[/] {escape(message)}"
+    line = Text.assemble(("error:", "bold red"), " ", message)
     if hint:
-        line += f" [dim](hint: {escape(hint)})[/]"
+        line.append(f" (hint: {hint})", style="dim")
     err.print(line, soft_wrap=True)
     raise typer.Exit(EXIT_CONFIG)
 
@@ -75,10 +76,3 @@ def run(coro: Any) -> Any:
         return asyncio.run(coro)
     except GatewayError as exc:
         fail(exc.message)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Create a file readable by its owner only (0600 whatever the umask), refusing to follow a symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)

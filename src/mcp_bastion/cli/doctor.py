@@ -23,16 +23,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     import httpx2
 
 from mcp_bastion.cli.base import ConfigFile, EnvFile, JsonFlag, cli, fail, out
-from mcp_bastion.cli.serve import preflight
+from mcp_bastion.cli.serve import no_auth_proxy_problem, plaintext_problem, preflight, trusted_proxies_problem
 from mcp_bastion.config import (
     ServerSpec,
     Settings,
@@ -163,6 +164,8 @@ def check_env_file(env_file: Path) -> Check:
 def check_token(settings: Settings, stored_tokens: int | None) -> Check:
     loopback = is_loopback(settings.host)
     if settings.insecure_no_auth:
+        if (problem := no_auth_proxy_problem(settings)) is not None:
+            return Check("auth token", "FAIL", problem, "remove INSECURE_NO_AUTH (serve refuses this combination)")
         if not loopback:
             return Check(
                 "auth token",
@@ -247,6 +250,18 @@ def check_bind(settings: Settings) -> Check:
     return Check("bind address", "PASS", f"{host}, restricted to ALLOWED_IPS")
 
 
+def check_trusted_proxies(settings: Settings) -> Check:
+    hint = "list only your proxy's addresses in TRUSTED_PROXIES, e.g. TRUSTED_PROXIES=127.0.0.1"
+    try:
+        problem = trusted_proxies_problem(settings)
+    except ConfigError as exc:
+        return Check("trusted proxies", "FAIL", exc.message, hint)
+    if problem is not None:
+        return Check("trusted proxies", "FAIL", problem, hint)
+    proxies = split_list(settings.trusted_proxies)
+    return Check("trusted proxies", "PASS", f"TRUSTED_PROXIES={','.join(proxies)}" if proxies else "none")
+
+
 def check_cors(settings: Settings) -> Check:
     origins = split_list(settings.allowed_origins)
     bad = [o for o in origins if o in ("*", "null")]
@@ -265,13 +280,11 @@ def check_tls(settings: Settings) -> list[Check]:
     if cert is None and key is None:
         if is_loopback(settings.host):
             return [Check("TLS", "PASS", "plain HTTP on a loopback bind")]
+        if (problem := plaintext_problem(settings)) is not None:
+            hint = "set TLS_CERT_FILE and TLS_KEY_FILE, or ALLOW_PLAINTEXT=1 when a TLS proxy in front terminates TLS"
+            return [Check("TLS", "FAIL", problem, hint)]
         return [
-            Check(
-                "TLS",
-                "WARN",
-                f"plain HTTP on {settings.host}: tokens cross the network in clear text",
-                "set TLS_CERT_FILE and TLS_KEY_FILE, or put a TLS proxy in front and bind 127.0.0.1",
-            )
+            Check("TLS", "PASS", f"plain HTTP on {settings.host}; ALLOW_PLAINTEXT=1: a proxy in front terminates TLS")
         ]
     if cert is None or key is None:
         missing = "TLS_CERT_FILE" if cert is None else "TLS_KEY_FILE"
@@ -405,6 +418,7 @@ def static_checks(env_file: Path, config: Path | None) -> list[Check]:
     checks.append(check_token(settings, stored))
     checks.append(check_bind(settings))
     checks.append(check_allowed_ips(settings))
+    checks.append(check_trusted_proxies(settings))
     checks.append(check_cors(settings))
     checks += check_tls(settings)
     servers_check, servers = check_servers(settings, env_file)
@@ -578,13 +592,32 @@ def report(checks: list[Check], *, as_json: bool, mode: str, strict: bool) -> in
         table.add_column("detail")
         table.add_column("fix")
         for c in checks:
-            table.add_row(f"[{STYLE[c.status]}]{c.status}[/]", escape(c.check), escape(c.detail), escape(c.hint))
+            table.add_row(Text(c.status, style=STYLE[c.status]), c.check, c.detail, c.hint)
         out.print(table)
         out.print(
             f"{counts.get('PASS', 0)} passed, {counts.get('WARN', 0)} warning(s), {counts.get('FAIL', 0)} failed",
             style="bold red" if failed else "bold green",
         )
     return 1 if failed else 0
+
+
+def check_live_url(url: str) -> None:
+    """Exit 2 (nothing sent) unless `url` is https, or http to this machine: --live sends the admin token."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what validates it
+    except ValueError:
+        fail(f"--live {url!r} is not a URL", "e.g. --live http://127.0.0.1:3001")
+        return
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        fail(f"--live {url!r}: expected an http:// or https:// URL", "e.g. --live http://127.0.0.1:3001")
+    if scheme == "http" and not is_loopback(parts.hostname or ""):
+        fail(
+            f"--live {url}: refusing to send the admin token in clear text off this machine",
+            "use https://, or an SSH tunnel to loopback: ssh -L 3001:127.0.0.1:3001 HOST, then --live "
+            "http://127.0.0.1:3001",
+        )
 
 
 @cli.command()
@@ -637,8 +670,7 @@ def doctor(
     if live is None:
         checks = static_checks(env_file, config)
         raise typer.Exit(report(checks, as_json=as_json, mode="static", strict=strict))
-    if not live.lower().startswith(("http://", "https://")):
-        fail(f"--live {live!r}: expected an http:// or https:// URL", "e.g. --live http://127.0.0.1:3001")
+    check_live_url(live)
     if token is None:
         try:
             settings = load_settings(env_file)

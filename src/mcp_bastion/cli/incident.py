@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import re
-import secrets
 import ssl
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from rich.table import Column, Table
 
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
 from mcp_bastion.config import Settings, is_loopback
+from mcp_bastion.files import write_private
 from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash
 from mcp_bastion.store import LoginSession, Store, TokenRecord
 
@@ -339,15 +339,12 @@ async def _contain(store: Store, old_admin_tokens: list[str]) -> dict[str, Any]:
 
 
 def write_env_token(env_file: Path, value: str) -> None:
-    """Set AUTH_TOKEN in the .env, keeping every other line: a private temporary file, then an atomic rename.
-
-    A symlinked .env is written through to its target so the link keeps working.
+    """Set AUTH_TOKEN in the .env, keeping every other line; the file is replaced whole, atomically, mode 0600.
 
     Raises:
-        OSError: the file could not be read or replaced (the old one is then left as it was).
+        OSError: the file could not be read or replaced, or is a symlink (the old one is then left as it was).
     """
-    target = Path(os.path.realpath(env_file))
-    lines = target.read_text(encoding="utf-8").splitlines(keepends=True) if target.exists() else []
+    lines = env_file.read_text(encoding="utf-8").splitlines(keepends=True) if env_file.exists() else []
     kept: list[str] = []
     written = False
     for line in lines:
@@ -360,32 +357,11 @@ def write_env_token(env_file: Path, value: str) -> None:
         if kept and not kept[-1].endswith("\n"):
             kept[-1] += "\n"
         kept.append(f"AUTH_TOKEN={value}\n")
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(kept))
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o600)  # exactly 0600 whatever the umask
-            os.fsync(fh.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    write_private(env_file, "".join(kept))
 
 
 def _report(summary: dict[str, Any], value: str, server: dict[str, Any]) -> None:
-    out.print("[bold]Lockdown done.[/]")
+    out.print("Lockdown done.", style="bold")
     out.print(f"  named tokens revoked:       {summary['tokens_revoked']}")
     out.print(f"  login sessions ended:       {summary['login_sessions_ended']}")
     out.print(f"  MCP client sessions ended:  {summary['mcp_sessions_ended']}")

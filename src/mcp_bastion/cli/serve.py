@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 import uvicorn
-from rich.markup import escape
+from rich.text import Text
 
 from mcp_bastion import __version__
 from mcp_bastion.app import create_app
@@ -25,11 +26,12 @@ from mcp_bastion.cli.base import (
     load,
     out,
     store_for,
-    write_private,
 )
 from mcp_bastion.cli.http_server import HttpLimits, connection_cap, http_protocol
 from mcp_bastion.config import ServerSpec, Settings, is_loopback, split_list
 from mcp_bastion.errors import ConfigError
+from mcp_bastion.files import write_private
+from mcp_bastion.middleware.ip_allowlist import Network, parse_networks
 from mcp_bastion.security import new_token, weakness
 from mcp_bastion.store import Store
 
@@ -144,7 +146,7 @@ class StartFeedback:
         if self.json:
             console_log.warning(message)
         else:
-            err.print(f"[bold yellow]warning:[/] {message}", soft_wrap=True)
+            err.print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True)
 
     def __call__(self, event: str, **fields: Any) -> None:
         text = self.describe(event, fields)
@@ -156,8 +158,8 @@ class StartFeedback:
                 logging.ERROR if event == "server.crash" else logging.INFO, text, extra={"event": event, **extra}
             )
         else:
-            mark = {"server.start": "[green]✓[/]", "server.crash": "[red]✗[/]"}.get(event, "[yellow]•[/]")
-            err.print(f"  {mark} {escape(text)}", soft_wrap=True, highlight=False)
+            mark = {"server.start": ("✓", "green"), "server.crash": ("✗", "red")}.get(event, ("•", "yellow"))
+            err.print(Text.assemble("  ", mark, " ", text), soft_wrap=True, highlight=False)
 
     def describe(self, event: str, fields: dict[str, Any]) -> str | None:
         """One sentence for a supervisor event (None for events a person need not see)."""
@@ -215,16 +217,53 @@ def preflight(settings: Settings, env_file: Path, store: Store) -> list[str]:
             "no AUTH_TOKEN and no stored tokens: every request will be refused (401) until you "
             "create one with `mcp-bastion token create NAME --scope admin`"
         )
+    for problem in (trusted_proxies_problem(settings), no_auth_proxy_problem(settings), plaintext_problem(settings)):
+        if problem is not None:
+            raise ConfigError(problem)
     if any(ip in ("0.0.0.0", "0.0.0.0/0", "::/0", "*") for ip in split_list(settings.allowed_ips)):
         warnings.append("ALLOWED_IPS=0.0.0.0 lets EVERY address on the network connect; list your clients instead")
-    if not loopback and not settings.tls:
-        warnings.append(
-            f"serving plain HTTP on {settings.host}: tokens cross the network in clear text; set "
-            "TLS_CERT_FILE/TLS_KEY_FILE or put a TLS proxy in front"
-        )
     if env_file.exists() and env_file.stat().st_mode & 0o077:
         warnings.append(f"{env_file} is readable by group or others; fix it with `chmod 600 {env_file}`")
     return warnings
+
+
+def trusted_proxies_problem(settings: Settings) -> str | None:
+    """Why TRUSTED_PROXIES is refused (it covers every address), with the fix; None when it is fine.
+
+    Raises:
+        ConfigError: a value that is not an address or a CIDR range.
+    """
+    proxies = parse_networks(split_list(settings.trusted_proxies), "TRUSTED_PROXIES")
+    # Collapsed, so that halves adding up to everything (0.0.0.0/1 + 128.0.0.0/1) count as everything too.
+    v4 = [n for n in proxies if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in proxies if isinstance(n, ipaddress.IPv6Network)]
+    collapsed: list[Network] = [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+    if any(n.prefixlen == 0 for n in collapsed):
+        return (
+            "TRUSTED_PROXIES covers every address, so any client could forge its address with a forwarded header "
+            "(IP allowlist, rate limits, audit trail): list only your proxy's address, e.g. TRUSTED_PROXIES=127.0.0.1"
+        )
+    return None
+
+
+def no_auth_proxy_problem(settings: Settings) -> str | None:
+    """Why INSECURE_NO_AUTH is refused behind a trusted proxy, with the fix; None when it is not."""
+    if settings.insecure_no_auth and split_list(settings.trusted_proxies):
+        return (
+            "INSECURE_NO_AUTH cannot be used with TRUSTED_PROXIES: requests relayed by a proxy come from the network, "
+            "and would use every server without a token; remove INSECURE_NO_AUTH and set AUTH_TOKEN"
+        )
+    return None
+
+
+def plaintext_problem(settings: Settings) -> str | None:
+    """Why a plain-HTTP bind off loopback is refused, with the fix; None for loopback, TLS or ALLOW_PLAINTEXT."""
+    if is_loopback(settings.host) or settings.tls or settings.allow_plaintext:
+        return None
+    return (
+        f"refusing to serve plain HTTP on {settings.host}: tokens would cross the network in clear text; set "
+        "TLS_CERT_FILE and TLS_KEY_FILE, or set ALLOW_PLAINTEXT=1 if a proxy in front of the gateway terminates TLS"
+    )
 
 
 async def _has_tokens(store: Store) -> bool:
@@ -233,10 +272,14 @@ async def _has_tokens(store: Store) -> bool:
 
 def _banner(settings: Settings, servers: dict[str, ServerSpec]) -> None:
     base = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
-    err.print(f"[bold]mcp-bastion {__version__}[/] serving {len(servers)} server(s) on {base}")
+    err.print(Text.assemble((f"mcp-bastion {__version__}", "bold"), f" serving {len(servers)} server(s) on {base}"))
     for name, spec in servers.items():
         err.print(
-            f"  [cyan]{name}[/] ({spec.isolation})  Streamable HTTP: {base}/mcp/{name}   SSE: {base}/mcp/{name}/sse",
+            Text.assemble(
+                "  ",
+                (name, "cyan"),
+                f" ({spec.isolation})  Streamable HTTP: {base}/mcp/{name}   SSE: {base}/mcp/{name}/sse",
+            ),
             soft_wrap=True,
         )
     if servers:
@@ -293,19 +336,22 @@ def demo(
 
     Example: mcp-bastion demo --config mcp.json
     """
-    if path.exists() and not force:
-        out.print(f"{path} exists; keeping it (use --force to overwrite)")
-    else:
-        document = {"mcpServers": {"demo": {"command": sys.executable, "args": ["-m", "mcp_bastion.demo_server"]}}}
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        out.print(f"wrote {path}")
-    if not env_file.exists():
-        write_private(
-            env_file,
-            f"# mcp-bastion settings and secrets (keep this file mode 0600)\n"
-            f"AUTH_TOKEN={new_token()}\nSESSION_SECRET={new_token()}\n",
-        )
-        out.print(f"wrote {env_file} with a new AUTH_TOKEN (mode 0600)")
+    try:
+        if path.exists() and not force:
+            out.print(f"{path} exists; keeping it (use --force to overwrite)")
+        else:
+            document = {"mcpServers": {"demo": {"command": sys.executable, "args": ["-m", "mcp_bastion.demo_server"]}}}
+            write_private(path, json.dumps(document, indent=2) + "\n")
+            out.print(f"wrote {path}")
+        if not env_file.exists():
+            write_private(
+                env_file,
+                f"# mcp-bastion settings and secrets (keep this file mode 0600)\n"
+                f"AUTH_TOKEN={new_token()}\nSESSION_SECRET={new_token()}\n",
+            )
+            out.print(f"wrote {env_file} with a new AUTH_TOKEN (mode 0600)")
+    except OSError as exc:
+        fail(f"cannot write: {exc}")
 
 
 @cli.command()

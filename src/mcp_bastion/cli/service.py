@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from mcp_bastion.cli.base import cli, err, fail, out
 
@@ -140,8 +141,11 @@ def _directory(directory: Path) -> Path:
     for name in (".env", "mcp.json"):
         if not (resolved / name).exists():
             err.print(
-                f"[bold yellow]warning:[/] {resolved / name} does not exist yet; create it before starting "
-                "(`mcp-bastion demo` writes both)",
+                Text.assemble(
+                    ("warning:", "bold yellow"),
+                    f" {resolved / name} does not exist yet; create it before starting "
+                    "(`mcp-bastion demo` writes both)",
+                ),
                 soft_wrap=True,
             )
     return resolved
@@ -177,8 +181,11 @@ def service_systemd(
         fail(f"--user {account!r} is not a valid account name")
     if account == "root":
         err.print(
-            "[bold yellow]warning:[/] the service would run as root; create an account for it "
-            "(`sudo useradd --system --home-dir DIR mcp-bastion`) and pass --user",
+            Text.assemble(
+                ("warning:", "bold yellow"),
+                " the service would run as root; create an account for it "
+                "(`sudo useradd --system --home-dir DIR mcp-bastion`) and pass --user",
+            ),
             soft_wrap=True,
         )
     target = output or resolved / "mcp-bastion.service"

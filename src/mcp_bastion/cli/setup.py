@@ -8,7 +8,6 @@ import ipaddress
 import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import ssl
@@ -23,11 +22,14 @@ from typing import Annotated, Any
 
 import typer
 from dotenv import dotenv_values
+from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Confirm, IntPrompt, Prompt
+from rich.text import Text
 
 from mcp_bastion.cli.base import JsonFlag, cli, err, fail, out
 from mcp_bastion.config import Settings, is_loopback, split_list, variables
+from mcp_bastion.files import write_private
 from mcp_bastion.security import new_token
 
 LOOPBACK = ["127.0.0.1", "::1"]
@@ -44,6 +46,9 @@ _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PWD|CREDENTIAL|AUTH
 _SECRET_PREFIXES = ("sk-", "sk_", "ghp_", "gho_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "AKIA", "AIza", "pplx-")
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.,:/@+=%-]*")
 DEMO_DOCUMENT = {"mcpServers": {"demo": {"command": sys.executable, "args": ["-m", "mcp_bastion.demo_server"]}}}
+# The questions' console: rich's prompts read their question and their own "invalid answer" lines as markup, so
+# this one keeps markup on and every question escapes the data it shows; everything else prints through `err`.
+ask = Console(stderr=True, highlight=False)
 
 
 class TlsMode(StrEnum):
@@ -217,20 +222,6 @@ def render_env(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_file(path: Path, data: bytes, mode: int) -> None:
-    """Write `path` atomically with `mode` (whatever the umask): a fresh O_EXCL|O_NOFOLLOW file, then a rename."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def check_ips(values: list[str]) -> str | None:
     """Why an allowlist is invalid, or None."""
     if not values:
@@ -283,19 +274,19 @@ def everyone(ips: list[str]) -> bool:
 
 def _ask(question: str, default: str, check: Callable[[str], str | None]) -> str:
     while True:
-        answer = Prompt.ask(question, default=default, console=err).strip()
+        answer = Prompt.ask(question, default=default, console=ask).strip()
         problem = check(answer)
         if problem is None:
             return str(answer)
-        err.print(f"[red]{escape(problem)}[/]")
+        err.print(problem, style="red")
 
 
 def _ask_int(question: str, default: int, low: int, high: int) -> int:
     while True:
-        answer = IntPrompt.ask(question, default=default, console=err)
+        answer = IntPrompt.ask(question, default=default, console=ask)
         if low <= answer <= high:
             return answer
-        err.print(f"[red]enter a number from {low} to {high}[/]")
+        err.print(f"enter a number from {low} to {high}", style="red")
 
 
 def _ask_ips(default: list[str], host: str) -> list[str]:
@@ -308,27 +299,27 @@ def _ask_ips(default: list[str], host: str) -> list[str]:
         if Confirm.ask(
             "[bold red]This lets EVERY address on the network connect.[/] Really allow everyone?",
             default=False,
-            console=err,
+            console=ask,
         ):
             return ips
 
 
 def _ask_tls(default: TlsMode, cert: Path | None, key: Path | None) -> tuple[TlsMode, Path | None, Path | None]:
     choices = [mode.value for mode in TlsMode]
-    mode = TlsMode(Prompt.ask("TLS (none, self-signed, files)", choices=choices, default=default.value, console=err))
+    mode = TlsMode(Prompt.ask("TLS (none, self-signed, files)", choices=choices, default=default.value, console=ask))
     while mode is TlsMode.files:
         cert = Path(_ask("Certificate file (PEM)", str(cert or ""), lambda a: None if a else "enter a path"))
         key = Path(_ask("Private key file (PEM)", str(key or ""), lambda a: None if a else "enter a path"))
         problem = check_tls_files(cert, key)
         if problem is None:
             break
-        err.print(f"[red]{escape(problem)}[/]")
+        err.print(problem, style="red")
     return mode, cert, key
 
 
 def ask_answers(flags: Answers, detected: list[str]) -> Answers:
     """Prompt for every setting, flags (or defaults) shown as the proposal."""
-    err.print(f"Addresses of this machine: {escape(', '.join(detected) or '(none found)')}")
+    err.print(f"Addresses of this machine: {', '.join(detected) or '(none found)'}")
     err.print("Bind 127.0.0.1 to serve this machine only, an address above to serve its network, 0.0.0.0 for all.")
     host = _ask("Bind address (HOST)", flags.host, check_host)
     port = _ask_int("Port (PORT)", flags.port, 1, 65535)
@@ -374,7 +365,7 @@ def may_replace(path: Path, interactive: bool, yes: bool, what: str) -> bool:
     """Whether `path` may be written: it is new, `--yes` was given, or the operator confirms."""
     if not path.exists() and not path.is_symlink():
         return True
-    return yes or (interactive and Confirm.ask(f"{escape(str(path))} exists. {what}?", default=False, console=err))
+    return yes or (interactive and Confirm.ask(f"{escape(str(path))} exists. {what}?", default=False, console=ask))
 
 
 def allowed_to_replace(path: Path, interactive: bool, yes: bool, what: str) -> None:
@@ -433,12 +424,12 @@ def _ask_secret(ref: SecretRef) -> str:
     keep = " (Enter keeps the value now in mcp.json)" if ref.literal is not None else ""
     question = f"Secret for server [cyan]{escape(ref.server)}[/], {escape(ref.key)} → ${{{escape(ref.var)}}}{keep}"
     while True:
-        typed = Prompt.ask(question, password=True, default="", show_default=False, console=err).strip()
+        typed = Prompt.ask(question, password=True, default="", show_default=False, console=ask).strip()
         value = typed or ref.literal or ""
         problem = secret_problem(value)
         if problem is None:
             return value
-        err.print(f"[red]{escape(problem)}[/]")
+        err.print(problem, style="red")
 
 
 def plan_config(answers: Answers, path: Path, present: dict[str, str], interactive: bool, flags: "Flags") -> None:
@@ -446,7 +437,7 @@ def plan_config(answers: Answers, path: Path, present: dict[str, str], interacti
     document = read_config(path)
     if document is None:
         question = f"No {escape(str(path))}. Write one that runs the bundled demo server?"
-        if Confirm.ask(question, default=True, console=err) if interactive else flags.demo:
+        if Confirm.ask(question, default=True, console=ask) if interactive else flags.demo:
             answers.document = DEMO_DOCUMENT
         else:
             answers.warnings.append(f"no {path}: write one before `mcp-bastion serve`")
@@ -457,7 +448,7 @@ def plan_config(answers: Answers, path: Path, present: dict[str, str], interacti
     if literals:
         where = ", ".join(f"{r.server}.{r.key}" for r in literals)
         if interactive:
-            err.print(f"{escape(str(path))} holds literal secrets ({escape(where)}): they move to .env as ${{VAR}}.")
+            err.print(f"{path} holds literal secrets ({where}): they move to .env as ${{VAR}}.")
         if interactive and not may_replace(path, interactive, flags.yes, "Rewrite it to reference them in .env"):
             answers.warnings.append(f"{path} still holds literal secrets ({where}); move them to .env yourself")
             refs = [ref for ref in refs if ref.literal is None]
@@ -517,17 +508,16 @@ def write_all(answers: Answers, directory: Path, values: dict[str, str], detecte
     """Write the certificate, mcp.json and .env (last, so a failure before leaves no half-configured .env)."""
     written: list[Path] = []
     if answers.tls is TlsMode.self_signed and answers.tls_cert and answers.tls_key:
-        answers.tls_cert.parent.mkdir(mode=0o700, exist_ok=True)
         from mcp_bastion.certs import self_signed  # lazily: `cryptography` costs the server ~10 MiB it never uses
 
         cert_pem, key_pem = self_signed(cert_names(answers.host, detected))
-        replace_file(answers.tls_key, key_pem, 0o600)
-        replace_file(answers.tls_cert, cert_pem, 0o644)
+        write_private(answers.tls_key, key_pem)
+        write_private(answers.tls_cert, cert_pem)
         written += [answers.tls_cert, answers.tls_key]
     if answers.document is not None:
-        replace_file(directory / "mcp.json", (json.dumps(answers.document, indent=2) + "\n").encode(), 0o600)
+        write_private(directory / "mcp.json", json.dumps(answers.document, indent=2) + "\n")
         written.append(directory / "mcp.json")
-    replace_file(directory / ".env", render_env(values).encode(), 0o600)
+    write_private(directory / ".env", render_env(values))
     written.append(directory / ".env")
     return written
 
@@ -582,7 +572,7 @@ def init(
     if lookup_public_ip:
         public = lookup_public_address()
         if public is None:
-            err.print("[yellow]warning:[/] the public address lookup failed (offline?); skipped")
+            err.print(Text.assemble(("warning:", "yellow"), " the public address lookup failed (offline?); skipped"))
         elif public not in detected:
             detected.append(public)
     answers = Answers(
@@ -614,7 +604,11 @@ def init(
     if everyone(answers.allowed_ips):
         answers.warnings.append("ALLOWED_IPS admits every address; list your clients instead")
     values = env_values(answers, directory, previous, detected)
-    written = write_all(answers, directory, values, detected)
+    try:
+        written = write_all(answers, directory, values, detected)
+    except OSError as exc:
+        fail(f"cannot write: {exc}", "files written before this one are complete; .env is written last")
+        return
     report(answers, values, written, env_path, as_json)
 
 
@@ -625,7 +619,7 @@ def report(answers: Answers, values: dict[str, str], written: list[Path], env_pa
     url = f"{scheme}://{f'[{shown}]' if ':' in shown else shown}:{answers.port}"
     token = values["AUTH_TOKEN"]
     for warning in answers.warnings:
-        err.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        err.print(Text.assemble(("warning:", "bold yellow"), " ", warning), soft_wrap=True)
     if as_json:
         document = {
             "token": token,
@@ -643,14 +637,14 @@ def report(answers: Answers, values: dict[str, str], written: list[Path], env_pa
         typer.echo(json.dumps(document, indent=2))
         return
     for path in written:
-        out.print(f"wrote {escape(str(path))} (mode {path.stat().st_mode & 0o777:04o})", soft_wrap=True)
+        out.print(f"wrote {path} (mode {path.stat().st_mode & 0o777:04o})", soft_wrap=True)
     if answers.secrets:
-        out.print(f"stored in .env: {escape(', '.join(sorted(answers.secrets)))}", soft_wrap=True)
-    out.print("[bold]Admin token (AUTH_TOKEN). Copy it now: init prints it this once.[/]")
+        out.print(f"stored in .env: {', '.join(sorted(answers.secrets))}", soft_wrap=True)
+    out.print("Admin token (AUTH_TOKEN). Copy it now: init prints it this once.", style="bold")
     out.print(token, markup=False, highlight=False, soft_wrap=True)
-    out.print(f"Start the gateway: mcp-bastion serve --env-file {escape(str(env_path))}   ({url})", soft_wrap=True)
+    out.print(f"Start the gateway: mcp-bastion serve --env-file {env_path}   ({url})", soft_wrap=True)
     if answers.tls is TlsMode.self_signed:
         out.print(
-            f"Clients trust the certificate file: curl --cacert {escape(values['TLS_CERT_FILE'])} {url}/livez",
+            f"Clients trust the certificate file: curl --cacert {values['TLS_CERT_FILE']} {url}/livez",
             soft_wrap=True,
         )

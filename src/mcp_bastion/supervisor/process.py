@@ -19,6 +19,7 @@ import orjson
 
 from mcp_bastion.config import ServerSpec
 from mcp_bastion.errors import ChildUnavailable
+from mcp_bastion.files import open_append
 
 log = logging.getLogger("mcp_bastion.child")
 
@@ -172,7 +173,6 @@ class ChildProcess:
         assert self._proc is not None
         assert self._proc.stderr is not None
         stderr = self._proc.stderr
-        self._stderr_log.parent.mkdir(parents=True, exist_ok=True)
         pending = b""
         with contextlib.suppress(Exception):
             while chunk := await stderr.read(READ_CHUNK_BYTES):
@@ -190,14 +190,29 @@ class ChildProcess:
     def _write_stderr(self, data: bytes) -> None:
         for secret in self._secrets:
             data = data.replace(secret, b"****")
-        path = self._stderr_log
         try:
-            if path.exists() and path.stat().st_size > STDERR_LOG_MAX_BYTES:
-                path.replace(path.with_suffix(path.suffix + ".1"))
-            with path.open("ab") as fh:
-                fh.write(data)
+            fd = self._open_stderr_log()
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("server %s: cannot write its stderr log: %s", self.spec.name, exc)
+
+    def _open_stderr_log(self) -> int:
+        """The stderr log (0600, never through a symlink), rotated to `.1` first when it is full."""
+        path = self._stderr_log
+        fd = open_append(path)
+        try:
+            full = os.fstat(fd).st_size > STDERR_LOG_MAX_BYTES
         except OSError:
-            log.warning("server %s: cannot write its stderr log", self.spec.name)
+            os.close(fd)
+            raise
+        if not full:
+            return fd
+        os.close(fd)
+        path.replace(path.with_suffix(path.suffix + ".1"))
+        return open_append(path)
 
     async def _watch(self) -> None:
         proc = self._proc
