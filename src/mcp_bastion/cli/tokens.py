@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, fail, out, run
 from mcp_bastion.security import new_token, token_hash, valid_scope
@@ -61,7 +62,9 @@ def token_create(
     if as_json:
         out.print_json(json.dumps({"name": name, "token": value, "scopes": list(scopes), "expires": record.expires}))
     else:
-        out.print(f"Token [bold]{name}[/] ({', '.join(scopes)}). Copy it now, it is not shown again:")
+        out.print(
+            Text.assemble("Token ", (name, "bold"), f" ({', '.join(scopes)}). Copy it now, it is not shown again:")
+        )
         out.print(value, markup=False, highlight=False)
 
 
@@ -125,7 +128,7 @@ def token_rotate(name: str, as_json: JsonFlag = False, env_file: EnvFile = Path(
     if as_json:
         out.print_json(json.dumps({"name": name, "token": value}))
     else:
-        out.print(f"New value for [bold]{name}[/]; copy it now:")
+        out.print(Text.assemble("New value for ", (name, "bold"), "; copy it now:"))
         out.print(value, markup=False, highlight=False)
 
 

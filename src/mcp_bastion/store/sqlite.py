@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mcp_bastion.files import ensure_private
 from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord
 
 SCHEMA = """
@@ -24,6 +25,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS revoked (token_hash TEXT PRIMARY KEY, revoked REAL NOT NULL);
 """
 BUSY_TIMEOUT_S = 5.0  # the CLI and the server may write at the same moment
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")  # files SQLite keeps next to the database, holding its data too
+
+
+def sidecars(path: Path) -> list[Path]:
+    """The files SQLite may create next to the database at `path`."""
+    return [path.with_name(path.name + suffix) for suffix in SIDECAR_SUFFIXES]
 
 
 class SqliteStore:
@@ -32,9 +39,10 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            ensure_private(path)  # SQLite then creates -wal/-shm with this file's mode
+            for sidecar in sidecars(path):
+                if os.path.lexists(sidecar):
+                    ensure_private(sidecar)  # left by an older version, maybe wider, maybe a planted link
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
