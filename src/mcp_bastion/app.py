@@ -255,7 +255,12 @@ def create_app(
     secrets = [admin_token or "", settings.session_secret.get_secret_value() if settings.session_secret else ""]
     secrets += [value for spec in servers.values() for value in spec.env.values() if len(value) >= SECRET_MIN_CHARS]
     audit = AuditLog(
-        settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups, secrets=secrets
+        settings.audit_log,
+        max_bytes=settings.audit_max_bytes,
+        backups=settings.audit_backups,
+        secrets=secrets,
+        refusals_per_ip=settings.audit_refusals_per_ip,
+        refusal_window_s=settings.audit_refusal_window_s,
     )
     also = events or log_event
 

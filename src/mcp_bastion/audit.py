@@ -3,26 +3,41 @@
 A line records who (principal name, never a token), from where (client IP), what and how it ended. Tool
 arguments are recorded by shape (keys and types), never values. Every line is valid JSON whatever bytes the
 request carried: strings are made valid UTF-8 and orjson escapes control characters.
+
+Refusal noise is aggregated (Issue 8 item 8): a line with outcome "denied" counts against its client IP in a
+fixed window of `refusal_window_s`; the first `refusals_per_ip` are written as usual, the rest become one
+`audit.suppressed` line per IP and window (count, per event and reason, window start and end), written on the
+first record after the window, on `flush_refusals()` (also scheduled on the running event loop when suppression
+starts) and on `close()`. Every other decision is always written, so a flood of anonymous requests cannot rotate
+a login or an admin action out of the files.
 """
 
+import asyncio
 import contextlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from mcp_bastion.files import open_append
-
 log = logging.getLogger("mcp_bastion.audit")
 
 FIELD_MAX_CHARS = 512  # a field longer than this is cut: an audit line is evidence, not a data dump
 SHAPE_MAX_KEYS = 32  # argument keys recorded per call
+REFUSAL = "denied"  # the outcome of a refusal: the only lines that may be aggregated
+REFUSAL_FIELD_MAX_CHARS = 128  # a refusal's strings are cut shorter: noise must stay cheap to write and keep
+REFUSALS_PER_IP = 20  # refusal lines written per client IP and window before they are only counted
+REFUSAL_WINDOW_S = 60.0  # the aggregation window; a summary line is at most this late
+REFUSAL_TABLE_MAX = 65_536  # client IPs tracked per window: rotating addresses cannot grow memory past it
+REFUSAL_BREAKDOWN_MAX = 32  # distinct (event, reason) pairs per summary; further ones are counted as OTHER
+MANY_ADDRESSES = "many addresses"  # the summary's ip for refusals from addresses past REFUSAL_TABLE_MAX
+OTHER = "other"
+FLUSH_SLACK_S = 0.05  # the scheduled flush runs just after the window ends
 
 
 def utc_now() -> str:
@@ -56,10 +71,104 @@ def _clean(value: str) -> str:
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
+def iso_utc(stamp: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds."""
+    whole, millis = divmod(round(stamp * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+class _Refusals:
+    """One client IP's refusals in the current window: how many, and what the suppressed ones were."""
+
+    __slots__ = ("breakdown", "pairs", "seen", "suppressed")
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.suppressed = 0
+        self.pairs = 0
+        self.breakdown: dict[str, dict[str, int]] = {}
+
+    def suppress(self, event: str, reason: str) -> None:
+        self.suppressed += 1
+        reasons = self.breakdown.get(event)
+        if reasons is None or reason not in reasons:
+            if self.pairs >= REFUSAL_BREAKDOWN_MAX:
+                event = reason = OTHER
+            else:
+                self.pairs += 1
+            reasons = self.breakdown.setdefault(event, {})
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+
+class RefusalTally:
+    """Per-IP refusal counts in fixed windows (Issue 8 item 8); not thread-safe: AuditLog holds its lock."""
+
+    def __init__(self, per_ip: int, window_s: float) -> None:
+        self.per_ip = per_ip
+        self.window_s = window_s
+        self.window_start = 0.0
+        self.window_end = 0.0  # 0: no refusal counted since the last summaries
+        self.suppressing = False
+        self._ips: dict[str, _Refusals] = {}
+
+    def due(self, now: float) -> bool:
+        """Whether a window with counts is over (its summaries should be written)."""
+        return self.window_end != 0.0 and now >= self.window_end
+
+    def admit(self, now: float, ip: str, event: str, reason: str) -> bool:
+        """Count one refusal; whether its line is written (False: the window's summary counts it)."""
+        if self.window_end == 0.0:
+            self.window_start = now - now % self.window_s
+            self.window_end = self.window_start + self.window_s
+        counts = self._ips.get(ip)
+        if counts is None:
+            if len(self._ips) >= REFUSAL_TABLE_MAX:
+                ip = MANY_ADDRESSES
+                counts = self._ips.get(ip)
+            if counts is None:
+                counts = self._ips[ip] = _Refusals()
+        counts.seen += 1
+        if counts.seen <= self.per_ip:
+            return True
+        counts.suppress(event, reason)
+        self.suppressing = True
+        return False
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """The window's summary lines (one per IP that had lines suppressed), then a fresh, empty window."""
+        start, end = iso_utc(self.window_start), iso_utc(self.window_end)
+        lines = [
+            {
+                "outcome": REFUSAL,
+                "ip": ip,
+                "count": c.suppressed,
+                "events": c.breakdown,
+                "window_start": start,
+                "window_end": end,
+            }
+            for ip, c in self._ips.items()
+            if c.suppressed
+        ]
+        self._ips = {}
+        self.window_start = self.window_end = 0.0
+        self.suppressing = False
+        return lines
+
+
 class AuditLog:
     """Appends audit lines; thread-safe (the CLI and tests may share one)."""
 
-    def __init__(self, path: Path, *, max_bytes: int, backups: int, secrets: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        backups: int,
+        secrets: Iterable[str] = (),
+        refusals_per_ip: int = REFUSALS_PER_IP,
+        refusal_window_s: float = REFUSAL_WINDOW_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
@@ -68,47 +177,102 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._size = 0
+        self._clock = clock
+        self._refusals = RefusalTally(refusals_per_ip, refusal_window_s)
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def _open(self) -> int:
-        return open_append(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
     def record(self, event: str, **fields: Any) -> None:
-        """Write one event line (time, event, then the given fields; None values left out)."""
+        """Write one event line (time, event, then the given fields; None values left out).
+
+        A refusal (outcome "denied") is written short, and only while its IP is under the window's quota;
+        past it, it is counted into the window's `audit.suppressed` line instead.
+        """
+        refusal = fields.get("outcome") == REFUSAL
+        now = self._clock()
+        with self._lock:
+            if self._refusals.due(now):
+                self._write_summaries()
+            if refusal and not self._admit(now, event, fields):
+                return
+            self._write(self._line(event, fields, REFUSAL_FIELD_MAX_CHARS if refusal else FIELD_MAX_CHARS))
+
+    def flush_refusals(self) -> None:
+        """Write the summaries of a window that is over, even when no line came since (safe to call often)."""
+        with self._lock:
+            if self._refusals.due(self._clock()):
+                self._write_summaries()
+
+    def _admit(self, now: float, event: str, fields: dict[str, Any]) -> bool:
+        ip, reason = fields.get("ip"), fields.get("reason")
+        ip_key = "unknown" if ip is None else self._scrub(str(ip), REFUSAL_FIELD_MAX_CHARS)
+        reason_key = "-" if reason is None else self._scrub(str(reason), REFUSAL_FIELD_MAX_CHARS)
+        if self._refusals.admit(now, ip_key, event, reason_key):
+            return True
+        if self._flush_timer is None:
+            self._schedule_flush(now)
+        return False
+
+    def _schedule_flush(self, now: float) -> None:
+        """A quiet IP's summary must not wait for the next line: flush on the event loop when the window ends."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (CLI, threads): the next record() or close() writes it
+        delay = max(0.0, self._refusals.window_end - now) + FLUSH_SLACK_S
+        self._flush_timer = loop.call_later(delay, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_timer = None
+        self.flush_refusals()
+        with self._lock:
+            if self._refusals.suppressing and self._flush_timer is None:
+                self._schedule_flush(self._clock())
+
+    def _write_summaries(self) -> None:
+        for summary in self._refusals.summaries():
+            self._write(self._line("audit.suppressed", summary, FIELD_MAX_CHARS))
+
+    def _line(self, event: str, fields: dict[str, Any], limit: int) -> bytes:
         entry: dict[str, Any] = {"time": utc_now(), "event": event}
         for key, value in fields.items():
             if value is not None:
-                entry[key] = self._scrub(value)
-        line = orjson.dumps(entry) + b"\n"
-        with self._lock:
-            try:
-                if self._fd is None:
-                    self._fd = self._open()
-                    self._size = os.fstat(self._fd).st_size
-                os.write(self._fd, line)
-                self._size += len(line)
-                if self._size > self.max_bytes:
-                    self._rotate()
-            except OSError as exc:
-                log.error("cannot write the audit log %s: %s", self.path, exc.strerror)
+                entry[key] = self._scrub(value, limit)
+        return orjson.dumps(entry) + b"\n"
 
-    def _scrub(self, value: Any) -> Any:
+    def _write(self, line: bytes) -> None:
+        try:
+            if self._fd is None:
+                self._fd = self._open()
+                self._size = os.fstat(self._fd).st_size
+            os.write(self._fd, line)
+            self._size += len(line)
+            if self._size > self.max_bytes:
+                self._rotate()
+        except OSError as exc:
+            log.error("cannot write the audit log %s: %s", self.path, exc.strerror)
+
+    def _scrub(self, value: Any, limit: int = FIELD_MAX_CHARS) -> Any:
         kind = type(value)
         if kind is str:
             text: str = value if value.isascii() else _clean(value)
-            if len(text) > FIELD_MAX_CHARS:
-                text = text[:FIELD_MAX_CHARS]
+            if len(text) > limit:
+                text = text[:limit]
             if self._secrets is not None and self._secrets.search(text):
                 text = self._secrets.sub("****", text)
             return text
         if kind is int or kind is float or kind is bool:
             return value
         if isinstance(value, dict):
-            return {_clean(str(k))[:64]: self._scrub(v) for k, v in value.items()}
+            return {_clean(str(k))[:64]: self._scrub(v, limit) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self._scrub(v) for v in value]
+            return [self._scrub(v, limit) for v in value]
         if isinstance(value, (int, float, bool)):
             return value
-        return self._scrub(str(value))
+        return self._scrub(str(value), limit)
 
     def _rotate(self) -> None:
         if self._fd is not None:
@@ -124,8 +288,12 @@ class AuditLog:
             self.path.unlink()
 
     def close(self) -> None:
-        """Close the file."""
+        """Write the current window's summaries, then close the file."""
         with self._lock, contextlib.suppress(OSError):
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            self._write_summaries()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     allowed_ips: str = "127.0.0.1,::1"
     trusted_proxies: str = ""
+    # The one forwarded header believed from TRUSTED_PROXIES: X-Forwarded-For or Forwarded (never both).
+    forwarded_header: str = "X-Forwarded-For"
     allowed_origins: str = ""
     allowed_hosts: str = ""
     rate_limit_window_ms: Annotated[int, Field(ge=1000)] = 900_000
@@ -81,11 +83,13 @@ class Settings(BaseSettings):
     audit_log: Path = Path("logs/audit.jsonl")
     audit_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
     audit_backups: Annotated[int, Field(ge=0)] = 5
+    # Refusal lines per client IP and window before the rest become one summary line (noise cannot rotate the log).
+    audit_refusals_per_ip: Annotated[int, Field(ge=1)] = 20
+    # The window those refusals are counted in; a quiet IP's summary line is written at most this late.
+    audit_refusal_window_s: Annotated[float, Field(gt=0)] = 60.0
     session_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    # Plain HTTP off loopback is refused unless this says a proxy in front terminates TLS (tokens stay encrypted).
-    allow_plaintext: bool = False
     # Loopback only, loudly warned: for the conformance suite and local experiments, never for a deploy.
     insecure_no_auth: bool = False
 

@@ -54,6 +54,7 @@ def secure_gateway(
         "rate_limit_max_requests": 1_000_000,
         "rate_limit_token_max_requests": 1_000_000,
         "auth_failure_limit": 1_000_000,
+        "audit_refusals_per_ip": 1_000_000,  # every refusal written, as tests count lines; aggregation tests lower it
         **settings,
     }
     config = Settings(host="127.0.0.1", port=port, log_dir=tmp_path / "logs", **values)

@@ -80,9 +80,14 @@ def test_trusted_proxy_chain_right_most_untrusted_hop_is_the_client(tmp_path: Pa
 
 
 def test_forwarded_header_rfc7239(tmp_path: Path) -> None:
-    """IP-03: the RFC 7239 Forwarded header from a trusted proxy, quoted IPv6 with port included."""
+    """IP-03: the RFC 7239 Forwarded header from a trusted proxy (FORWARDED_HEADER=Forwarded), quoted IPv6 with
+    port included."""
     admin = admin_token()
-    settings = {"allowed_ips": "10.0.0.0/8, 2001:db8::/32", "trusted_proxies": "127.0.0.1"}
+    settings = {
+        "allowed_ips": "10.0.0.0/8, 2001:db8::/32",
+        "trusted_proxies": "127.0.0.1",
+        "forwarded_header": "Forwarded",
+    }
     with secure_gateway([spec("toolbox")], tmp_path, auth_token=admin, **settings) as gw:
         assert check(gw, admin, {"Forwarded": "for=10.1.2.3;proto=https"}).status_code == 200
         assert check(gw, admin, {"Forwarded": 'for="[2001:db8::5]:4711"'}).status_code == 200

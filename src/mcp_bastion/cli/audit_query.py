@@ -4,6 +4,10 @@ Every command reads `AUDIT_LOG.N … AUDIT_LOG.1, AUDIT_LOG` (oldest first) as a
 `--since`/`--until`, skips (and counts) lines that are not audit entries, and prints a Rich table or, with
 `--json`, one JSON object. Text from the log is never Rich markup and control characters are shown escaped, so
 a crafted request cannot forge a line on the operator's terminal.
+
+Refusals past a client IP's quota are not written one by one but counted in an `audit.suppressed` line per IP
+and window (Issue 8 item 8); `failures`, `denied`, `ratelimits` and `summary` unfold those counts, so their
+totals are the number of refused requests, not of lines.
 """
 
 import datetime as dt
@@ -46,6 +50,9 @@ NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 FOLLOW_POLL_S = 0.1
 ERROR_OUTCOMES = ("error", "tool_error", "cancelled")
 MISSING = "-"
+SUPPRESSED = "audit.suppressed"  # one line standing for many refusals of one IP in one window
+WEIGHT = "_suppressed"  # on an entry unfolded from a SUPPRESSED line: how many refusals it stands for
+NO_REASON = "-"  # the reason key the audit log uses for a refusal without one
 TAIL_FIELDS = ("outcome", "ip", "principal", "server", "method", "tool", "reason", "latency_ms", "path", "request_id")
 
 Since = Annotated[
@@ -240,6 +247,24 @@ def entries(scan: Scan, files: list[Path] | None = None) -> Iterator[Entry]:
                 yield from read_lines(handle, path.name, scan)
 
 
+def unfold(items: Iterable[Entry]) -> Iterator[Entry]:
+    """Entries as they are, except each `audit.suppressed` line, which becomes one weighted entry per event and
+    reason it counted (its IP, outcome "denied", its time)."""
+    for stamp, entry in items:
+        counted = entry.get("events") if entry["event"] == SUPPRESSED else None
+        if not isinstance(counted, dict):
+            yield stamp, entry
+            continue
+        for event, reasons in counted.items():
+            if not isinstance(reasons, dict):
+                continue
+            for reason, count in reasons.items():
+                if type(count) is int and count > 0:
+                    unfolded = {"time": entry.get("time"), "event": event, "outcome": "denied", "ip": entry.get("ip")}
+                    unfolded["reason"] = None if reason == NO_REASON else reason
+                    yield stamp, {**unfolded, WEIGHT: count}
+
+
 def start_scan(audit_log: Path | None, env_file: Path, since: str | None, until: str | None) -> Scan:
     now = time.time()
     window = Window(parse_point("--since", since, now), parse_point("--until", until, now))
@@ -264,7 +289,8 @@ class Group:
         self.latencies: list[float] | None = [] if timed else None
 
     def add(self, stamp: float, entry: dict[str, Any], *tallied: str) -> None:
-        self.count += 1
+        weight: int = entry.get(WEIGHT, 1)
+        self.count += weight
         if stamp < self.first:
             self.first = stamp
         if stamp > self.last:
@@ -275,7 +301,7 @@ class Group:
                 counter = self.tally.get(key)
                 if counter is None:
                     counter = self.tally[key] = Counter()
-                counter[value if type(value) is str else text(value)] += 1
+                counter[value if type(value) is str else text(value)] += weight
         if self.latencies is not None:
             latency = entry.get("latency_ms")
             if isinstance(latency, (int, float)) and not isinstance(latency, bool):
@@ -426,7 +452,7 @@ def audit_failures(
     """
     scan = start_scan(audit_log, env_file, since, until)
     groups = grouped(
-        of("auth.failure", "auth.forbidden")(entries(scan)),
+        of("auth.failure", "auth.forbidden")(unfold(entries(scan))),
         lambda e: (field_of(e, "ip"), field_of(e, "reason"), e["event"]),
         "principal",
         "path",
@@ -475,7 +501,11 @@ def audit_denied(
     """
     scan = start_scan(audit_log, env_file, since, until)
     groups = grouped(
-        of("ip.denied", "origin.denied")(entries(scan)), lambda e: (field_of(e, "ip"),), "event", "reason", "path"
+        of("ip.denied", "origin.denied")(unfold(entries(scan))),
+        lambda e: (field_of(e, "ip"),),
+        "event",
+        "reason",
+        "path",
     )
     rows = [
         {
@@ -520,7 +550,7 @@ def audit_ratelimits(
     """
     scan = start_scan(audit_log, env_file, since, until)
     groups = grouped(
-        of("ratelimit.exceeded")(entries(scan)),
+        of("ratelimit.exceeded")(unfold(entries(scan))),
         lambda e: (field_of(e, "ip"), field_of(e, "principal"), field_of(e, "reason")),
         "path",
     )
@@ -669,7 +699,7 @@ def audit_summary(
     principals: dict[str, Group] = {}
     errors: dict[tuple[str, ...], Group] = {}
     first, last = math.inf, -math.inf
-    for stamp, entry in entries(scan):
+    for stamp, entry in unfold(entries(scan)):
         if stamp < first:
             first = stamp
         if stamp > last:

@@ -95,6 +95,7 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
         allowed=parse_networks(split_list(settings.allowed_ips), "ALLOWED_IPS"),
         trusted=parse_networks(split_list(settings.trusted_proxies), "TRUSTED_PROXIES"),
         audit=audit,
+        forwarded_header=settings.forwarded_header,
     )
     # 1. Security headers and the request id on every response, rejections and 500s included.
     return SecurityHeadersMiddleware(app, tls=settings.tls)

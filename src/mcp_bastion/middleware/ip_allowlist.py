@@ -1,11 +1,18 @@
-"""Client address from the socket (forwarded headers only from trusted proxies) checked against ALLOWED_IPS."""
+"""Client address from the socket (forwarded headers only from trusted proxies) checked against ALLOWED_IPS.
+
+Exactly one forwarded header is believed (Issue 8 item 3): FORWARDED_HEADER, `X-Forwarded-For` by default or
+`Forwarded` when chosen, and only from a peer in TRUSTED_PROXIES. The other header is ignored, whatever it says:
+a proxy that sets one usually passes the other through from the client. Repeated lines of the chosen header are
+combined in order (as RFC 9110 says a list header's lines are), and the right-most hop that is not itself a
+trusted proxy is the client.
+"""
 
 import ipaddress
 from collections.abc import Iterable
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import ConfigError
-from mcp_bastion.middleware.reply import ASGIApp, headers_of, reject, state
+from mcp_bastion.middleware.reply import ASGIApp, reject, state
 from mcp_bastion.transports.http import Receive, Scope, Send
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -13,6 +20,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 EVERYONE = ("0.0.0.0", "0.0.0.0/0", "::/0", "*")
 MAPPED_PREFIX = 96  # ::ffff:0:0/96 holds the IPv4-mapped addresses
 VERDICT_CACHE_MAX = 65_536  # peers remembered; the allowlist is fixed at start, so a verdict never goes stale
+FORWARDED_HEADERS = {"x-forwarded-for": b"x-forwarded-for", "forwarded": b"forwarded"}  # FORWARDED_HEADER choices
+DEFAULT_FORWARDED_HEADER = "X-Forwarded-For"  # what nginx, HAProxy and most load balancers set
 
 
 def parse_networks(values: Iterable[str], setting: str) -> list[Network]:
@@ -60,28 +69,77 @@ def address(text: str) -> Address | None:
     return parsed
 
 
-def forwarded_chain(headers: dict[bytes, bytes]) -> list[str]:
-    """Hops named by Forwarded (for=) or else X-Forwarded-For, left (client) to right (nearest proxy)."""
-    forwarded = headers.get(b"forwarded")
-    if forwarded:
-        hops = []
-        for element in forwarded.decode("latin-1").split(","):
-            for pair in element.split(";"):
-                key, _, value = pair.strip().partition("=")
-                if key.lower() == "for":
-                    hops.append(value)
-        return hops
-    xff = headers.get(b"x-forwarded-for")
-    return [hop.strip() for hop in xff.decode("latin-1").split(",")] if xff else []
+def forwarded_header_name(value: str) -> bytes:
+    """FORWARDED_HEADER as the (lowercase) ASGI header name.
+
+    Raises:
+        ConfigError: anything but X-Forwarded-For or Forwarded.
+    """
+    name = FORWARDED_HEADERS.get(value.strip().lower())
+    if name is None:
+        raise ConfigError(f"FORWARDED_HEADER: {value!r} is not X-Forwarded-For or Forwarded (the one your proxy sets)")
+    return name
+
+
+def forwarded_chain(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
+    """Hops named by header `name` (its lines combined in order), left (client) to right (nearest proxy).
+
+    A hop that names no address (an empty X-Forwarded-For item, a Forwarded element without `for=`) is kept as
+    "", which the caller treats as garbled: skipping it would promote the hop to its left.
+    """
+    lines = [value.decode("latin-1") for key, value in headers if key == name and value.strip()]
+    if not lines:
+        return []
+    joined = ",".join(lines)
+    if name == b"forwarded":
+        return [_forwarded_for(element) for element in _split_unquoted(joined, ",")]
+    return [hop.strip() for hop in joined.split(",")]
+
+
+def _forwarded_for(element: str) -> str:
+    """The `for=` value of one RFC 7239 element ("" when it has none)."""
+    found = ""
+    for pair in _split_unquoted(element, ";"):
+        key, _, value = pair.strip().partition("=")
+        if key.strip().lower() == "for":
+            found = value.strip()
+    return found
+
+
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside RFC 7230 quoted strings (an address may be quoted: for="[2001:db8::1]:80")."""
+    parts: list[str] = []
+    start, quoted, escaped = 0, False, False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
 
 
 class IpAllowlistMiddleware:
     """403 for addresses outside ALLOWED_IPS; records the client IP for every later stage."""
 
-    def __init__(self, app: ASGIApp, *, allowed: list[Network], trusted: list[Network], audit: AuditLog) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed: list[Network],
+        trusted: list[Network],
+        audit: AuditLog,
+        forwarded_header: str = DEFAULT_FORWARDED_HEADER,
+    ) -> None:
         self.app = app
         self.allowed = allowed
         self.trusted = trusted
+        self.forwarded_header = forwarded_header_name(forwarded_header)
         self.audit = audit
         self.everyone = any(n.prefixlen == 0 for n in allowed)
         self._verdicts: dict[str, tuple[bool, str]] = {}  # peer → (allowed, client ip) when no proxy is involved
@@ -92,7 +150,7 @@ class IpAllowlistMiddleware:
         if peer is None or not self.trusted or not self._in(peer, self.trusted):
             return peer
         client: Address | None = peer
-        for hop in reversed(forwarded_chain(headers_of(scope))):
+        for hop in reversed(forwarded_chain(scope["headers"], self.forwarded_header)):
             parsed = address(hop)
             if parsed is None:
                 return None  # a garbled chain from a trusted proxy: trust nothing past it
