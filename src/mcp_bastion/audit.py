@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from mcp_bastion.files import open_append
+
 log = logging.getLogger("mcp_bastion.audit")
 
 FIELD_MAX_CHARS = 512  # a field longer than this is cut: an audit line is evidence, not a data dump
@@ -182,8 +184,7 @@ class AuditLog:
         self._flush_timer: asyncio.TimerHandle | None = None
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        return open_append(self.path)
 
     def record(self, event: str, **fields: Any) -> None:
         """Write one event line (time, event, then the given fields; None values left out).

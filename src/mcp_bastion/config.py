@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     session_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Plain HTTP off loopback is refused unless this says a proxy in front terminates TLS (tokens stay encrypted).
+    allow_plaintext: bool = False
     # Loopback only, loudly warned: for the conformance suite and local experiments, never for a deploy.
     insecure_no_auth: bool = False
 
