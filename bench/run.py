@@ -548,8 +548,10 @@ async def main_async(args: argparse.Namespace) -> int:
     args.env_file = workdir / ".env"
     token = write_demo_config(args.config, args.env_file)
     Connection.common_headers = b"authorization: Bearer " + token.encode() + b"\r\n"
-    # Rate limits raised out of the way (the limiter still runs on every request); the token is the demo's.
+    # Rate limits and the per-principal quotas raised out of the way (the limiter and the counters still run on every
+    # request; C=256 and the idle test open more sessions and streams than one token may by default).
     args.gw_env = {"RATE_LIMIT_MAX_REQUESTS": "1000000000", "RATE_LIMIT_TOKEN_MAX_REQUESTS": "1000000000"}
+    args.gw_env.update(MAX_SESSIONS_PER_PRINCIPAL="1000000", MAX_STREAMS_PER_PRINCIPAL="1000000")
     if args.insecure_no_auth:
         args.gw_env["INSECURE_NO_AUTH"] = "true"
     args.wrapper = [sys.executable, str(Path(__file__).with_name("plain_gateway.py"))] if args.no_pipeline else None
