@@ -10,11 +10,12 @@ from typing import Any
 
 import orjson
 
+from mcp_bastion.access import RequestContext, context_of
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import ProtocolError
-from mcp_bastion.middleware.auth import CSRF_COOKIE, SESSION_COOKIE, Authenticator, cookie_value
-from mcp_bastion.middleware.reply import reject, state
+from mcp_bastion.middleware.auth import CSRF_COOKIE, SESSION_COOKIE, TOKEN_KEY, Authenticator, cookie_value
+from mcp_bastion.middleware.reply import reject
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
 from mcp_bastion.security import new_session_id, token_hash
@@ -55,8 +56,8 @@ class AdminRoutes:
 
     async def login(self, req: Request) -> None:
         """POST /auth/login {"token": ...} → session cookie + csrf_token."""
-        st = state(req.scope)
-        ip = str(st.get("client_ip", "unknown"))
+        ctx = _ctx(req)
+        ip = ctx.client_ip
         locked = await self.limiter.locked_out(ip)
         if locked is not None:
             self.audit.record(
@@ -64,7 +65,7 @@ class AdminRoutes:
                 outcome="denied",
                 reason="too many failed logins",
                 ip=ip,
-                request_id=st.get("request_id"),
+                request_id=ctx.request_id,
             )
             await reject(
                 req.send, 429, "Too many requests", "Too many failed attempts; try again later", locked.headers()
@@ -80,7 +81,7 @@ class AdminRoutes:
                 reason="store unavailable",
                 ip=ip,
                 path="/auth/login",
-                request_id=st.get("request_id"),
+                request_id=ctx.request_id,
             )
             await reject(req.send, 503, "Service unavailable", "Authentication is temporarily unavailable")
             return
@@ -92,24 +93,28 @@ class AdminRoutes:
                 reason=reason,
                 ip=ip,
                 path="/auth/login",
-                request_id=st.get("request_id"),
+                request_id=ctx.request_id,
             )
             await reject(req.send, 401, "Unauthorized", "Invalid or expired token")
             return
         session_id, csrf = new_session_id(), secrets.token_urlsafe(32)
         now = time.time()
-        ttl = int(self.settings.session_ttl_s)
+        # A session never outlives its token; it stays bound to the token's hash (re-checked on every request).
+        expires = min(now + self.settings.session_ttl_s, principal.expires or float("inf"))
+        ttl = max(int(expires - now), 1)
+        extra = {TOKEN_KEY: principal.credential or ""}
         session = LoginSession(
-            token_hash(session_id), principal.name, principal.scopes, now, now + ttl, ip, token_hash(csrf)
+            token_hash(session_id), principal.name, principal.scopes, now, expires, ip, token_hash(csrf), extra
         )
         await self.store.create_session(session)
         self.audit.record(
             "session.login",
             outcome="ok",
             principal=principal.name,
+            principal_id=principal.id,
             ip=ip,
             session=session.id_hash[:PUBLIC_ID_CHARS],
-            request_id=st.get("request_id"),
+            request_id=ctx.request_id,
         )
         body = {
             "principal": principal.name,
@@ -129,17 +134,10 @@ class AdminRoutes:
 
     async def logout(self, req: Request) -> None:
         """POST /auth/logout: delete the session server-side and clear the cookies."""
-        st = state(req.scope)
         value = cookie_value(req.raw_headers, SESSION_COOKIE)
         ended = bool(value) and await self.store.delete_session(token_hash(value or ""))
         if ended:
-            self.audit.record(
-                "session.logout",
-                outcome="ok",
-                principal=st.get("principal"),
-                ip=st.get("client_ip"),
-                request_id=st.get("request_id"),
-            )
+            self.audit.record("session.logout", outcome="ok", **_ctx(req).who())
         await send_json(
             req.send,
             200,
@@ -149,13 +147,11 @@ class AdminRoutes:
 
     async def session(self, req: Request) -> None:
         """GET /auth/session: who the caller is."""
-        st = state(req.scope)
-        login: LoginSession | None = st.get("login")
-        body: dict[str, Any] = {
-            "principal": st.get("principal"),
-            "scopes": list(st.get("scopes") or ()),
-            "via": st.get("auth"),
-        }
+        principal = _ctx(req).principal
+        if principal is None:  # unreachable behind the pipeline (the route needs a principal); fail closed
+            raise ProtocolError("no principal", status=401)
+        login = await self.store.session_by_hash(principal.login) if principal.login else None
+        body: dict[str, Any] = {"principal": principal.name, "scopes": list(principal.scopes), "via": principal.via}
         if login is not None:
             body.update(created=login.created, expires=login.expires, id=login.id_hash[:PUBLIC_ID_CHARS])
         await send_json(req.send, 200, body)
@@ -193,7 +189,7 @@ class AdminRoutes:
 
     async def revoke_session(self, req: Request, public_id: str) -> None:
         """DELETE /admin/sessions/{id}: end a login session or an MCP client session."""
-        st = state(req.scope)
+        st = _ctx(req)
         for login in await self.store.list_sessions():
             if login.id_hash[:PUBLIC_ID_CHARS] == public_id:
                 await self.store.delete_session(login.id_hash)
@@ -208,17 +204,12 @@ class AdminRoutes:
                 return
         raise ProtocolError("no such session", status=404)
 
-    def _revoked(self, st: dict[str, Any], public_id: str, kind: str, owner: str | None) -> None:
-        self.audit.record(
-            "session.revoked",
-            outcome="ok",
-            principal=st.get("principal"),
-            ip=st.get("client_ip"),
-            session=public_id,
-            kind=kind,
-            owner=owner,
-            request_id=st.get("request_id"),
-        )
+    def _revoked(self, ctx: RequestContext, public_id: str, kind: str, owner: str | None) -> None:
+        self.audit.record("session.revoked", outcome="ok", session=public_id, kind=kind, owner=owner, **ctx.who())
+
+
+def _ctx(req: Request) -> RequestContext:
+    return context_of(req.scope)
 
 
 def _token_from(body: bytes) -> str | None:

@@ -1,10 +1,11 @@
 """create_app: the ASGI application, its routes and its lifespan, behind the security pipeline."""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mcp_bastion import __version__
+from mcp_bastion.access import Principal, RequestContext, context_of, may_see_server, redact_view
 from mcp_bastion.admin import AdminRoutes
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
@@ -12,6 +13,7 @@ from mcp_bastion.dashboard.routes import DashboardRoutes
 from mcp_bastion.errors import GatewayError, ProtocolError
 from mcp_bastion.middleware import Security, build_pipeline
 from mcp_bastion.middleware.auth import Authenticator
+from mcp_bastion.middleware.headers import BASE_HEADERS
 from mcp_bastion.middleware.reply import state
 from mcp_bastion.protocol import MODERN_VERSIONS, is_modern_header
 from mcp_bastion.ratelimit import Limiter
@@ -19,16 +21,17 @@ from mcp_bastion.relay import Gateway
 from mcp_bastion.store import Store, open_store
 from mcp_bastion.supervisor import ServerState, Supervisor
 from mcp_bastion.supervisor.supervisor import EventSink
-from mcp_bastion.transports.http import Receive, Request, Scope, Send, send_bytes, send_error, send_json
+from mcp_bastion.transports.http import Request, send_bytes, send_error, send_json
 from mcp_bastion.transports.modern import ModernTransport
 from mcp_bastion.transports.sse import SseTransport
 from mcp_bastion.transports.streamable import StreamableTransport
+from mcp_bastion.types import Receive, Scope, Send
 
 log = logging.getLogger("mcp_bastion.app")
 
 MODERN_MARKER = b'"io.modelcontextprotocol/protocolVersion"'
 TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
-MANAGEMENT = {"start", "stop", "restart"}
+Handler = Callable[[Request, RequestContext], Awaitable[None]]
 SECRET_MIN_CHARS = 6  # child env values at least this long are scrubbed from the audit log
 
 
@@ -64,6 +67,7 @@ class BastionApp:
             settings=settings, store=store, audit=audit, limiter=limiter, auth=authenticator, gateway=gateway
         )
         self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit)
+        self.handlers = self._handlers()
         self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,6 +75,29 @@ class BastionApp:
             await self.pipeline(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        else:
+            await self._refuse_scope(scope, receive, send)
+
+    async def _refuse_scope(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """WebSocket and unknown scope types: refused (403 with the security headers where the server allows it)."""
+        client = scope.get("client")
+        self.audit.record(
+            "http.refused",
+            outcome="denied",
+            reason=f"{str(scope.get('type'))[:32]} refused",
+            ip=client[0] if client else None,
+            path=str(scope.get("path", ""))[:200],
+        )
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body = b'{"error":"Forbidden","message":"WebSocket is not served here"}'
+            headers = [(b"content-type", b"application/json"), *BASE_HEADERS]
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -89,8 +116,11 @@ class BastionApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, send)
         st = state(scope)  # the outermost stage marks "response_started" when the head goes out
+        ctx = context_of(scope)
         try:
-            await self._route(req, scope["path"].strip("/").split("/"))
+            if req.method not in ctx.route.methods:
+                await self._only(req, *sorted(ctx.route.methods))
+            await self.handlers[ctx.route.name](req, ctx)
         except GatewayError as exc:
             if not st.get("response_started"):
                 await send_error(send, exc, exc.request_id)
@@ -99,83 +129,48 @@ class BastionApp:
             if not st.get("response_started"):
                 await send_error(send, GatewayError("Internal error"))
 
-    async def _route(self, req: Request, parts: list[str]) -> None:
-        if parts == ["livez"]:
-            await self._only(req, "GET")
-            await send_bytes(req.send, 200, b"ok", TEXT)
-        elif parts == ["health"]:
-            await self._only(req, "GET")
-            await send_json(req.send, 200, self.health())
-        elif parts[0] in ("auth", "admin"):
-            await self._account(req, parts)
-        elif parts == [""]:
-            await self._only(req, "GET")
-            await self.dashboard.index(req)
-        elif parts[0] == "static" and len(parts) == 2:
-            await self._only(req, "GET")
-            await self.dashboard.static(req, parts[1])
-        elif parts[0] == "api":
-            await self._api(req, parts)
-        elif parts[0] == "mcp" and len(parts) in (2, 3):
-            await self._mcp_routes(req, parts)
-        else:
-            raise ProtocolError("Not found", status=404)
+    def _handlers(self) -> dict[str, Handler]:
+        """Route name (access.routes.ROUTES) to handler: the route stage already matched path and method."""
+        dashboard, admin = self.dashboard, self.admin
+        return {
+            "livez": lambda req, ctx: send_bytes(req.send, 200, b"ok", TEXT),
+            "health": lambda req, ctx: send_json(req.send, 200, self.health(ctx.principal)),
+            "dashboard": lambda req, ctx: dashboard.index(req),
+            "static": lambda req, ctx: dashboard.static(req, ctx.params["file"]),
+            "discovery": self._discovery,
+            "discovery.root": self._discovery,
+            "auth.login": lambda req, ctx: admin.login(req),
+            "auth.logout": lambda req, ctx: admin.logout(req),
+            "auth.session": lambda req, ctx: admin.session(req),
+            "admin.sessions": lambda req, ctx: admin.list_sessions(req),
+            "admin.session": lambda req, ctx: admin.revoke_session(req, ctx.params["id"]),
+            "api.overview": lambda req, ctx: dashboard.overview(req),
+            "api.audit": lambda req, ctx: dashboard.audit_events(req),
+            "api.tokens": lambda req, ctx: (
+                dashboard.list_tokens(req) if req.method == "GET" else dashboard.create_token(req)
+            ),
+            "api.token": lambda req, ctx: dashboard.revoke_token(req, ctx.params["name"]),
+            "mcp.servers": self._servers,
+            "mcp.manage": lambda req, ctx: self._manage(req, ctx),
+            "mcp": lambda req, ctx: self._mcp(req, self._server(ctx)),
+            "mcp.sse": lambda req, ctx: self.sse.stream(req, self._server(ctx)),
+            "mcp.messages": lambda req, ctx: self.sse.post(req, self._server(ctx)),
+        }
 
-    async def _mcp_routes(self, req: Request, parts: list[str]) -> None:
-        if parts == ["mcp", "servers"]:
-            await self._only(req, "GET")
-            await send_json(req.send, 200, {"servers": [self.gateway.server_view(n) for n in self.gateway.specs]})
-            return
-        server = parts[1]
+    def _server(self, ctx: RequestContext) -> str:
+        """The `{server}` of the route, checked to be configured (404 otherwise)."""
+        server = ctx.params["server"]
         self.gateway.spec(server)
-        if len(parts) == 2:
-            await self._mcp(req, server)
-        elif parts[2] == "sse":
-            await self._only(req, "GET")
-            await self.sse.stream(req, server)
-        elif parts[2] == "messages":
-            await self._only(req, "POST")
-            await self.sse.post(req, server)
-        elif parts[2] in MANAGEMENT:
-            await self._only(req, "POST")
-            await self._manage(req, server, parts[2])
-        else:
-            raise ProtocolError("Not found", status=404)
+        return server
 
-    async def _account(self, req: Request, parts: list[str]) -> None:
-        if parts == ["auth", "login"]:
-            await self._only(req, "POST")
-            await self.admin.login(req)
-        elif parts == ["auth", "logout"]:
-            await self._only(req, "POST")
-            await self.admin.logout(req)
-        elif parts == ["auth", "session"]:
-            await self._only(req, "GET")
-            await self.admin.session(req)
-        elif parts == ["admin", "sessions"]:
-            await self._only(req, "GET")
-            await self.admin.list_sessions(req)
-        elif len(parts) == 3 and parts[:2] == ["admin", "sessions"]:
-            await self._only(req, "DELETE")
-            await self.admin.revoke_session(req, parts[2])
-        else:
-            raise ProtocolError("Not found", status=404)
+    async def _servers(self, req: Request, ctx: RequestContext) -> None:
+        views = [self.server_view(name, ctx.principal) for name in self.visible_servers(ctx.principal)]
+        await send_json(req.send, 200, {"servers": views})
 
-    async def _api(self, req: Request, parts: list[str]) -> None:
-        if parts == ["api", "overview"]:
-            await self._only(req, "GET")
-            await self.dashboard.overview(req)
-        elif parts == ["api", "audit"]:
-            await self._only(req, "GET")
-            await self.dashboard.audit_events(req)
-        elif parts == ["api", "tokens"]:
-            await self._only(req, "GET", "POST")
-            await (self.dashboard.list_tokens(req) if req.method == "GET" else self.dashboard.create_token(req))
-        elif len(parts) == 3 and parts[:2] == ["api", "tokens"]:
-            await self._only(req, "DELETE")
-            await self.dashboard.revoke_token(req, parts[2])
-        else:
-            await self.dashboard.not_found(req)
+    async def _discovery(self, req: Request, ctx: RequestContext) -> None:
+        """OAuth discovery documents: public, answered 404 until the gateway serves OAuth metadata."""
+        body = {"error": "Not found", "message": "This gateway does not serve OAuth metadata; use a bearer token"}
+        await send_json(req.send, 404, body)
 
     async def _only(self, req: Request, *methods: str) -> None:
         if req.method not in methods:
@@ -204,31 +199,34 @@ class BastionApp:
         else:
             await send_bytes(req.send, 405, b"", [(b"allow", b"GET, POST, DELETE")])
 
-    async def _manage(self, req: Request, server: str, action: str) -> None:
+    async def _manage(self, req: Request, ctx: RequestContext) -> None:
+        server, action = self._server(ctx), ctx.params["action"]
         spec = self.gateway.spec(server)
         handle = self.gateway.handles[server]
         if spec.isolation != "shared":
             raise ProtocolError(f"server {server!r} runs one child per session; there is nothing to {action}")
-        st = state(req.scope)
-        self.audit.record(
-            f"admin.server.{action}",
-            outcome="ok",
-            server=server,
-            principal=st.get("principal"),
-            ip=st.get("client_ip"),
-            request_id=st.get("request_id"),
-        )
+        self.audit.record(f"admin.server.{action}", outcome="ok", server=server, **ctx.who())
         if action == "start":
             handle.start()
         elif action == "stop":
             await handle.stop()
         else:
             await handle.restart()
-        await send_json(req.send, 200, self.gateway.server_view(server))
+        await send_json(req.send, 200, self.server_view(server, ctx.principal))
 
-    def health(self) -> dict[str, Any]:
-        """Status, version and every server's state (never its command, args or env)."""
-        servers = {name: self.gateway.server_view(name) for name in self.gateway.specs}
+    def visible_servers(self, principal: Principal | None) -> list[str]:
+        """The servers a principal may know exist (all of them for admin)."""
+        if principal is None:
+            return []
+        return [name for name in self.gateway.specs if may_see_server(principal.scopes, name)]
+
+    def server_view(self, name: str, principal: Principal | None) -> dict[str, Any]:
+        """A server's state as this principal may see it: pid and last error for admin only."""
+        return redact_view(self.gateway.server_view(name), principal.scopes if principal else ())
+
+    def health(self, principal: Principal | None) -> dict[str, Any]:
+        """Status, version and the state of each server the caller may see (never command, args or env)."""
+        servers = {name: self.server_view(name, principal) for name in self.visible_servers(principal)}
         shared = [v for v in servers.values() if v["isolation"] == "shared"]
         degraded = any(v["state"] != ServerState.RUNNING for v in shared)
         return {"status": "degraded" if degraded else "ok", "version": __version__, "servers": servers}

@@ -14,6 +14,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mcp_bastion.access.routes import RESERVED_SERVER_NAMES
 from mcp_bastion.errors import ConfigError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -129,6 +130,9 @@ class ServerSpec(BaseModel):
     auto_start: bool = Field(default=True, alias="autoStart")
     timeout_seconds: float | None = Field(default=None, gt=0, alias="timeoutSeconds")
     allowed_tools: tuple[str, ...] | None = Field(default=None, alias="allowedTools")
+    # Once any of the three is set, a kind it leaves out is closed (access.scopes.ServerLimits).
+    allowed_resources: tuple[str, ...] | None = Field(default=None, alias="allowedResources")
+    allowed_prompts: tuple[str, ...] | None = Field(default=None, alias="allowedPrompts")
 
 
 def load_settings(env_file: Path | None, **flags: Any) -> Settings:
@@ -184,8 +188,10 @@ def load_servers(path: Path, variables: dict[str, str]) -> dict[str, ServerSpec]
 
 def _server_spec(path: Path, name: str, entry: Any, variables: dict[str, str]) -> ServerSpec:
     where = f"{path}: server {name!r}"
-    if not SERVER_NAME.fullmatch(name):
+    if not SERVER_NAME.fullmatch(name) or name in (".", ".."):
         raise ConfigError(f"{where}: the name must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if name in RESERVED_SERVER_NAMES:
+        raise ConfigError(f"{where}: the name is reserved (it is a route: /mcp/{name})")
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected an object")
     if "url" in entry:

@@ -1,18 +1,20 @@
-"""Pure security helpers: token generation and hashing, constant-time checks, bearer parsing, scopes.
+"""Pure security helpers: token generation and hashing, constant-time checks, bearer parsing, token names.
 
 No I/O. A token value is never logged or returned by anything here except `new_token`.
 """
 
-import fnmatch
 import hashlib
+import re
 import secrets
-from collections.abc import Iterable
 
 TOKEN_PREFIX = "mcpb_"  # noqa: S105 - a visible prefix so leaked tokens are recognisable to scanners
 TOKEN_BYTES = 32  # 256 bits from the CSPRNG
 MIN_ADMIN_TOKEN_LEN = 32
 WEAK_TOKENS = frozenset({"change-this-default-token", "your-secret-token-here", "changeme", "secret", "token"})
 ADMIN_SCOPE = "admin"
+TOKEN_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Names of the gateway's own principals and words an operator would read as one: never a token's name.
+RESERVED_NAMES = frozenset({"admin", "anonymous", "env", "system", "gateway", "mcp-bastion", "root", "unknown", "none"})
 
 
 def new_token() -> str:
@@ -54,32 +56,10 @@ def bearer(header: bytes | None) -> str | None:
         return None
 
 
-def may_use_server(scopes: Iterable[str], server: str) -> bool:
-    """Whether a token's scopes allow talking to `server` at all."""
-    for scope in scopes:
-        if scope in (ADMIN_SCOPE, "server:*", f"server:{server}"):
-            return True
-        if scope.startswith("tool:") and scope[5:].split("/", 1)[0] in (server, "*"):
-            return True
-    return False
-
-
-def may_call_tool(scopes: Iterable[str], server: str, tool: str) -> bool:
-    """Whether a token's scopes allow calling `tool` on `server` (`tool:server/pattern`, globs allowed)."""
-    for scope in scopes:
-        if scope in (ADMIN_SCOPE, "server:*", f"server:{server}"):
-            return True
-        if scope.startswith("tool:"):
-            pattern = scope[5:]
-            scope_server, _, tool_pattern = pattern.partition("/")
-            if fnmatch.fnmatchcase(server, scope_server) and fnmatch.fnmatchcase(tool, tool_pattern or "*"):
-                return True
-    return False
-
-
-def valid_scope(scope: str) -> bool:
-    """A scope the gateway understands: admin, server:NAME, tool:SERVER/PATTERN."""
-    if scope == ADMIN_SCOPE:
-        return True
-    kind, _, rest = scope.partition(":")
-    return kind in ("server", "tool") and bool(rest) and all(c.isprintable() and c != " " for c in rest)
+def token_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a token, or None. The one check the CLI, the API and every store use."""
+    if not TOKEN_NAME.fullmatch(name):
+        return "a token name is 1-64 ASCII characters of A-Z a-z 0-9 . _ -"
+    if name.lower() in RESERVED_NAMES:
+        return f"{name!r} is reserved for the gateway's own principals"
+    return None

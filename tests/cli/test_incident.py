@@ -101,7 +101,7 @@ def test_sessions_list_shows_logins_from_the_store_and_mcp_sessions_from_the_ser
     assert row["created"] < row["expires"]
     mcp = by_kind["mcp"]
     assert mcp["id"] == token_hash(mcp_session)[:16]
-    assert (mcp["server"], mcp["principal"]) == ("toolbox", "admin")
+    assert (mcp["server"], mcp["principal"]) == ("toolbox", "env:admin")  # the stable principal id (issue 8 item 5)
 
     plain = run_cli(tmp_path, env_file, "sessions", "list")
     assert plain.returncode == 0, plain.stderr

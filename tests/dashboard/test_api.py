@@ -151,9 +151,19 @@ def test_the_real_dashboard_page_is_served_from_the_package(env: Env) -> None:
     ],
 )
 def test_static_refuses_traversal_and_unknown_names(env: Env, static_dir: Path, target: str) -> None:
+    """Non-canonical paths (dot segments, encoded separators, empty segments, NUL) are 400 at the route stage
+    (issue 8 item 1); canonical names that are not a served file are 404."""
     (static_dir / ".hidden.js").write_text("hidden", encoding="utf-8")
     status, body = raw_get(env, target)
-    assert status == 404, (target, status, body[:200])
+    canonical = target in (
+        "/static/sub/x.js",
+        "/static/sub",
+        "/static/link.js",
+        "/static/notes.txt",
+        "/static/unknown.js",
+        "/static/.hidden.js",
+    )
+    assert status == (404 if canonical else 400), (target, status, body[:200])
     assert b"SECRET-OUTSIDE" not in body
     assert b"import" not in body
     assert b"nested" not in body
@@ -301,13 +311,13 @@ def test_audit_polling_returns_only_new_events_and_keeps_html_as_data(env: Env) 
     quiet = audit_page(env, after=first["cursor"], event="dashboard.none.")
     assert quiet["events"] == []
     evil = "/api/x<script>alert(1)</script>"
-    assert env.get(evil).status_code == 401  # audited as auth.failure with that path
+    assert env.get(evil).status_code == 400  # not a canonical path: audited as http.refused with that path
 
     found: list[dict[str, Any]] = []
     cursor = [first["cursor"]]
 
     def arrived() -> bool:
-        page = audit_page(env, after=cursor[0], event="auth.", outcome="denied")
+        page = audit_page(env, after=cursor[0], event="http.", outcome="denied")
         found.extend(page["events"])
         cursor[0] = page["cursor"]
         return any(e.get("path") == evil for e in found)
@@ -315,10 +325,10 @@ def test_audit_polling_returns_only_new_events_and_keeps_html_as_data(env: Env) 
     wait_until(arrived, POLL_S)
     old_ids = {e["line"] for e in first["events"]}
     assert all(e["line"] not in old_ids for e in found)
-    assert all(e["event"].startswith("auth.") and e["outcome"] == "denied" for e in found)
-    raw = env.get("/api/audit", env.admin, params={"event": "auth.failure"}).text
+    assert all(e["event"].startswith("http.") and e["outcome"] == "denied" for e in found)
+    raw = env.get("/api/audit", env.admin, params={"event": "http.refused"}).text
     assert "<script>alert(1)</script>" in raw  # a JSON string, served as application/json: data, not markup
-    later = audit_page(env, after=cursor[0], event="auth.")
+    later = audit_page(env, after=cursor[0], event="http.")
     assert all(e.get("path") != evil for e in later["events"])
 
 

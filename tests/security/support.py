@@ -8,6 +8,7 @@ instead and otherwise reuses the harness unchanged.
 import contextlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -184,11 +185,20 @@ def legacy_headers(token: str | None, session: str) -> dict[str, str]:
     return headers
 
 
+MCP_ROUTE = re.compile(r"/mcp/(?!servers$)[^/]+(/sse|/messages)?")
+
+
 def assert_rejection(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
-    """The pipeline's `{"error", "message"}` rejection shape, nothing more."""
+    """The pipeline's rejection: `{"error", "message"}` on JSON routes, a JSON-RPC error on MCP routes."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"] == "application/json"
     body = response.json()
+    if MCP_ROUTE.fullmatch(response.request.url.path):
+        assert set(body) == {"jsonrpc", "id", "error"}, body
+        assert body["id"] is None
+        assert isinstance(body["error"]["code"], int)
+        assert body["error"]["message"].startswith(f"{error}: "), body
+        return {"error": error, "message": body["error"]["message"].removeprefix(f"{error}: ")}
     assert set(body) == {"error", "message"}, body
     assert body["error"] == error, body
     assert isinstance(body["message"], str)

@@ -171,8 +171,9 @@ def test_hostile_bytes_never_break_a_line(tmp_path: Path) -> None:
     assert call["tool"] == forged
     origin = audit_events(tmp_path, "origin.denied")
     assert len(origin) == 1
-    path_failure = [p for p in parsed if p["event"] == "auth.failure" and "event" in p.get("path", "")]
-    assert len(path_failure) == 1
+    path_failure = [p for p in parsed if p["event"] == "http.refused" and "event" in p.get("path", "")]
+    assert len(path_failure) == 1  # refused as a non-canonical path (400) before authentication
+    assert path_failure[0]["status"] == 400
     assert "\r\n" in path_failure[0]["path"]  # kept as data, escaped by JSON, not as a line break
     assert b"\r" not in data
     assert b"\x1b" not in data

@@ -64,16 +64,16 @@ ROUTES = [
     ("GET", "/mcp/toolbox/sse"),
     ("POST", "/mcp/toolbox/messages?session_id=0123456789abcdef0123456789abcdef"),
     ("GET", "/health"),
-    ("GET", "/metrics"),
     ("GET", "/mcp/servers"),
     ("POST", "/mcp/toolbox/restart"),
     ("GET", "/admin/sessions"),
     ("DELETE", "/admin/sessions/0123456789abcdef"),
     ("GET", "/auth/session"),
     ("POST", "/auth/logout"),
-    ("GET", "/api/anything"),
-    ("GET", "/no/such/route"),
+    ("GET", "/api/overview"),
+    ("GET", "/api/tokens"),
 ]
+UNDECLARED = [("GET", "/metrics"), ("GET", "/api/anything"), ("GET", "/no/such/route"), ("POST", "/mcp/toolbox/x")]
 
 
 def test_every_non_public_route_wants_a_token(tmp_path: Path) -> None:
@@ -91,6 +91,23 @@ def test_every_non_public_route_wants_a_token(tmp_path: Path) -> None:
         failures = audit_events(tmp_path, "auth.failure")
         assert [line["reason"] for line in failures] == ["missing credentials", "invalid token"] * len(ROUTES)
         assert [(line["method"], line["path"]) for line in failures[::2]] == [(m, p.split("?")[0]) for m, p in ROUTES]
+
+
+def test_undeclared_routes_are_404_before_authentication(tmp_path: Path) -> None:
+    """Issue 8 (route table): a path no route declares is 404 before any stage runs, with or without a token;
+    it is audited as http.refused, never counted as a failed authentication."""
+    admin = admin_token()
+    with secure_gateway([spec("toolbox")], tmp_path, auth_token=admin) as gw, httpx.Client(timeout=10) as client:
+        for method, path in UNDECLARED:
+            for headers in ({}, bearer(admin), bearer(admin + "x")):
+                answer = client.request(method, gw.url + path, headers=headers)
+                assert_rejection(answer, 404, "Not found")
+                assert "www-authenticate" not in answer.headers
+        assert audit_events(tmp_path, "auth.failure") == []
+        refused = audit_events(tmp_path, "http.refused")
+        assert [(line["method"], line["path"], line["status"]) for line in refused] == [
+            (m, p, 404) for m, p in UNDECLARED for _ in range(3)
+        ]
 
 
 def test_public_routes_answer_without_a_token(tmp_path: Path) -> None:

@@ -205,5 +205,5 @@ async def test_sdk_client_sees_only_scoped_tools(tmp_path: Path) -> None:
             async with Client(streamable_http_client(gw.mcp("toolbox"), http_client=http), mode="legacy") as client:
                 tools = await client.list_tools()
                 assert [t.name for t in tools.tools] == ["echo"]
-                with pytest.raises(Exception, match="may not call"):
+                with pytest.raises(Exception, match="may not use tools/call"):
                     await client.call_tool("env", {})

@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from mcp_bastion.access.scopes import valid_scope
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, fail, out, run
-from mcp_bastion.security import new_token, token_hash, valid_scope
+from mcp_bastion.security import new_token, token_hash, token_name_problem
 from mcp_bastion.store import TokenRecord
 
 token_cli = typer.Typer(
@@ -34,7 +35,10 @@ def token_create(
     scope: Annotated[
         list[str] | None,
         typer.Option(
-            "--scope", "-s", help="admin, server:NAME or tool:SERVER/PATTERN; repeatable [default: server:*]."
+            "--scope",
+            "-s",
+            help="admin, server:NAME, tool:SERVER/TOOL, resource:SERVER/URI, prompt:SERVER/PROMPT; "
+            "repeatable [default: server:*].",
         ),
     ] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d, 12h, 90m [default: never].")] = None,
@@ -48,9 +52,12 @@ def token_create(
     scopes = tuple(scope or ["server:*"])
     bad = [s for s in scopes if not valid_scope(s)]
     if bad:
-        fail(f"--scope {bad[0]!r} is not a scope", "use admin, server:NAME or tool:SERVER/PATTERN")
-    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        fail(f"token name {name!r}: use 1-64 letters, digits, - _ .")
+        fail(
+            f"--scope {bad[0]!r} is not a scope",
+            "use admin, server:NAME, tool:SERVER/TOOL, resource:SERVER/URI or prompt:SERVER/PROMPT",
+        )
+    if (problem := token_name_problem(name)) is not None:
+        fail(f"token name {name!r}: {problem}")
     _, store, audit = context(env_file)
     value = new_token()
     now = time.time()

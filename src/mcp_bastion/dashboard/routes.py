@@ -20,9 +20,10 @@ from typing import Any
 import orjson
 
 from mcp_bastion import __version__
+from mcp_bastion.access import Principal, context_of, may_see_server, redact_view, valid_scope
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.relay import Gateway
-from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash, valid_scope
+from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash, token_name_problem
 from mcp_bastion.store import DuplicateName, Store, TokenRecord
 from mcp_bastion.transports.http import Request, send_bytes, send_json
 
@@ -53,7 +54,6 @@ AUDIT_MAX = 500
 AUDIT_FILTERS = ("event", "outcome", "server", "principal")
 CURSOR = re.compile(r"v1\.(\d{1,20})\.(\d{1,20})")
 
-TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 TOKEN_BODY_MAX_BYTES = 8192
 TOKEN_MAX_SCOPES = 64
 EXPIRES_MAX_DAYS = 3650
@@ -134,31 +134,33 @@ class DashboardRoutes:
         """GET /api/overview: version, status, the caller, and every server's state and call rate."""
         self._ensure_sampler()
         self.sample()
-        st = _state(req)
+        principal = _principal(req)
         servers = []
         for name in self.gateway.specs:
-            view = self.gateway.server_view(name)
+            if not may_see_server(principal.scopes, name):
+                continue
+            view = redact_view(self.gateway.server_view(name), principal.scopes)
             servers.append(
                 {
                     "name": view["name"],
                     "state": view["state"],
                     "isolation": view["isolation"],
-                    "pid": view["pid"],
+                    "pid": view.get("pid"),
                     "restarts": view["restarts"],
                     "uptime_s": view["uptime_s"],
                     "sessions": view["sessions"],
                     "pending": view["pending"],
                     "calls": view["calls"],
                     "calls_per_minute": self.calls_per_minute(name, view["calls"]),
-                    "last_error": view["last_error"],
+                    "last_error": view.get("last_error"),
                 }
             )
         shared = [s for s in servers if s["isolation"] == "shared"]
         body = {
             "version": __version__,
             "status": "degraded" if any(s["state"] != "running" for s in shared) else "ok",
-            "principal": st.get("principal"),
-            "scopes": list(st.get("scopes") or ()),
+            "principal": principal.name,
+            "scopes": list(principal.scopes),
             "servers": servers,
         }
         await send_json(req.send, 200, body, [NO_STORE])
@@ -226,13 +228,12 @@ class DashboardRoutes:
         except _Refused as refused:
             await _refuse(req, refused)
             return
-        st = _state(req)
-        if ADMIN_SCOPE not in (st.get("scopes") or ()):
-            own = str(st.get("principal"))
-            if filters.get("principal", own) != own:
+        principal = _principal(req)
+        if ADMIN_SCOPE not in principal.scopes:
+            if filters.get("principal", principal.name) != principal.name:
                 await send_json(req.send, 200, {"events": [], "cursor": _encode(*_end_of(self.audit.path))})
                 return
-            filters["principal"] = own
+            filters["principal_id"] = principal.id  # by stable id: a name can be re-used, an id cannot collide
         page = await asyncio.to_thread(read_audit, self.audit.path, limit, after, _matcher(filters))
         await send_json(req.send, 200, {"events": page.events, "cursor": page.cursor}, [NO_STORE])
 
@@ -280,7 +281,7 @@ class DashboardRoutes:
         """DELETE /api/tokens/{name} (admin): the token is refused from the next request on."""
         if not await self._admin(req):
             return
-        if not TOKEN_NAME.fullmatch(name) or not await self.store.revoke_token(name):
+        if not await self.store.revoke_token(name):
             await _refuse(req, _Refused(404, "Not found", "no token of that name"))
             return
         self._record(req, "token.revoked", token=name)
@@ -291,36 +292,26 @@ class DashboardRoutes:
         await _refuse(req, _Refused(404, "Not found", "no such API route"))
 
     async def _admin(self, req: Request) -> bool:
-        st = _state(req)
-        if ADMIN_SCOPE in (st.get("scopes") or ()):
+        """Defence in depth: the route table already requires admin for the token routes."""
+        if ADMIN_SCOPE in _principal(req).scopes:
             return True
+        who = context_of(req.scope).who()
         self.audit.record(
-            "auth.forbidden",
-            outcome="denied",
-            reason=f"needs {ADMIN_SCOPE}",
-            request_id=st.get("request_id"),
-            ip=st.get("client_ip"),
-            principal=st.get("principal"),
-            path=req.scope.get("path"),
+            "auth.forbidden", outcome="denied", reason=f"needs {ADMIN_SCOPE}", path=req.scope.get("path"), **who
         )
         await _refuse(req, _Refused(403, "Forbidden", f"This token lacks the {ADMIN_SCOPE!r} scope"))
         return False
 
     def _record(self, req: Request, event: str, **fields: Any) -> None:
-        st = _state(req)
-        self.audit.record(
-            event,
-            outcome="ok",
-            principal=st.get("principal"),
-            ip=st.get("client_ip"),
-            request_id=st.get("request_id"),
-            **fields,
-        )
+        self.audit.record(event, outcome="ok", **context_of(req.scope).who(), **fields)
 
 
-def _state(req: Request) -> dict[str, Any]:
-    found = req.scope.setdefault("state", {})
-    return found if isinstance(found, dict) else {}
+def _principal(req: Request) -> Principal:
+    """The caller (every /api/* route requires one; fail closed if the pipeline did not place it)."""
+    principal = context_of(req.scope).principal
+    if principal is None:
+        raise _Refused(401, "Unauthorized", "Authentication required")
+    return principal
 
 
 async def _refuse(req: Request, refused: _Refused) -> None:
@@ -340,8 +331,11 @@ def _token_request(raw: bytes) -> tuple[str, tuple[str, ...], int | None]:
     if not isinstance(data, dict):
         raise _bad("the body must be a JSON object")
     name = data.get("name")
-    if not isinstance(name, str) or not TOKEN_NAME.fullmatch(name):
-        raise _bad("name: use 1-64 letters, digits, - _ .")
+    if not isinstance(name, str):
+        raise _bad("name: a string")
+    problem = token_name_problem(name)
+    if problem is not None:
+        raise _bad(f"name: {problem}")
     scopes = data.get("scopes")
     if scopes is None:
         scopes = ["server:*"]
@@ -349,7 +343,7 @@ def _token_request(raw: bytes) -> tuple[str, tuple[str, ...], int | None]:
         raise _bad(f"scopes: a list of 1-{TOKEN_MAX_SCOPES} scopes")
     for scope in scopes:
         if not isinstance(scope, str) or len(scope) > 256 or not valid_scope(scope):
-            raise _bad("scopes: use admin, server:NAME or tool:SERVER/PATTERN")
+            raise _bad("scopes: use admin, server:NAME, tool:SERVER/TOOL, resource:SERVER/URI or prompt:SERVER/PROMPT")
     days = data.get("expires_days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= EXPIRES_MAX_DAYS):
         raise _bad(f"expires_days: a whole number of days from 1 to {EXPIRES_MAX_DAYS}, or null")

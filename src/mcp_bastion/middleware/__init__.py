@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from starlette.middleware.cors import CORSMiddleware
 
+from mcp_bastion.access import RouteTable
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import Settings, split_list
 from mcp_bastion.errors import ConfigError
@@ -14,8 +15,9 @@ from mcp_bastion.middleware.headers import SecurityHeadersMiddleware
 from mcp_bastion.middleware.ip_allowlist import IpAllowlistMiddleware, parse_networks
 from mcp_bastion.middleware.origin import HostOriginMiddleware
 from mcp_bastion.middleware.rate_limit import RateLimitMiddleware
-from mcp_bastion.middleware.reply import ASGIApp
+from mcp_bastion.middleware.route_match import RouteMiddleware
 from mcp_bastion.ratelimit import Limiter
+from mcp_bastion.types import ASGIApp
 
 MCP_HEADERS = [
     "Authorization",
@@ -29,7 +31,6 @@ MCP_HEADERS = [
     "X-CSRF-Token",
 ]
 EXPOSED = ["Mcp-Session-Id", "WWW-Authenticate", "Retry-After", "X-Request-Id"]
-RATE_EXEMPT = frozenset({"/livez"})  # load balancers probe often; it reveals nothing
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,16 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
     origins = split_list(settings.allowed_origins)
     if "*" in origins or "null" in origins:
         raise ConfigError("ALLOWED_ORIGINS may not contain * or null: list the exact origins (credentials are sent)")
-    # 8. Scopes decide the route (admin routes, servers); tools are checked where the body is parsed.
+    # 8. The one authorizer decides the route (admin routes, the {server}); MCP methods where the body is parsed.
     app = AuthorizationMiddleware(app, audit=audit)
     # 7. Per-principal limit: after auth, so it can key on the token's name.
-    app = RateLimitMiddleware(app, limiter=limiter, per="principal", audit=audit, exempt=RATE_EXEMPT)
+    app = RateLimitMiddleware(app, limiter=limiter, per="principal", audit=audit)
     # 6. Who is calling: bearer token on every route, session cookie on management routes; fails closed.
     app = AuthenticationMiddleware(
         app, authenticator=security.authenticator, limiter=limiter, audit=audit, disabled=settings.insecure_no_auth
     )
     # 5. Per-IP limit before auth, so floods of bad tokens are cut without touching the store.
-    app = RateLimitMiddleware(app, limiter=limiter, per="ip", audit=audit, exempt=RATE_EXEMPT)
+    app = RateLimitMiddleware(app, limiter=limiter, per="ip", audit=audit)
     # 4. Oversized bodies refused before anything reads them.
     app = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes)
     # 3b. CORS answers allowed preflights before auth (browsers send no credentials on preflight).
@@ -97,5 +98,8 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
         audit=audit,
         forwarded_header=settings.forwarded_header,
     )
-    # 1. Security headers and the request id on every response, rejections and 500s included.
+    # 1b. The one route match: canonical path or 400, declared route or 404, declared method or 405; the typed
+    #     request context is placed here and every later stage reads the route and server from it.
+    app = RouteMiddleware(app, table=RouteTable(), audit=audit)
+    # 1a. Security headers and the request id on every response, rejections and 500s included.
     return SecurityHeadersMiddleware(app, tls=settings.tls)

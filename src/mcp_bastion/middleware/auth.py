@@ -1,45 +1,36 @@
 """Who is calling (bearer token or login-session cookie) and may they use this route.
 
 "Who" and "may" are separate stages so the per-principal rate limit can sit between them. Fails closed: a store
-error during authentication is a refusal.
+error during authentication is a refusal. A login session stays bound to the token it came from: every cookie
+request re-validates that token, so revoking, rotating or expiring it ends the session at once.
 """
 
 import hmac
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from http.cookies import SimpleCookie
 
+from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, context_of, needed_scope
 from mcp_bastion.audit import AuditLog
-from mcp_bastion.middleware.reply import ASGIApp, reject, state
+from mcp_bastion.middleware.reply import refuse
 from mcp_bastion.ratelimit import Limiter
-from mcp_bastion.security import ADMIN_SCOPE, bearer, may_use_server, token_hash
+from mcp_bastion.security import ADMIN_SCOPE, bearer, token_hash
 from mcp_bastion.store import LoginSession, Store, StoreError
-from mcp_bastion.transports.http import Receive, Scope, Send
+from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
 SESSION_COOKIE = "bastion_session"
 CSRF_COOKIE = "csrf_token"
 SUCCESS_AUDIT_EVERY_S = 60.0  # auth.success once a minute per principal and address: evidence without a flood
+SUCCESS_SEEN_MAX = 65_536  # (principal, address) pairs remembered for that; past it the table starts over
 TOUCH_EVERY_S = 60.0  # last-used time written at most once a minute per token
-PUBLIC_PATHS = frozenset({"/livez", "/auth/login", "/", "/favicon.ico"})
-PUBLIC_PREFIXES = ("/static/",)
-COOKIE_PATHS = re.compile(r"^/(health|metrics|auth/.*|admin/.*|api/.*|mcp/servers|mcp/[^/]+/(start|stop|restart))$")
-ADMIN_PATHS = re.compile(r"^/(admin/.*|mcp/[^/]+/(start|stop|restart))$")
-MCP_PATH = re.compile(r"^/mcp/(?P<server>[^/]+)(/sse|/messages/?)?$")
 QUERY_TOKEN = re.compile(rb"(^|&)(access_token|token|auth|api_key|key)=", re.IGNORECASE)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHALLENGE = (b"www-authenticate", b'Bearer realm="mcp-bastion"')
 CHALLENGE_INVALID = (b"www-authenticate", b'Bearer realm="mcp-bastion", error="invalid_token"')
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated caller: a token's name (never its value) and its scopes."""
-
-    name: str
-    scopes: tuple[str, ...]
-    via: str  # "bearer" | "cookie" | "none"
-    session: LoginSession | None = None
+ADMIN_ID = "env:admin"  # the .env token's principal: no named token can take this id (names are `token:NAME`)
+ANONYMOUS = Principal("anonymous", "anonymous", (ADMIN_SCOPE,), "none")
+TOKEN_KEY = "token"  # noqa: S105 - LoginSession.extra key holding the hash of the token a session came from
 
 
 class Authenticator:
@@ -57,11 +48,18 @@ class Authenticator:
         Raises:
             StoreError: the store could not answer (the caller fails closed).
         """
-        digest = token_hash(token)  # one hash per request: compared to the admin's, then looked up
+        return await self.by_hash(token_hash(token))
+
+    async def by_hash(self, digest: str) -> tuple[Principal | None, str]:
+        """The principal of a token hash (a bearer token's, or the one a login session is bound to).
+
+        Raises:
+            StoreError: the store could not answer (the caller fails closed).
+        """
         if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
             if await self._admin_token_revoked(digest):
                 return None, "revoked token"
-            return Principal("admin", (ADMIN_SCOPE,), "bearer"), "ok"
+            return Principal(ADMIN_ID, "admin", (ADMIN_SCOPE,), "bearer", credential=digest), "ok"
         record = await self.store.token_by_hash(digest)
         if record is None:
             return None, "invalid token"
@@ -69,31 +67,49 @@ class Authenticator:
         if record.expires is not None and record.expires <= now:
             return None, "expired token"
         if now - self._touched.get(record.name, 0.0) > TOUCH_EVERY_S:
+            if len(self._touched) > SUCCESS_SEEN_MAX:
+                self._touched.clear()
             self._touched[record.name] = now
             await self.store.touch_token(record.name, now)
-        return Principal(record.name, record.scopes, "bearer"), "ok"
+        principal = Principal(
+            f"token:{record.name}", record.name, record.scopes, "bearer", credential=digest, expires=record.expires
+        )
+        return principal, "ok"
 
     async def _admin_token_revoked(self, digest: str) -> bool:
         """Whether `mcp-bastion lockdown` revoked the .env admin token (one store lookup, admin-token requests only).
 
-        The .env token is the break-glass credential: if the store cannot answer it is still accepted, as before
-        there were revocations, unless this process has already seen it revoked (that answer is kept for good).
+        Once seen revoked, the answer is kept for good; a store that cannot answer fails closed (the caller's 503).
         """
         if self._admin_revoked:
             return True
-        # A store that cannot answer fails closed like every other authentication step (the caller answers 503).
         self._admin_revoked = await self.store.is_revoked(digest)
         return self._admin_revoked
 
-    async def by_cookie(self, value: str) -> tuple[Principal | None, str]:
-        """The principal of a login-session cookie, or None and the reason."""
+    async def by_cookie(self, value: str) -> tuple[Principal | None, str, LoginSession | None]:
+        """The principal of a login-session cookie, re-validated against its token, or None and the reason."""
         session = await self.store.session_by_hash(token_hash(value))
         if session is None:
-            return None, "unknown session"
+            return None, "unknown session", None
         if session.expires <= time.time():
             await self.store.delete_session(session.id_hash)
-            return None, "expired session"
-        return Principal(session.principal, session.scopes, "cookie", session), "ok"
+            return None, "expired session", None
+        principal, reason = await self.session_principal(session)
+        if principal is None:
+            await self.store.delete_session(session.id_hash)
+            return None, f"session ended: {reason}", None
+        return replace(principal, via="cookie", login=session.id_hash), "ok", session
+
+    async def session_principal(self, session: LoginSession) -> tuple[Principal | None, str]:
+        """The principal behind a login session now: its token must still be valid (not revoked, rotated, expired).
+
+        Raises:
+            StoreError: the store could not answer (the caller fails closed).
+        """
+        digest = session.extra.get(TOKEN_KEY)
+        if not digest:
+            return None, "session not bound to a token"
+        return await self.by_hash(digest)
 
 
 def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
@@ -111,7 +127,7 @@ def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
 
 
 class AuthenticationMiddleware:
-    """401 unless a valid bearer token (every route) or session cookie (management routes) is presented."""
+    """401 unless a valid bearer token (every route) or session cookie (routes that accept it) is presented."""
 
     def __init__(
         self, app: ASGIApp, *, authenticator: Authenticator, limiter: Limiter, audit: AuditLog, disabled: bool
@@ -127,91 +143,87 @@ class AuthenticationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        st = state(scope)
+        ctx = context_of(scope)
         if self.disabled:
-            st.update(principal="anonymous", scopes=(ADMIN_SCOPE,), auth="none")
+            scope[CONTEXT_KEY] = replace(ctx, principal=ANONYMOUS)
             await self.app(scope, receive, send)
             return
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        if ctx.route.access is Access.PUBLIC:
             await self.app(scope, receive, send)
             return
-        ip = st.get("client_ip", "unknown")
-        locked = await self.limiter.locked_out(ip)
+        locked = await self.limiter.locked_out(ctx.client_ip)
         if locked is not None:
-            self._record(st, scope, "ratelimit.exceeded", "too many failed authentications")
-            await reject(
-                send,
-                429,
-                "Too many requests",
-                "Too many failed authentication attempts; try again later",
-                locked.headers(),
-            )
+            self._record(ctx, scope, "ratelimit.exceeded", "too many failed authentications")
+            message = "Too many failed authentication attempts; try again later"
+            await refuse(scope, send, 429, "Too many requests", message, locked.headers())
             return
         try:
-            principal, reason, presented = await self._identify(scope)
+            principal, reason, presented, login = await self._identify(scope, ctx)
         except StoreError:
-            self._record(st, scope, "auth.failure", "store unavailable")
-            await reject(send, 503, "Service unavailable", "Authentication is temporarily unavailable")
+            self._record(ctx, scope, "auth.failure", "store unavailable")
+            await refuse(scope, send, 503, "Service unavailable", "Authentication is temporarily unavailable")
             return
         if principal is None:
-            await self.limiter.failed_auth(ip)
-            self._record(st, scope, "session.expired" if reason == "expired session" else "auth.failure", reason)
-            await reject(
-                send, 401, "Unauthorized", _public_reason(reason), [CHALLENGE_INVALID if presented else CHALLENGE]
-            )
+            if presented:  # a request with no credential at all (OAuth discovery, a first probe) is no attack
+                await self.limiter.failed_auth(ctx.client_ip)
+            ended = reason == "expired session" or reason.startswith("session ended")
+            self._record(ctx, scope, "session.expired" if ended else "auth.failure", reason)
+            challenge = CHALLENGE_INVALID if presented else CHALLENGE
+            await refuse(scope, send, 401, "Unauthorized", _public_reason(reason), [challenge])
             return
-        if principal.via == "cookie" and scope["method"] not in SAFE_METHODS and not self._csrf_ok(scope, principal):
-            self._record(st, scope, "auth.failure", "missing or wrong CSRF token", principal=principal.name)
-            await reject(send, 403, "Forbidden", "Missing or invalid X-CSRF-Token header")
+        if principal.via == "cookie" and scope["method"] not in SAFE_METHODS and not _csrf_ok(scope, login):
+            ctx = replace(ctx, principal=principal)
+            self._record(ctx, scope, "auth.failure", "missing or wrong CSRF token")
+            await refuse(scope, send, 403, "Forbidden", "Missing or invalid X-CSRF-Token header")
             return
-        st.update(principal=principal.name, scopes=principal.scopes, auth=principal.via, login=principal.session)
-        self._success(st, scope, principal)
+        ctx = replace(ctx, principal=principal)
+        scope[CONTEXT_KEY] = ctx
+        self._success(ctx, scope, principal)
         await self.app(scope, receive, send)
 
-    async def _identify(self, scope: Scope) -> tuple[Principal | None, str, bool]:
+    async def _identify(
+        self, scope: Scope, ctx: RequestContext
+    ) -> tuple[Principal | None, str, bool, LoginSession | None]:
         if QUERY_TOKEN.search(scope.get("query_string", b"")):
-            return None, "token in query string refused", True
+            return None, "token in query string refused", True, None
         values = [v for k, v in scope["headers"] if k == b"authorization"]
         if len(values) > 1:
-            return None, "more than one Authorization header", True
+            return None, "more than one Authorization header", True, None
         if values:
             token = bearer(values[0])
             if token is None:
-                return None, "malformed Authorization header", True
+                return None, "malformed Authorization header", True, None
             principal, reason = await self.auth.by_token(token)
-            return principal, reason, True
+            return principal, reason, True, None
         cookie = cookie_value(scope["headers"], SESSION_COOKIE)
-        if cookie is not None and COOKIE_PATHS.match(scope["path"]):
-            principal, reason = await self.auth.by_cookie(cookie)
-            return principal, reason, True
-        return None, "missing credentials", False
+        if cookie is not None and ctx.route.cookie:
+            return await self._cookie(cookie)
+        return None, "missing credentials", False, None
 
-    @staticmethod
-    def _csrf_ok(scope: Scope, principal: Principal) -> bool:
-        sent = dict(scope["headers"]).get(b"x-csrf-token")
-        if sent is None or principal.session is None or not principal.session.csrf_hash:
-            return False
-        return hmac.compare_digest(token_hash(sent.decode("latin-1")), principal.session.csrf_hash)
+    async def _cookie(self, cookie: str) -> tuple[Principal | None, str, bool, LoginSession | None]:
+        principal, reason, session = await self.auth.by_cookie(cookie)
+        return principal, reason, True, session
 
-    def _success(self, st: dict[str, object], scope: Scope, principal: Principal) -> None:
-        key = (principal.name, str(st.get("client_ip")))
+    def _success(self, ctx: RequestContext, scope: Scope, principal: Principal) -> None:
+        key = (principal.id, ctx.client_ip)
         now = time.monotonic()
         if now - self._success_seen.get(key, -SUCCESS_AUDIT_EVERY_S) >= SUCCESS_AUDIT_EVERY_S:
+            if len(self._success_seen) > SUCCESS_SEEN_MAX:
+                self._success_seen.clear()
             self._success_seen[key] = now
-            self._record(st, scope, "auth.success", principal.via, principal=principal.name, outcome="ok")
+            self._record(ctx, scope, "auth.success", principal.via, outcome="ok")
 
-    def _record(self, st: dict[str, object], scope: Scope, event: str, reason: str, **extra: object) -> None:
-        fields: dict[str, object] = {
-            "outcome": "denied",
-            "reason": reason,
-            "request_id": st.get("request_id"),
-            "ip": st.get("client_ip"),
-            "method": scope.get("method"),
-            "path": scope.get("path"),
-        }
-        fields.update(extra)
-        self.audit.record(event, **fields)
+    def _record(self, ctx: RequestContext, scope: Scope, event: str, reason: str, outcome: str = "denied") -> None:
+        self.audit.record(
+            event, outcome=outcome, reason=reason, method=scope.get("method"), path=scope.get("path"), **ctx.who()
+        )
+
+
+def _csrf_ok(scope: Scope, login: LoginSession | None) -> bool:
+    sent = dict(scope["headers"]).get(b"x-csrf-token")
+    if sent is None or login is None or not login.csrf_hash:
+        return False
+    return hmac.compare_digest(token_hash(sent.decode("latin-1")), login.csrf_hash)
 
 
 def _public_reason(reason: str) -> str:
@@ -223,7 +235,11 @@ def _public_reason(reason: str) -> str:
 
 
 class AuthorizationMiddleware:
-    """403 when the principal's scopes do not cover the route (admin routes, servers)."""
+    """403 when the principal's scopes do not cover the route (admin routes, the `{server}` of MCP routes).
+
+    Tools, resources, prompts and every other MCP method are decided by the same authorizer where the body is
+    parsed (transports.policy), with the same grammar.
+    """
 
     def __init__(self, app: ASGIApp, *, audit: AuditLog) -> None:
         self.app = app
@@ -233,30 +249,18 @@ class AuthorizationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        st = state(scope)
-        scopes: tuple[str, ...] | None = st.get("scopes")
-        path = scope["path"]
-        if scopes is None or ADMIN_SCOPE in scopes:
+        ctx = context_of(scope)
+        principal = ctx.principal
+        if principal is None:
+            if ctx.route.access is not Access.PUBLIC:  # deny by default: only public routes pass without one
+                await refuse(scope, send, 401, "Unauthorized", "Authentication required", [CHALLENGE])
+                return
             await self.app(scope, receive, send)
             return
-        needed: str | None = None
-        if ADMIN_PATHS.match(path):
-            needed = ADMIN_SCOPE
-        else:
-            match = MCP_PATH.match(path)
-            if match and match["server"] != "servers" and not may_use_server(scopes, match["server"]):
-                needed = f"server:{match['server']}"
+        needed = needed_scope(ctx.route, ctx.server, principal.scopes)
         if needed is None:
             await self.app(scope, receive, send)
             return
-        self.audit.record(
-            "auth.forbidden",
-            outcome="denied",
-            reason=f"needs {needed}",
-            request_id=st.get("request_id"),
-            ip=st.get("client_ip"),
-            principal=st.get("principal"),
-            path=path,
-        )
+        self.audit.record("auth.forbidden", outcome="denied", reason=f"needs {needed}", path=scope["path"], **ctx.who())
         challenge = (b"www-authenticate", f'Bearer error="insufficient_scope", scope="{needed}"'.encode())
-        await reject(send, 403, "Forbidden", f"This token lacks the {needed!r} scope", [challenge])
+        await refuse(scope, send, 403, "Forbidden", f"This token lacks the {needed!r} scope", [challenge])

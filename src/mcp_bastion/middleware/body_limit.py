@@ -1,8 +1,7 @@
 """413 for a declared body over the cap, before any stage reads it (transports also cap the bytes they read)."""
 
-from mcp_bastion.errors import ProtocolError
-from mcp_bastion.middleware.reply import ASGIApp, reject
-from mcp_bastion.transports.http import Receive, Scope, Send, send_error
+from mcp_bastion.middleware.reply import refuse
+from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
 
 class BodyLimitMiddleware:
@@ -17,14 +16,8 @@ class BodyLimitMiddleware:
             for name, value in scope["headers"]:
                 if name == b"content-length":
                     if not value.isdigit() or int(value) > self.max_bytes:
-                        await self._refuse(scope, send)
+                        message = f"Request body exceeds {self.max_bytes} bytes"
+                        await refuse(scope, send, 413, "Payload too large", message)
                         return
                     break
         await self.app(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        message = f"Request body exceeds {self.max_bytes} bytes"
-        if scope["path"].startswith("/mcp/"):
-            await send_error(send, ProtocolError(message, status=413))  # MCP clients read JSON-RPC errors
-        else:
-            await reject(send, 413, "Payload too large", message)

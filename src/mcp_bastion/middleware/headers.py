@@ -2,10 +2,9 @@
 
 import logging
 import secrets
-from typing import Any
 
-from mcp_bastion.middleware.reply import ASGIApp, reject, state
-from mcp_bastion.transports.http import Receive, Scope, Send
+from mcp_bastion.middleware.reply import reject, state
+from mcp_bastion.types import ASGIApp, ASGIMessage, Receive, Scope, Send
 
 log = logging.getLogger("mcp_bastion.http")
 
@@ -43,7 +42,7 @@ class SecurityHeadersMiddleware:
         st["headers"] = dict(scope["headers"])  # built once; later stages and the transports reuse it
         started = False
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: ASGIMessage) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True

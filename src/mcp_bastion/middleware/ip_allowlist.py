@@ -9,11 +9,13 @@ trusted proxy is the client.
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import replace
 
+from mcp_bastion.access import CONTEXT_KEY, context_of
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import ConfigError
-from mcp_bastion.middleware.reply import ASGIApp, reject, state
-from mcp_bastion.transports.http import Receive, Scope, Send
+from mcp_bastion.middleware.reply import refuse
+from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -181,17 +183,18 @@ class IpAllowlistMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        st = state(scope)
-        allowed, st["client_ip"] = self._decide(scope)
+        allowed, client_ip = self._decide(scope)
+        ctx = replace(context_of(scope), client_ip=client_ip)
+        scope[CONTEXT_KEY] = ctx
         if allowed:
             await self.app(scope, receive, send)
             return
         self.audit.record(
             "ip.denied",
             outcome="denied",
-            request_id=st.get("request_id"),
-            ip=st["client_ip"],
+            request_id=ctx.request_id,
+            ip=client_ip,
             path=scope.get("path"),
             method=scope.get("method"),
         )
-        await reject(send, 403, "Access denied", "Your IP address is not allowed")
+        await refuse(scope, send, 403, "Access denied", "Your IP address is not allowed")

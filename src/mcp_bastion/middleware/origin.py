@@ -1,8 +1,9 @@
 """DNS-rebinding defence: a foreign Host gets 421, a foreign Origin 403 (on every route, preflights included)."""
 
+from mcp_bastion.access import context_of
 from mcp_bastion.audit import AuditLog
-from mcp_bastion.middleware.reply import ASGIApp, headers_of, reject, state
-from mcp_bastion.transports.http import Receive, Scope, Send
+from mcp_bastion.middleware.reply import headers_of, refuse
+from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
 
 def host_name(value: str) -> str:
@@ -30,12 +31,12 @@ class HostOriginMiddleware:
         host = headers.get(b"host")
         if host is None or host_name(host.decode("latin-1")) not in self.hosts:
             self._audit(scope, "host", host)
-            await reject(send, 421, "Misdirected request", "This host name is not served here")
+            await refuse(scope, send, 421, "Misdirected request", "This host name is not served here")
             return
         origin = headers.get(b"origin")
         if origin is not None and not self._origin_ok(origin, host):
             self._audit(scope, "origin", origin)
-            await reject(send, 403, "Forbidden", "Origin not allowed")
+            await refuse(scope, send, 403, "Forbidden", "Origin not allowed")
             return
         await self.app(scope, receive, send)
 
@@ -48,13 +49,11 @@ class HostOriginMiddleware:
         return bool(sep) and authority == host.decode("latin-1").strip().lower()
 
     def _audit(self, scope: Scope, reason: str, value: bytes | None) -> None:
-        st = state(scope)
         self.audit.record(
             "origin.denied",
             outcome="denied",
             reason=reason,
-            request_id=st.get("request_id"),
-            ip=st.get("client_ip"),
             value=(value or b"").decode("latin-1")[:200],
             path=scope.get("path"),
+            **context_of(scope).who(),
         )

@@ -1,33 +1,62 @@
-"""Prebuilt rejections: every stage answers in the Express server's `{"error", "message"}` shape."""
+"""Prebuilt rejections, written in the dialect of the route they refuse.
+
+JSON routes answer in the Express server's `{"error", "message"}` shape; MCP routes answer a JSON-RPC error
+object (id null: the body was not read), which MCP clients can show. The HTTP status is the same either way.
+"""
 
 from typing import Any
 
 import orjson
 
-from mcp_bastion.transports.http import Scope, Send
+from mcp_bastion.access import CONTEXT_KEY, Dialect, RequestContext
+from mcp_bastion.errors import INTERNAL_ERROR, INVALID_REQUEST, SERVER_UNAVAILABLE
+from mcp_bastion.types import ASGIApp as ASGIApp
+from mcp_bastion.types import Scope, Send
 
-ASGIApp = Any
+# JSON-RPC codes for refusals by HTTP status (MCP leaves the server-error range to implementations).
+RPC_CODES = {401: -32001, 403: -32003, 429: -32029, 503: SERVER_UNAVAILABLE, 500: INTERNAL_ERROR}
 
 
 def headers_of(scope: Scope) -> dict[bytes, bytes]:
     """The request headers as a dict (lowercase names; the last of duplicates), built once per request."""
     st = state(scope)
-    found = st.get("headers")
+    found: dict[bytes, bytes] | None = st.get("headers")
     if found is None:
         found = st["headers"] = dict(scope["headers"])
     return found
 
 
 def state(scope: Scope) -> dict[str, Any]:
-    """The per-request state dict the pipeline fills (request id, client IP, principal, scopes)."""
-    return scope.setdefault("state", {})  # type: ignore[no-any-return]
+    """Per-request transport flags the outermost stage keeps (parsed headers, whether the response started).
+
+    Identity and route live in the typed `RequestContext`, never here.
+    """
+    found: dict[str, Any] = scope.setdefault("state", {})
+    return found
 
 
 async def reject(
     send: Send, status: int, error: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    """Send a complete JSON rejection."""
+    """Send a complete JSON rejection in the `{"error", "message"}` shape."""
     body = orjson.dumps({"error": error, "message": message})
+    await _send(send, status, body, headers)
+
+
+async def refuse(
+    scope: Scope, send: Send, status: int, error: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send a complete rejection in the dialect of the matched route (JSON when no route matched)."""
+    ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+    if ctx is None or ctx.route.dialect is Dialect.JSON:
+        await reject(send, status, error, message, headers)
+        return
+    code = RPC_CODES.get(status, INVALID_REQUEST)
+    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": f"{error}: {message}"}})
+    await _send(send, status, body, headers)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None) -> None:
     await send(
         {
             "type": "http.response.start",

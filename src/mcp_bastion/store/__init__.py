@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mcp_bastion.errors import ConfigError
-from mcp_bastion.store.base import DuplicateName, LoginSession, Store, StoreError, TokenRecord
+from mcp_bastion.store.base import DuplicateName, InvalidName, LoginSession, Store, StoreError, TokenRecord
 
 
 def _memory(url: str) -> Store:
@@ -50,4 +50,4 @@ def open_store(url: str) -> Store:
     return factory(url)
 
 
-__all__ = ["DuplicateName", "LoginSession", "Store", "StoreError", "TokenRecord", "open_store"]
+__all__ = ["DuplicateName", "InvalidName", "LoginSession", "Store", "StoreError", "TokenRecord", "open_store"]

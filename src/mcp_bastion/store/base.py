@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mcp_bastion.errors import GatewayError
+from mcp_bastion.security import token_name_problem
 
 
 class StoreError(GatewayError):
@@ -16,6 +17,23 @@ class DuplicateName(StoreError):
     """An active token already has that name."""
 
     http_status = 409
+
+
+class InvalidName(StoreError):
+    """A token name outside the one grammar (`security.token_name_problem`), or a reserved one."""
+
+    http_status = 400
+
+
+def require_valid_name(name: str) -> None:
+    """Every backend's create_token calls this first, so no path stores a name the rest cannot handle.
+
+    Raises:
+        InvalidName
+    """
+    problem = token_name_problem(name)
+    if problem is not None:
+        raise InvalidName(problem)
 
 
 @dataclass(frozen=True)

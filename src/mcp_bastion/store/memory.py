@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from mcp_bastion.store.base import DuplicateName, LoginSession, TokenRecord
+from mcp_bastion.store.base import DuplicateName, LoginSession, TokenRecord, require_valid_name
 
 
 class MemoryStore:
@@ -15,6 +15,7 @@ class MemoryStore:
 
     async def create_token(self, record: TokenRecord) -> None:
         """Add a token."""
+        require_valid_name(record.name)
         if any(t.name == record.name for t in self.tokens.values()):
             raise DuplicateName(f"a token named {record.name!r} exists")
         self.tokens[record.token_hash] = record

@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord
+from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord, require_valid_name
 
 PREFIX = "bastion:"
 
@@ -34,6 +34,7 @@ class RedisStore:
 
     async def create_token(self, record: TokenRecord) -> None:
         """Add a token (the name claim is atomic: SET NX)."""
+        require_valid_name(record.name)
         if not await self._call("set", f"{PREFIX}token-name:{record.name}", record.token_hash, nx=True):
             raise DuplicateName(f"a token named {record.name!r} exists")
         await self._call("set", f"{PREFIX}token:{record.token_hash}", json.dumps(dataclasses.asdict(record)))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_bastion.files import ensure_private
-from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord
+from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord, require_valid_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -59,6 +59,7 @@ class SqliteStore:
 
     async def create_token(self, record: TokenRecord) -> None:
         """Add a token."""
+        require_valid_name(record.name)
         self._run(
             "INSERT INTO tokens VALUES (?,?,?,?,?,?)",
             (record.token_hash, record.name, json.dumps(record.scopes), record.created, record.expires, None),

@@ -29,12 +29,10 @@ async def request(
 ) -> int:
     """Answer locally or forward; returns the gateway id of a forwarded call (0 if answered here)."""
     method = message["method"]
-    if method == "tools/call":
-        tool = (message.get("params") or {}).get("name")
-        if not policy.may_call(tool):
-            policy.record("mcp.call", method=method, tool=str(tool)[:128], outcome="forbidden")
-            sink.deliver(error(message["id"], FORBIDDEN, f"this token may not call tool {str(tool)[:128]!r}"))
-            return 0
+    refusal = policy.check(message)  # the one authorizer: every method, not only tools/call
+    if refusal is not None:
+        sink.deliver(error(message["id"], FORBIDDEN, refusal))
+        return 0
     sink = policy.wrap(message, sink)
     if method == "ping":
         sink.deliver(result(message["id"], {}))

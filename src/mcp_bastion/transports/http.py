@@ -11,12 +11,13 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from mcp_bastion.access import CONTEXT_KEY, Principal, RequestContext
 from mcp_bastion.errors import GatewayError, ProtocolError
 from mcp_bastion.jsonrpc import Message, error_bytes
+from mcp_bastion.types import Receive as Receive
+from mcp_bastion.types import Scope as Scope
+from mcp_bastion.types import Send as Send
 
-Scope = dict[str, Any]
-Receive = Any
-Send = Any
 Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
@@ -61,10 +62,28 @@ class Request:
         return values[0] if values else None
 
     @property
+    def ctx(self) -> RequestContext | None:
+        """The typed context the security pipeline placed in the scope (None outside the pipeline)."""
+        ctx: RequestContext | None = self.scope.get(CONTEXT_KEY)
+        return ctx
+
+    @property
+    def caller(self) -> Principal | None:
+        """Who the security pipeline says is calling."""
+        ctx = self.ctx
+        return ctx.principal if ctx is not None else None
+
+    @property
     def principal(self) -> str | None:
-        """Who the security pipeline says is calling (None until authentication is configured)."""
-        value = self.scope.get("state", {}).get("principal")
-        return value if isinstance(value, str) else None
+        """The stable id of the caller (`env:admin`, `token:NAME`...): what sessions and quotas key on."""
+        caller = self.caller
+        return caller.id if caller is not None else None
+
+    @property
+    def credential(self) -> str | None:
+        """The hash of the token behind this request: what a revocation ends."""
+        caller = self.caller
+        return caller.credential if caller is not None else None
 
     def accepts(self) -> tuple[bool, bool]:
         """Whether Accept lists application/json and text/event-stream (wildcards count)."""

@@ -1,87 +1,91 @@
-"""Per-call policy: which tools a caller may use (token scopes ∩ the server's allowedTools), and the audit line.
+"""Per-call policy: what one caller may do on one server (the one authorizer's grant), and the audit line.
 
 Wraps the sink of a forwarded request, so the relay stays ignorant of principals and the cost is paid only here.
 """
 
-import fnmatch
+import functools
 import time
 from typing import Any
 
+from mcp_bastion.access import Grant, ServerLimits, grant_for
 from mcp_bastion.audit import AuditLog, shape
 from mcp_bastion.config import ServerSpec
 from mcp_bastion.jsonrpc import Message
 from mcp_bastion.relay import Sink
-from mcp_bastion.security import ADMIN_SCOPE, may_call_tool
 from mcp_bastion.transports.http import Request
 
-FORBIDDEN = -32003  # implementation-defined server error: the caller may not use this tool
+FORBIDDEN = -32003  # implementation-defined server error: the caller may not use this method or item
+NAMED_BY_NAME = frozenset({"tools/call", "prompts/get"})  # audited as `tool`; resources as `uri`
+
+
+@functools.lru_cache(maxsize=1024)
+def _limits(
+    tools: tuple[str, ...] | None, resources: tuple[str, ...] | None, prompts: tuple[str, ...] | None
+) -> ServerLimits:
+    return ServerLimits(tools, resources, prompts)
 
 
 class CallPolicy:
     """What one caller may do on one server, and where its calls are audited."""
 
-    __slots__ = ("allowed_tools", "audit", "ip", "principal", "request_id", "scopes", "server", "unrestricted")
+    __slots__ = ("audit", "grant", "who")
 
     def __init__(self, req: Request, spec: ServerSpec, audit: AuditLog | None) -> None:
-        st = req.scope.get("state") or {}
-        self.server = spec.name
-        self.principal: str | None = st.get("principal")
-        self.scopes: tuple[str, ...] | None = st.get("scopes")
-        self.ip = st.get("client_ip")
-        self.request_id = st.get("request_id")
-        self.allowed_tools = spec.allowed_tools
+        ctx = req.ctx
+        principal = ctx.principal if ctx is not None else None
+        limits = _limits(spec.allowed_tools, spec.allowed_resources, spec.allowed_prompts)
+        # No principal means the pipeline did not run: nothing is granted (fail closed).
+        self.grant: Grant = grant_for(principal.scopes if principal else (), spec.name, limits)
         self.audit = audit
-        scopes = self.scopes
-        self.unrestricted = self.allowed_tools is None and (
-            scopes is None or ADMIN_SCOPE in scopes or "server:*" in scopes or f"server:{spec.name}" in scopes
-        )
+        self.who: dict[str, Any] = ctx.who() if ctx is not None else {}
+        self.who["server"] = spec.name
 
     def may_call(self, tool: Any) -> bool:
         """Whether this caller may call `tool` on this server."""
-        if self.unrestricted:
-            return True
-        if not isinstance(tool, str):
-            return False
-        if self.allowed_tools is not None and not any(fnmatch.fnmatchcase(tool, p) for p in self.allowed_tools):
-            return False
-        return self.scopes is None or may_call_tool(self.scopes, self.server, tool)
+        return self.grant.allows("tool", tool)
+
+    def check(self, message: Message) -> str | None:
+        """None if the request may reach the server; else the refusal, audited as `mcp.call` forbidden."""
+        method = message["method"]
+        allowed, item = self.grant.may(method, message.get("params"))
+        if allowed:
+            return None
+        field = "tool" if method in NAMED_BY_NAME else "uri"
+        self.record("mcp.call", method=method, outcome="forbidden", **{field: item})
+        what = f"{method} of {item!r}" if item is not None else method
+        return f"this token may not use {what} on this server"
 
     def wrap(self, message: Message, sink: Sink) -> Sink:
-        """The sink that audits (and, for tools/list, filters) this request's answer."""
+        """The sink that audits (and, for the lists, filters) this request's answer."""
         method = message["method"]
         params = message.get("params") or {}
-        if method == "tools/list" and not self.unrestricted:
-            sink = ListFilter(sink, self)
+        if self.grant.filters(method):
+            sink = ListFilter(sink, self.grant, method)
         if self.audit is None:
             return sink
-        tool = params.get("name") if method in ("tools/call", "prompts/get") else None
+        tool = params.get("name") if method in NAMED_BY_NAME else None
         args = shape(params.get("arguments")) if method == "tools/call" else None
         return AuditedCall(sink, self, method, tool, args)
 
     def record(self, event: str, **fields: Any) -> None:
         """An audit line carrying this caller's identity."""
         if self.audit is not None:
-            self.audit.record(
-                event, request_id=self.request_id, ip=self.ip, principal=self.principal, server=self.server, **fields
-            )
+            self.audit.record(event, **self.who, **fields)
 
 
 class ListFilter:
-    """Removes from a tools/list result the tools this caller may not call."""
+    """Removes from a list result (tools, prompts, resources, templates) what this caller may not use."""
 
-    __slots__ = ("inner", "policy")
+    __slots__ = ("grant", "inner", "method")
 
-    def __init__(self, inner: Sink, policy: CallPolicy) -> None:
+    def __init__(self, inner: Sink, grant: Grant, method: str) -> None:
         self.inner = inner
-        self.policy = policy
+        self.grant = grant
+        self.method = method
 
     def deliver(self, message: Message) -> None:
         """Filter, then pass on."""
-        result = message.get("result")
-        if isinstance(result, dict) and isinstance(result.get("tools"), list):
-            result["tools"] = [
-                t for t in result["tools"] if isinstance(t, dict) and self.policy.may_call(t.get("name"))
-            ]
+        self.grant.filter_result(self.method, message.get("result"))
         self.inner.deliver(message)
 
     def notify(self, message: Message) -> None:
