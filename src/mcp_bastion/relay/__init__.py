@@ -2,7 +2,8 @@
 
 sinks    where a child's answer goes (an HTTP response waiting, or a session's stream)
 backend  one child's pending map: id, progress-token and cancellation remapping, notification routing
-sessions legacy client sessions (HTTP+SSE and Streamable HTTP with Mcp-Session-Id)
+sessions legacy client sessions (HTTP+SSE, Streamable HTTP Mcp-Session-Id): outbox byte budget, in-flight cap
+quotas   open sessions and streams per principal
 gateway  every server's backend plus the session registry; the one object transports talk to
 """
 

@@ -131,24 +131,22 @@ class Gateway:
     async def _new_session(
         self, spec: ServerSpec, era: str, principal: str | None, init: Message | None
     ) -> ClientSession:
-        limits = {
-            "outbox_max_bytes": self.settings.outbox_max_bytes,
-            "max_inflight": self.settings.max_inflight_per_session,
-        }
-        if spec.isolation == "shared":
-            backend = await self.shared_backend(spec.name)
-            session = ClientSession(
-                server=spec.name, era=era, principal=principal, backend=backend, own_backend=False, **limits
-            )
-        else:
-            backend = Backend(spec.name, timeout_s=self._timeout(spec))
-            session = ClientSession(
-                server=spec.name, era=era, principal=principal, backend=backend, own_backend=True, **limits
-            )
+        own = spec.isolation != "shared"
+        backend = Backend(spec.name, timeout_s=self._timeout(spec)) if own else await self.shared_backend(spec.name)
+        session = ClientSession(
+            server=spec.name,
+            era=era,
+            principal=principal,
+            backend=backend,
+            own_backend=own,
+            outbox_max_bytes=self.settings.outbox_max_bytes,
+            max_inflight=self.settings.max_inflight_per_session,
+        )
+        session.on_overflow = self._overflowed
+        if own:
             backend.owner = session
             if init is not None:
                 await self.start_session_child(session, init)
-        session.on_overflow = self._overflowed
         return session
 
     def claim_stream(self, principal: str | None, server: str) -> Slot:
@@ -188,7 +186,10 @@ class Gateway:
 
     def _overflowed(self, session: ClientSession, size: int) -> None:
         log.warning(
-            "session %s… of %s: its client stopped reading (%d bytes owed); ended", session.id[:8], session.server, size
+            "session %s of %s: its client stopped reading (%d bytes owed); ended",
+            session.public_id,
+            session.server,
+            size,
         )
         self._record(
             "stream.overflow",
@@ -277,7 +278,7 @@ class Gateway:
             if session.closed.is_set():
                 await self.end_session(session)
             elif not session.readers and session.last_seen < now - idle:
-                log.info("session %s… of %s idled out", session.id[:8], session.server)
+                log.info("session %s of %s idled out", session.public_id, session.server)
                 self._record(
                     "session.expired",
                     outcome="ended",
