@@ -18,6 +18,7 @@ from mcp_bastion.middleware.reply import state
 from mcp_bastion.protocol import MODERN_VERSIONS, is_modern_header
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
+from mcp_bastion.revocation import RevocationWatcher
 from mcp_bastion.store import Store, open_store
 from mcp_bastion.supervisor import ServerState, Supervisor
 from mcp_bastion.supervisor.supervisor import EventSink
@@ -66,7 +67,10 @@ class BastionApp:
         self.admin = AdminRoutes(
             settings=settings, store=store, audit=audit, limiter=limiter, auth=authenticator, gateway=gateway
         )
-        self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit)
+        self.revocation = RevocationWatcher(
+            gateway=gateway, store=store, authenticator=authenticator, audit=audit, every_s=settings.revocation_check_s
+        )
+        self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep)
         self.handlers = self._handlers()
         self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator))
 
@@ -104,9 +108,11 @@ class BastionApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.gateway.start()
+                self.revocation.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.dashboard.close()
+                await self.revocation.close()
                 await self.gateway.close()
                 await self.store.close()
                 self.audit.close()

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     # The window those refusals are counted in; a quiet IP's summary line is written at most this late.
     audit_refusal_window_s: Annotated[float, Field(gt=0)] = 60.0
     session_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
+    # How soon a token revoked elsewhere (the CLI, another instance) ends the sessions and streams it opened.
+    revocation_check_s: Annotated[float, Field(gt=0)] = 2.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     # Plain HTTP off loopback is refused unless this says a proxy in front terminates TLS (tokens stay encrypted).

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,17 @@ class AuditPage:
 class DashboardRoutes:
     """Handlers of /, /static/{name} and /api/*; `app.BastionApp` routes to them."""
 
-    def __init__(self, *, gateway: Gateway, store: Store, audit: AuditLog, static_dir: Path = STATIC_DIR) -> None:
+    def __init__(
+        self,
+        *,
+        gateway: Gateway,
+        store: Store,
+        audit: AuditLog,
+        static_dir: Path = STATIC_DIR,
+        on_revoked: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.gateway = gateway
+        self.on_revoked = on_revoked  # ends what the revoked token opened, at once
         self.store = store
         self.audit = audit
         self.static_dir = static_dir
@@ -285,6 +294,8 @@ class DashboardRoutes:
             await _refuse(req, _Refused(404, "Not found", "no token of that name"))
             return
         self._record(req, "token.revoked", token=name)
+        if self.on_revoked is not None:
+            await self.on_revoked()
         await send_json(req.send, 200, {"revoked": name})
 
     async def not_found(self, req: Request) -> None:

@@ -50,7 +50,7 @@ class Authenticator:
         """
         return await self.by_hash(token_hash(token))
 
-    async def by_hash(self, digest: str) -> tuple[Principal | None, str]:
+    async def by_hash(self, digest: str, *, touch: bool = True) -> tuple[Principal | None, str]:
         """The principal of a token hash (a bearer token's, or the one a login session is bound to).
 
         Raises:
@@ -66,7 +66,7 @@ class Authenticator:
         now = time.time()
         if record.expires is not None and record.expires <= now:
             return None, "expired token"
-        if now - self._touched.get(record.name, 0.0) > TOUCH_EVERY_S:
+        if touch and now - self._touched.get(record.name, 0.0) > TOUCH_EVERY_S:
             if len(self._touched) > SUCCESS_SEEN_MAX:
                 self._touched.clear()
             self._touched[record.name] = now

@@ -42,6 +42,7 @@ class Gateway:
         self.backends: dict[str, Backend] = {}
         self.handles: dict[str, ServerHandle] = {}
         self.sessions: dict[str, ClientSession] = {}
+        self._watched: dict[asyncio.Event, str] = {}  # revocation events of long streams that have no session
         self.session_quota = PrincipalQuota("sessions", settings.max_sessions_per_principal)
         self.stream_quota = PrincipalQuota("streams", settings.max_streams_per_principal)
         self._opening = 0  # sessions admitted but still starting (a per-session child initializing)
@@ -105,7 +106,7 @@ class Gateway:
         return backend
 
     async def open_session(
-        self, server: str, *, era: str, principal: str | None, init: Message | None
+        self, server: str, *, era: str, principal: str | None, init: Message | None, credential: str | None = None
     ) -> ClientSession:
         """Open a legacy session; with isolation per-session this spawns and initializes the client's own child.
 
@@ -124,9 +125,49 @@ class Gateway:
             raise
         finally:
             self._opening -= 1
+        session.credential = credential
         session.backend.sessions.add(session)
         self.sessions[session.id] = session
         return session
+
+    def watch(self, credential: str | None) -> asyncio.Event:
+        """An event set when `credential` is revoked: long streams that belong to no session wait on it too."""
+        event = asyncio.Event()
+        if credential is not None:
+            self._watched[event] = credential
+        return event
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        """The stream ended; stop watching its credential."""
+        self._watched.pop(event, None)
+
+    def credentials_in_use(self) -> set[str]:
+        """Every credential an open session or a watched stream belongs to."""
+        found = {s.credential for s in self.sessions.values() if s.credential is not None}
+        return found | set(self._watched.values())
+
+    async def end_credential(self, credential: str, reason: str) -> int:
+        """End every session and watched stream opened with `credential` (revoked, rotated or expired); audited."""
+        ended = 0
+        for session in [s for s in self.sessions.values() if s.credential == credential]:
+            self._record(
+                "session.revoked",
+                outcome="ended",
+                reason=reason,
+                kind="mcp",
+                principal=session.principal,
+                server=session.server,
+                session=session.public_id,
+            )
+            await self.end_session(session)
+            ended += 1
+        for event, watched in list(self._watched.items()):
+            if watched == credential:
+                self._record("session.revoked", outcome="ended", reason=reason, kind="stream")
+                event.set()
+                self._watched.pop(event, None)
+                ended += 1
+        return ended
 
     async def _new_session(
         self, spec: ServerSpec, era: str, principal: str | None, init: Message | None

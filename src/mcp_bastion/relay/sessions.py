@@ -59,6 +59,7 @@ class ClientSession:
         self.server = server
         self.era = era
         self.principal = principal
+        self.credential: str | None = None  # hash of the token that opened it: revoking that token ends it
         self.backend = backend
         self.own_backend = own_backend  # isolation: per-session; the child dies with the session
         self.protocol_version: str | None = None

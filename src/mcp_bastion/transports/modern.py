@@ -263,7 +263,9 @@ class ModernTransport:
         listener = Listener(message["id"], wanted)
         backend.listeners.add(listener)
         disconnect = Disconnect(req.receive)
-        gone = asyncio.ensure_future(disconnect.event.wait())
+        ended = self.gateway.watch(req.credential)  # set when the client leaves or its token is revoked
+        disconnect.on_disconnect = ended.set
+        gone = asyncio.ensure_future(ended.wait())
         ack = notification(
             "notifications/subscriptions/acknowledged",
             {"notifications": {k: True for k in wanted}, "_meta": {SUBSCRIPTION_ID_META: message["id"]}},
@@ -285,6 +287,7 @@ class ModernTransport:
                 await stream_chunk(req.send, KEEPALIVE)
         finally:
             backend.listeners.discard(listener)
+            self.gateway.unwatch(ended)
             gone.cancel()
             disconnect.close()
             await end_stream(req.send)

@@ -29,7 +29,9 @@ class SseTransport:
         try:
             slot = self.gateway.claim_stream(principal, server)
             try:
-                session = await self.gateway.open_session(server, era="sse", principal=principal, init=None)
+                session = await self.gateway.open_session(
+                    server, era="sse", principal=principal, init=None, credential=req.credential
+                )
             except BaseException:
                 slot.release()
                 raise

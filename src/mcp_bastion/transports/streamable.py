@@ -86,7 +86,9 @@ class StreamableTransport:
         return self.gateway.find_session(session_id, server=server, principal=req.principal)
 
     async def _initialize(self, req: Request, server: str, message: Message) -> None:
-        session = await self.gateway.open_session(server, era="streamable", principal=req.principal, init=message)
+        session = await self.gateway.open_session(
+            server, era="streamable", principal=req.principal, init=message, credential=req.credential
+        )
         params = message.get("params") or {}
         session.protocol_version = negotiate_version(params.get("protocolVersion"))
         session.client_info = params.get("clientInfo")
