@@ -15,11 +15,11 @@ from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import ProtocolError
 from mcp_bastion.middleware.auth import CSRF_COOKIE, SESSION_COOKIE, TOKEN_KEY, Authenticator, cookie_value
-from mcp_bastion.middleware.reply import reject
+from mcp_bastion.middleware.reply import refuse_unavailable, reject
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
 from mcp_bastion.security import new_session_id, token_hash
-from mcp_bastion.store import LoginSession, Store, StoreError
+from mcp_bastion.store import LoginSession, Store, StoreError, StoreUnavailable
 from mcp_bastion.transports.http import Request, send_json
 
 LOGIN_BODY_MAX_BYTES = 4096  # {"token": "..."} and nothing more
@@ -74,7 +74,7 @@ class AdminRoutes:
         token = _token_from(await req.body(LOGIN_BODY_MAX_BYTES))
         try:
             principal, reason = await self.auth.by_token(token) if token else (None, "missing token")
-        except StoreError:
+        except StoreError as exc:
             self.audit.record(
                 "auth.failure",
                 outcome="denied",
@@ -83,7 +83,9 @@ class AdminRoutes:
                 path="/auth/login",
                 request_id=ctx.request_id,
             )
-            await reject(req.send, 503, "Service unavailable", "Authentication is temporarily unavailable")
+            retry_after_s = exc.retry_after_s if isinstance(exc, StoreUnavailable) else 1
+            message = "Authentication is temporarily unavailable"
+            await refuse_unavailable(req.scope, req.send, "store", retry_after_s, message)
             return
         if principal is None:
             await self.limiter.failed_auth(ip)

@@ -19,7 +19,7 @@ from mcp_bastion.protocol import MODERN_VERSIONS, is_modern_header
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
 from mcp_bastion.revocation import RevocationWatcher
-from mcp_bastion.store import Store, open_store
+from mcp_bastion.store import Remote, Store, breaker_of, open_store
 from mcp_bastion.supervisor import ServerState, Supervisor
 from mcp_bastion.supervisor.supervisor import EventSink
 from mcp_bastion.transports.http import Request, send_bytes, send_error, send_json
@@ -60,6 +60,7 @@ class BastionApp:
         self.gateway = gateway
         self.settings = settings
         self.store = store
+        self.limiter = limiter  # /health reports the shared counters' state
         self.audit = audit
         self.streamable = StreamableTransport(gateway)
         self.sse = SseTransport(gateway)
@@ -234,8 +235,15 @@ class BastionApp:
         """Status, version and the state of each server the caller may see (never command, args or env)."""
         servers = {name: self.server_view(name, principal) for name in self.visible_servers(principal)}
         shared = [v for v in servers.values() if v["isolation"] == "shared"]
-        degraded = any(v["state"] != ServerState.RUNNING for v in shared)
-        return {"status": "degraded" if degraded else "ok", "version": __version__, "servers": servers}
+        dependencies = self.dependencies()
+        degraded = any(v["state"] != ServerState.RUNNING for v in shared) or "down" in dependencies.values()
+        status = "degraded" if degraded else "ok"
+        return {"status": status, "version": __version__, "dependencies": dependencies, "servers": servers}
+
+    def dependencies(self) -> dict[str, str]:
+        """The store's and the rate limiter's state: "down" while a circuit breaker is open (Issue 9 item 1)."""
+        store = breaker_of(self.store)
+        return {"store": store.state if store is not None else "ok", "ratelimit": self.limiter.state}
 
 
 class _Answered(GatewayError):
@@ -273,7 +281,7 @@ def create_app(
         also(event, **fields)
 
     url = settings.store_url.get_secret_value() if settings.store_url else default_store_url(None)
-    store = store or open_store(url)
+    store = store or open_store(url, Remote(settings.redis_timeout_s, settings.redis_breaker_open_s))
     supervisor = supervisor or Supervisor(settings, base_env=child_base_env(), events=record)
     gateway = Gateway(settings, servers, supervisor)
     gateway.audit = audit

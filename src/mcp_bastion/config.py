@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mcp_bastion.access.routes import RESERVED_SERVER_NAMES
+from mcp_bastion.breaker import BREAKER_OPEN_S, DEPENDENCY_TIMEOUT_S
 from mcp_bastion.errors import ConfigError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
     auth_failure_limit: Annotated[int, Field(ge=1)] = 10
     redis_url: SecretStr | None = None
     store_url: SecretStr | None = None
+    # One Redis call (store or shared rate limit) taking longer counts as a failure: a frozen Redis costs this, not 5 s.
+    redis_timeout_s: Annotated[float, Field(gt=0, le=30)] = DEPENDENCY_TIMEOUT_S
+    # After an outage is seen, requests needing Redis get 503 at once for this long, then one probe is let through.
+    redis_breaker_open_s: Annotated[float, Field(gt=0, le=600)] = BREAKER_OPEN_S
     audit_log: Path = Path("logs/audit.jsonl")
     audit_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
     audit_backups: Annotated[int, Field(ge=0)] = 5

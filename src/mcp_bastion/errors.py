@@ -7,6 +7,7 @@
     │   ├── HeaderMismatch       400 / -32020
     │   └── UnsupportedVersion   400 / -32022
     ├── QuotaExceeded            429 / -32029: a principal or session is over one of its caps (Retry-After)
+    ├── DependencyUnavailable    503 / -32000: a shared dependency (store, shared rate limiter) is down (Retry-After)
     └── ChildError               502 / -32603: the child is not there or broke the call
         ├── ChildUnavailable     503 / -32000
         └── CallTimeout          504 / -32001
@@ -79,6 +80,21 @@ class QuotaExceeded(GatewayError):
         super().__init__(message, data={"quota": quota, "limit": limit, "retryAfterSeconds": retry_after_s})
         self.quota = quota
         self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class DependencyUnavailable(GatewayError):
+    """A dependency the request needs (`dependency`: "store", "ratelimit") failed or its breaker is open.
+
+    The request is refused (fail closed), never let through; `retry_after_s` is when the next probe may succeed.
+    """
+
+    http_status = 503
+    jsonrpc_code = SERVER_UNAVAILABLE
+
+    def __init__(self, message: str, *, dependency: str, retry_after_s: int) -> None:
+        super().__init__(message, data={"dependency": dependency, "retryAfterSeconds": retry_after_s})
+        self.dependency = dependency
         self.retry_after_s = retry_after_s
 
 

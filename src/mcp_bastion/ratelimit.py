@@ -6,23 +6,28 @@ Two counter backends behind one small interface:
   request), a third of the whole per-call budget; this dict of windows costs ~1 us.
 - `SharedCounters`, the `limits` library's fixed-window strategy over Redis (REDIS_URL), so several gateway
   instances share one count. There the network round trip dominates and the library's atomic scripts are the
-  right tool.
+  right tool. Every Redis call goes through one circuit breaker (named "ratelimit"): bounded by REDIS_TIMEOUT_S,
+  refused at once while Redis is known to be down, so a request that needs the shared count gets a 503
+  (`DependencyUnavailable`) and is never let through uncounted.
 Fixed windows, as the Express server's express-rate-limit had.
 """
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
+from mcp_bastion.breaker import OK, Breaker
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import ConfigError
 
+DEPENDENCY = "ratelimit"
 SUSPECTS_MAX = 100_000  # addresses remembered for lockout checks; a flood of sources resets the memory, not us
 PURGE_EVERY = 4096  # local counters drop finished windows every this many hits, so memory follows live clients
 
@@ -97,10 +102,11 @@ class LocalCounters:
 
 
 class SharedCounters:
-    """The `limits` library's fixed-window strategy on shared (Redis) storage."""
+    """The `limits` library's fixed-window strategy on shared (Redis) storage, behind a circuit breaker."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, breaker: Breaker) -> None:
         self.strategy = FixedWindowRateLimiter(storage)
+        self.breaker = breaker
         self._items: dict[Limit, RateLimitItemPerSecond] = {}
 
     def _item(self, limit: Limit) -> RateLimitItemPerSecond:
@@ -111,15 +117,28 @@ class SharedCounters:
         return item
 
     async def hit(self, limit: Limit, key: str) -> int:
-        """Count one (atomically in Redis)."""
+        """Count one (atomically in Redis).
+
+        Raises:
+            DependencyUnavailable: Redis failed, timed out, or is known to be down.
+        """
         item = self._item(limit)
-        await self.strategy.hit(item, key)
-        stats = await self.strategy.get_window_stats(item, key)
-        return item.amount - stats.remaining
+        return await self.breaker.run(lambda: self._hit(item, key))
 
     async def count(self, limit: Limit, key: str) -> int:
-        """The current count."""
+        """The current count.
+
+        Raises:
+            DependencyUnavailable: Redis failed, timed out, or is known to be down.
+        """
         item = self._item(limit)
+        return await self.breaker.run(lambda: self._count(item, key))
+
+    async def _hit(self, item: RateLimitItemPerSecond, key: str) -> int:
+        await self.strategy.hit(item, key)
+        return await self._count(item, key)
+
+    async def _count(self, item: RateLimitItemPerSecond, key: str) -> int:
         stats = await self.strategy.get_window_stats(item, key)
         return item.amount - stats.remaining
 
@@ -136,15 +155,32 @@ class Limiter:
         self.counters = counters or self._counters(settings)
         self._suspects: dict[str, float] = {}  # addresses with a failed authentication seen by this instance
 
+    @property
+    def breaker(self) -> Breaker | None:
+        """The breaker guarding shared counters (None when they are in-process)."""
+        return self.counters.breaker if isinstance(self.counters, SharedCounters) else None
+
+    @property
+    def state(self) -> str:
+        """ "ok", or "down" while the shared counters' breaker is open."""
+        return self.breaker.state if self.breaker is not None else OK
+
     @staticmethod
     def _counters(settings: Settings) -> Counters:
         if settings.redis_url is None:
             return LocalCounters()
         url = settings.redis_url.get_secret_value()
-        found = storage_from_string(f"async+{url}", implementation="redispy")
+        timeout_s = settings.redis_timeout_s
+        # No client retries (redis-py's default loop backs off for seconds): the breaker decides. Errors are
+        # wrapped in limits' StorageError, which the breaker turns into DependencyUnavailable.
+        options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": None}
+        found = storage_from_string(f"async+{url}", implementation="redispy", wrap_exceptions=True, **options)
         if not isinstance(found, Storage):
             raise ConfigError("REDIS_URL: the rate-limit storage is not asynchronous")
-        return SharedCounters(found)
+        breaker = Breaker(
+            DEPENDENCY, failures=(StorageError,), timeout_s=timeout_s, open_s=settings.redis_breaker_open_s
+        )
+        return SharedCounters(found, breaker)
 
     async def hit(self, limit: Limit, key: str) -> Verdict:
         """Count one request against `limit` for `key`."""

@@ -17,6 +17,7 @@ from mcp_bastion.middleware.origin import HostOriginMiddleware
 from mcp_bastion.middleware.rate_limit import RateLimitMiddleware
 from mcp_bastion.middleware.route_match import RouteMiddleware
 from mcp_bastion.ratelimit import Limiter
+from mcp_bastion.store import breaker_of
 from mcp_bastion.types import ASGIApp
 
 MCP_HEADERS = [
@@ -62,6 +63,10 @@ def allowed_hosts(settings: Settings) -> set[str]:
 def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGIApp:
     """Wrap the router in every stage; read bottom-up, the last wrapper is the first to see a request."""
     audit, limiter = security.audit, security.limiter
+    # An outage of Redis (store or shared counters) is audited once as dependency.down, and its end as dependency.up.
+    for breaker in (limiter.breaker, breaker_of(security.authenticator.store)):
+        if breaker is not None:
+            breaker.watch(audit.record)
     origins = split_list(settings.allowed_origins)
     if "*" in origins or "null" in origins:
         raise ConfigError("ALLOWED_ORIGINS may not contain * or null: list the exact origins (credentials are sent)")

@@ -13,7 +13,8 @@ from http.cookies import SimpleCookie
 
 from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, context_of, needed_scope
 from mcp_bastion.audit import AuditLog
-from mcp_bastion.middleware.reply import refuse
+from mcp_bastion.errors import DependencyUnavailable
+from mcp_bastion.middleware.reply import refuse, refuse_unavailable
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.security import ADMIN_SCOPE, bearer, token_hash
 from mcp_bastion.store import LoginSession, Store, StoreError
@@ -151,7 +152,11 @@ class AuthenticationMiddleware:
         if ctx.route.access is Access.PUBLIC:
             await self.app(scope, receive, send)
             return
-        locked = await self.limiter.locked_out(ctx.client_ip)
+        try:
+            locked = await self.limiter.locked_out(ctx.client_ip)
+        except DependencyUnavailable as exc:
+            await self._unavailable(ctx, scope, send, exc)
+            return
         if locked is not None:
             self._record(ctx, scope, "ratelimit.exceeded", "too many failed authentications")
             message = "Too many failed authentication attempts; try again later"
@@ -159,13 +164,16 @@ class AuthenticationMiddleware:
             return
         try:
             principal, reason, presented, login = await self._identify(scope, ctx)
-        except StoreError:
-            self._record(ctx, scope, "auth.failure", "store unavailable")
-            await refuse(scope, send, 503, "Service unavailable", "Authentication is temporarily unavailable")
+        except StoreError as exc:
+            await self._unavailable(ctx, scope, send, exc)
             return
         if principal is None:
             if presented:  # a request with no credential at all (OAuth discovery, a first probe) is no attack
-                await self.limiter.failed_auth(ctx.client_ip)
+                try:
+                    await self.limiter.failed_auth(ctx.client_ip)
+                except DependencyUnavailable as exc:  # the failure cannot be counted: refuse as an outage
+                    await self._unavailable(ctx, scope, send, exc)
+                    return
             ended = reason == "expired session" or reason.startswith("session ended")
             self._record(ctx, scope, "session.expired" if ended else "auth.failure", reason)
             challenge = CHALLENGE_INVALID if presented else CHALLENGE
@@ -203,6 +211,15 @@ class AuthenticationMiddleware:
     async def _cookie(self, cookie: str) -> tuple[Principal | None, str, bool, LoginSession | None]:
         principal, reason, session = await self.auth.by_cookie(cookie)
         return principal, reason, True, session
+
+    async def _unavailable(self, ctx: RequestContext, scope: Scope, send: Send, exc: Exception) -> None:
+        """Fail closed on an outage of the store or the shared limiter: 503 + Retry-After naming it, audited."""
+        known = exc if isinstance(exc, DependencyUnavailable) else None  # a plain StoreError (SQLite) names the store
+        dependency = known.dependency if known else "store"
+        retry_after_s = known.retry_after_s if known else 1
+        self._record(ctx, scope, "auth.failure", f"{dependency} unavailable")
+        message = "Authentication is temporarily unavailable"
+        await refuse_unavailable(scope, send, dependency, retry_after_s, message)
 
     def _success(self, ctx: RequestContext, scope: Scope, principal: Principal) -> None:
         key = (principal.id, ctx.client_ip)

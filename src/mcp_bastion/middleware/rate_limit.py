@@ -1,8 +1,12 @@
-"""429 with Retry-After and RateLimit-* headers, before auth per client IP and after auth per principal."""
+"""429 with Retry-After and RateLimit-* headers, before auth per client IP and after auth per principal.
+
+When the shared counters (REDIS_URL) cannot count, the request is refused with 503 + Retry-After, never let through.
+"""
 
 from mcp_bastion.access import RateClass, context_of
 from mcp_bastion.audit import AuditLog
-from mcp_bastion.middleware.reply import refuse
+from mcp_bastion.errors import DependencyUnavailable
+from mcp_bastion.middleware.reply import refuse, refuse_unavailable
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
@@ -32,7 +36,19 @@ class RateLimitMiddleware:
         else:
             await self.app(scope, receive, send)
             return
-        verdict = await self.limiter.hit(self.item, key)
+        try:
+            verdict = await self.limiter.hit(self.item, key)
+        except DependencyUnavailable as exc:
+            self.audit.record(
+                "ratelimit.unavailable",
+                outcome="denied",
+                reason=f"{exc.dependency} down",
+                path=scope.get("path"),
+                **ctx.who(),
+            )
+            message = "The shared rate limiter is unavailable; try again later"
+            await refuse_unavailable(scope, send, exc.dependency, exc.retry_after_s, message)
+            return
         if verdict.allowed:
             await self.app(scope, receive, send)
             return

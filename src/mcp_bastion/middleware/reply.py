@@ -36,24 +36,49 @@ def state(scope: Scope) -> dict[str, Any]:
 
 
 async def reject(
-    send: Send, status: int, error: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    error: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> None:
-    """Send a complete JSON rejection in the `{"error", "message"}` shape."""
-    body = orjson.dumps({"error": error, "message": message})
+    """Send a complete JSON rejection in the `{"error", "message"}` shape (plus `detail`'s keys)."""
+    body = orjson.dumps({"error": error, "message": message, **(detail or {})})
     await _send(send, status, body, headers)
 
 
 async def refuse(
-    scope: Scope, send: Send, status: int, error: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    scope: Scope,
+    send: Send,
+    status: int,
+    error: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> None:
-    """Send a complete rejection in the dialect of the matched route (JSON when no route matched)."""
+    """Send a complete rejection in the dialect of the matched route (JSON when no route matched).
+
+    `detail` goes into the JSON body next to "error" and "message", or into the JSON-RPC error's `data`.
+    """
     ctx: RequestContext | None = scope.get(CONTEXT_KEY)
     if ctx is None or ctx.route.dialect is Dialect.JSON:
-        await reject(send, status, error, message, headers)
+        await reject(send, status, error, message, headers, detail)
         return
     code = RPC_CODES.get(status, INVALID_REQUEST)
-    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": f"{error}: {message}"}})
+    rpc_error: dict[str, Any] = {"code": code, "message": f"{error}: {message}"}
+    if detail:
+        rpc_error["data"] = detail
+    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": rpc_error})
     await _send(send, status, body, headers)
+
+
+async def refuse_unavailable(scope: Scope, send: Send, dependency: str, retry_after_s: int, message: str) -> None:
+    """503 + Retry-After naming the dependency that is down (Issue 9 item 1): a client can tell an outage from a
+    refusal, and /health's 503 says which dependency it is."""
+    detail = {"status": "degraded", "dependencies": {dependency: "down"}, "retryAfterSeconds": retry_after_s}
+    headers = [(b"retry-after", str(retry_after_s).encode())]
+    await refuse(scope, send, 503, "Service unavailable", message, headers, detail)
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None) -> None:

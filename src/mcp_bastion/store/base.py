@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mcp_bastion.errors import GatewayError
+from mcp_bastion.errors import DependencyUnavailable, GatewayError
 from mcp_bastion.security import token_name_problem
 
 
@@ -11,6 +11,10 @@ class StoreError(GatewayError):
     """The store failed; authentication fails closed on it."""
 
     http_status = 503
+
+
+class StoreUnavailable(StoreError, DependencyUnavailable):
+    """The store is down or too slow (its breaker is open, or the call failed or timed out); 503 + Retry-After."""
 
 
 class DuplicateName(StoreError):

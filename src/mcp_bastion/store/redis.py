@@ -1,36 +1,75 @@
-"""Store for several gateway instances (`redis://host:port/db`): tokens and sessions as JSON, sessions with a TTL."""
+"""Store for several gateway instances (`redis://host:port/db`): tokens and sessions as JSON, sessions with a TTL.
+
+Every call goes through one circuit breaker (`breaker.Breaker`, named "store"): bounded by `timeout_s`, no client
+retries (the breaker decides), refused at once while Redis is known to be down; failures become StoreUnavailable.
+"""
 
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord, require_valid_name
+from mcp_bastion.breaker import BREAKER_OPEN_S, DEPENDENCY_TIMEOUT_S, Breaker
+from mcp_bastion.store.base import (
+    DuplicateName,
+    LoginSession,
+    StoreUnavailable,
+    TokenRecord,
+    require_valid_name,
+)
 
 PREFIX = "bastion:"
+SCAN_COUNT = 1000  # keys asked for per SCAN step: few round trips, each one still short
+DEPENDENCY = "store"
 
 
 class RedisStore:
     """Keys: bastion:token:{hash} → JSON, bastion:token-name:{name} → hash, bastion:session:{hash} → JSON (TTL),
     bastion:revoked:{hash} → revocation time (no TTL: a revoked hash stays revoked)."""
 
-    def __init__(self, url: str) -> None:
-        self._redis = aioredis.from_url(url, decode_responses=True)
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = DEPENDENCY_TIMEOUT_S,
+        open_s: float = BREAKER_OPEN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # No retries: redis-py's default loop backs off for seconds behind the breaker's back.
+        self._redis = aioredis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.breaker = Breaker(
+            DEPENDENCY, failures=(RedisError,), timeout_s=timeout_s, open_s=open_s, error=StoreUnavailable, clock=clock
+        )
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await getattr(self._redis, method)(*args, **kwargs)
-        except RedisError as exc:
-            raise StoreError(f"redis {method} failed: {type(exc).__name__}") from exc
+        """One Redis command through the breaker.
+
+        Raises:
+            StoreUnavailable: Redis failed, timed out, or is known to be down.
+        """
+        return await self.breaker.run(lambda: getattr(self._redis, method)(*args, **kwargs))
 
     async def _keys(self, pattern: str) -> list[str]:
-        try:
-            return [key async for key in self._redis.scan_iter(pattern)]
-        except RedisError as exc:
-            raise StoreError(f"redis scan failed: {type(exc).__name__}") from exc
+        """Every key matching `pattern`, one bounded SCAN step at a time."""
+        found: list[str] = []
+        cursor = 0
+        while True:
+            cursor, keys = await self._call("scan", cursor, match=pattern, count=SCAN_COUNT)
+            found.extend(keys)
+            if not cursor:
+                return found
 
     async def create_token(self, record: TokenRecord) -> None:
         """Add a token (the name claim is atomic: SET NX)."""
