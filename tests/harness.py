@@ -75,6 +75,7 @@ def run_gateway(servers: list[ServerSpec], tmp_path: Path, **settings: Any) -> I
         "insecure_no_auth": True,
         "store_url": "memory://",
         "audit_log": tmp_path / "logs" / "audit.jsonl",
+        "security_log": tmp_path / "logs" / "audit.jsonl",  # one file, as tests read it; the split has its own tests
         "rate_limit_max_requests": 1_000_000,
         "rate_limit_token_max_requests": 1_000_000,
     }

@@ -266,14 +266,7 @@ def create_app(
     admin_token = settings.auth_token.get_secret_value() if settings.auth_token else None
     secrets = [admin_token or "", settings.session_secret.get_secret_value() if settings.session_secret else ""]
     secrets += [value for spec in servers.values() for value in spec.env.values() if len(value) >= SECRET_MIN_CHARS]
-    audit = AuditLog(
-        settings.audit_log,
-        max_bytes=settings.audit_max_bytes,
-        backups=settings.audit_backups,
-        secrets=secrets,
-        refusals_per_ip=settings.audit_refusals_per_ip,
-        refusal_window_s=settings.audit_refusal_window_s,
-    )
+    audit = AuditLog.from_settings(settings, secrets)
     also = events or log_event
 
     def record(event: str, **fields: Any) -> None:

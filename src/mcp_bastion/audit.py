@@ -10,6 +10,11 @@ fixed window of `refusal_window_s`; the first `refusals_per_ip` are written as u
 first record after the window, on `flush_refusals()` (also scheduled on the running event loop when suppression
 starts) and on `close()`. Every other decision is always written, so a flood of anonymous requests cannot rotate
 a login or an admin action out of the files.
+
+Security events have a file of their own (Issue 9 item 8): at thousands of calls a second the `mcp.call` lines fill
+a size-capped file in under a minute, and a login written next to them would rotate away with them. `is_security`
+is the one rule that splits the stream: security lines go to SECURITY_LOG (its own size cap and backups), call
+lines and the rest to AUDIT_LOG. Both files are the same JSON lines; readers merge them by time.
 """
 
 import asyncio
@@ -25,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from mcp_bastion.config import Settings
 from mcp_bastion.files import open_append
 
 log = logging.getLogger("mcp_bastion.audit")
@@ -40,6 +46,17 @@ REFUSAL_BREAKDOWN_MAX = 32  # distinct (event, reason) pairs per summary; furthe
 MANY_ADDRESSES = "many addresses"  # the summary's ip for refusals from addresses past REFUSAL_TABLE_MAX
 OTHER = "other"
 FLUSH_SLACK_S = 0.05  # the scheduled flush runs just after the window ends
+
+# Issue 9 item 8: which lines are security events (kept in SECURITY_LOG, away from the high-volume call lines).
+SECURITY_PREFIXES = ("auth.", "session.", "token.", "admin.", "ratelimit.", "quota.", "server.", "audit.", "oauth.")
+SECURITY_EVENTS = frozenset({"ip.denied", "origin.denied", "http.refused", "stream.overflow"})
+SECURITY_OUTCOMES = frozenset({REFUSAL, "forbidden"})  # any refusal is a security decision, mcp.call ones included
+
+
+def is_security(event: str, outcome: object = None) -> bool:
+    """Whether a line belongs in the security file: logins, sessions, tokens, admin actions, refusals of any kind,
+    rate limits and quotas, server lifecycle, the audit log's own summaries (Issue 9 item 8)."""
+    return event.startswith(SECURITY_PREFIXES) or event in SECURITY_EVENTS or outcome in SECURITY_OUTCOMES
 
 
 def utc_now() -> str:
@@ -157,8 +174,52 @@ class RefusalTally:
         return lines
 
 
+class RotatingFile:
+    """One append-only JSON-lines file, private (files.open_append), rotated by size into `.1` … `.N`."""
+
+    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._fd: int | None = None
+        self._size = 0
+
+    def write(self, line: bytes) -> None:
+        """Append one line; rotate past the size cap; an I/O error is logged, never raised (audit must not 500)."""
+        try:
+            if self._fd is None:
+                self._fd = open_append(self.path)
+                self._size = os.fstat(self._fd).st_size
+            os.write(self._fd, line)
+            self._size += len(line)
+            if self._size > self.max_bytes:
+                self._rotate()
+        except OSError as exc:
+            log.error("cannot write the audit log %s: %s", self.path, exc.strerror)
+
+    def _rotate(self) -> None:
+        self.close()
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        if self.backups > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+
+    def close(self) -> None:
+        """Close the descriptor (the next write reopens)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class AuditLog:
-    """Appends audit lines; thread-safe (the CLI and tests may share one)."""
+    """Appends audit lines to the calls file and the security file; thread-safe (the CLI and tests may share one).
+
+    Without `security_path` (or with the same path) every line goes to the one file at `path`.
+    """
 
     def __init__(
         self,
@@ -170,21 +231,46 @@ class AuditLog:
         refusals_per_ip: int = REFUSALS_PER_IP,
         refusal_window_s: float = REFUSAL_WINDOW_S,
         clock: Callable[[], float] = time.time,
+        security_path: Path | None = None,
+        security_max_bytes: int | None = None,
+        security_backups: int | None = None,
     ) -> None:
         self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
+        self._calls = RotatingFile(path, max_bytes=max_bytes, backups=backups)
+        self._security = self._calls
+        if security_path is not None and security_path != path:
+            self._security = RotatingFile(
+                security_path,
+                max_bytes=max_bytes if security_max_bytes is None else security_max_bytes,
+                backups=backups if security_backups is None else security_backups,
+            )
+        self.security_path = self._security.path
         known = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._secrets = re.compile("|".join(map(re.escape, known))) if known else None
         self._lock = threading.Lock()
-        self._fd: int | None = None
-        self._size = 0
         self._clock = clock
         self._refusals = RefusalTally(refusals_per_ip, refusal_window_s)
         self._flush_timer: asyncio.TimerHandle | None = None
 
-    def _open(self) -> int:
-        return open_append(self.path)
+    @classmethod
+    def from_settings(cls, settings: Settings, secrets: Iterable[str] = ()) -> "AuditLog":
+        """The audit log the settings describe: AUDIT_LOG for calls, SECURITY_LOG for security events."""
+        return cls(
+            settings.audit_log,
+            max_bytes=settings.audit_max_bytes,
+            backups=settings.audit_backups,
+            secrets=secrets,
+            refusals_per_ip=settings.audit_refusals_per_ip,
+            refusal_window_s=settings.audit_refusal_window_s,
+            security_path=settings.security_audit_log,
+            security_max_bytes=settings.security_max_bytes,
+            security_backups=settings.security_backups,
+        )
+
+    @property
+    def paths(self) -> list[Path]:
+        """The files written: the calls file, then the security file when it is a separate one."""
+        return [self.path] if self._security is self._calls else [self.path, self.security_path]
 
     def record(self, event: str, **fields: Any) -> None:
         """Write one event line (time, event, then the given fields; None values left out).
@@ -199,7 +285,8 @@ class AuditLog:
                 self._write_summaries()
             if refusal and not self._admit(now, event, fields):
                 return
-            self._write(self._line(event, fields, REFUSAL_FIELD_MAX_CHARS if refusal else FIELD_MAX_CHARS))
+            line = self._line(event, fields, REFUSAL_FIELD_MAX_CHARS if refusal else FIELD_MAX_CHARS)
+            (self._security if is_security(event, fields.get("outcome")) else self._calls).write(line)
 
     def flush_refusals(self) -> None:
         """Write the summaries of a window that is over, even when no line came since (safe to call often)."""
@@ -235,7 +322,7 @@ class AuditLog:
 
     def _write_summaries(self) -> None:
         for summary in self._refusals.summaries():
-            self._write(self._line("audit.suppressed", summary, FIELD_MAX_CHARS))
+            self._security.write(self._line("audit.suppressed", summary, FIELD_MAX_CHARS))
 
     def _line(self, event: str, fields: dict[str, Any], limit: int) -> bytes:
         entry: dict[str, Any] = {"time": utc_now(), "event": event}
@@ -243,18 +330,6 @@ class AuditLog:
             if value is not None:
                 entry[key] = self._scrub(value, limit)
         return orjson.dumps(entry) + b"\n"
-
-    def _write(self, line: bytes) -> None:
-        try:
-            if self._fd is None:
-                self._fd = self._open()
-                self._size = os.fstat(self._fd).st_size
-            os.write(self._fd, line)
-            self._size += len(line)
-            if self._size > self.max_bytes:
-                self._rotate()
-        except OSError as exc:
-            log.error("cannot write the audit log %s: %s", self.path, exc.strerror)
 
     def _scrub(self, value: Any, limit: int = FIELD_MAX_CHARS) -> Any:
         kind = type(value)
@@ -275,19 +350,6 @@ class AuditLog:
             return value
         return self._scrub(str(value), limit)
 
-    def _rotate(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        for index in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{index}")
-            if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
-        if self.backups > 0:
-            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink()
-
     def close(self) -> None:
         """Write the current window's summaries, then close the file."""
         with self._lock, contextlib.suppress(OSError):
@@ -295,6 +357,5 @@ class AuditLog:
                 self._flush_timer.cancel()
                 self._flush_timer = None
             self._write_summaries()
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._calls.close()
+            self._security.close()

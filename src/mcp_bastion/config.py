@@ -19,6 +19,7 @@ from mcp_bastion.breaker import BREAKER_OPEN_S, DEPENDENCY_TIMEOUT_S
 from mcp_bastion.errors import ConfigError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+SECURITY_LOG_NAME = "security.jsonl"  # the default security audit file, next to AUDIT_LOG
 SERVER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -93,6 +94,11 @@ class Settings(BaseSettings):
     audit_refusals_per_ip: Annotated[int, Field(ge=1)] = 20
     # The window those refusals are counted in; a quiet IP's summary line is written at most this late.
     audit_refusal_window_s: Annotated[float, Field(gt=0)] = 60.0
+    # Security events in a file of their own, so call lines cannot rotate them away; unset: security.jsonl next to
+    # AUDIT_LOG. The defaults below keep weeks of them at a busy gateway's rate (Issue 9 item 8, docs/operations.md).
+    security_log: Path | None = None
+    security_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
+    security_backups: Annotated[int, Field(ge=0)] = 20
     session_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     # How soon a token revoked elsewhere (the CLI, another instance) ends the sessions and streams it opened.
     revocation_check_s: Annotated[float, Field(gt=0)] = 2.0
@@ -104,9 +110,20 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = False
 
     @property
+    def security_audit_log(self) -> Path:
+        """Where security events are written: SECURITY_LOG, else next to AUDIT_LOG (Issue 9 item 8)."""
+        return self.security_log or security_log_for(self.audit_log)
+
+    @property
     def tls(self) -> bool:
         """Whether the gateway serves HTTPS itself."""
         return self.tls_cert_file is not None and self.tls_key_file is not None
+
+
+def security_log_for(audit_log: Path) -> Path:
+    """The default security file of an audit log: `security.jsonl` in the same directory (never the log itself)."""
+    beside = audit_log.with_name(SECURITY_LOG_NAME)
+    return beside if beside != audit_log else audit_log.with_name(f"{audit_log.stem}.security{audit_log.suffix}")
 
 
 def split_list(value: str) -> list[str]:

@@ -26,6 +26,7 @@ from tests.security.support import (
     admin_token,
     assert_rejection,
     audit_events,
+    audit_text,
     bearer,
     clean_env,
     legacy_headers,
@@ -206,9 +207,9 @@ def test_lockdown_revokes_everything_on_the_running_server_and_replaces_auth_tok
     [line] = audit_events(tmp_path, "admin.lockdown")
     assert (line["principal"], line["outcome"]) == ("cli", "ok")
     assert (line["tokens_revoked"], line["login_sessions_ended"], line["mcp_sessions_ended"]) == (1, 1, 1)
-    audit_text = (tmp_path / "logs" / "audit.jsonl").read_text()
+    logged = audit_text(tmp_path)  # both files: the calls log and the security log
     for secret in (new, admin, ci, cookie):
-        assert secret not in audit_text
+        assert secret not in logged
 
 
 def test_after_lockdown_a_restart_uses_the_new_auth_token_and_the_old_one_stays_revoked(

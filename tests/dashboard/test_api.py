@@ -374,22 +374,22 @@ def test_read_audit_follows_rotation_skips_bad_lines_and_waits_for_whole_lines(t
         return True
 
     log.write_bytes(line(1) + b"not json\n" + b"[1,2]\n" + line(2))
-    page = read_audit(log, 10, None, anything)
+    page = read_audit([log], 10, None, anything)
     assert [e["n"] for e in page.events] == [1, 2]
     cursor = routes._cursor(page.cursor)
     with log.open("ab") as f:
         f.write(line(3) + line(4)[:10])  # the last line is still being written
-    page = read_audit(log, 10, cursor, anything)
+    page = read_audit([log], 10, cursor, anything)
     assert [e["n"] for e in page.events] == [3]
     cursor = routes._cursor(page.cursor)
     with log.open("ab") as f:
         f.write(line(4)[10:])
     log.replace(tmp_path / "audit.jsonl.1")  # rotated after line 4
     log.write_bytes(line(5))
-    page = read_audit(log, 10, cursor, anything)
+    page = read_audit([log], 10, cursor, anything)
     assert [e["n"] for e in page.events] == [4, 5]
-    assert read_audit(log, 10, routes._cursor(page.cursor), anything).events == []
-    newest = read_audit(log, 3, None, anything).events  # spans the backup when the current file is short
+    assert read_audit([log], 10, routes._cursor(page.cursor), anything).events == []
+    newest = read_audit([log], 3, None, anything).events  # spans the backup when the current file is short
     assert [e["n"] for e in newest] == [3, 4, 5]
     assert len({e["line"] for e in newest}) == 3
 

@@ -52,6 +52,7 @@ def secure_gateway(
         "auth_token": auth_token,
         "store_url": "memory://",
         "audit_log": tmp_path / "logs" / "audit.jsonl",
+        "security_log": tmp_path / "logs" / "audit.jsonl",  # one file, as tests read it; the split has its own tests
         "rate_limit_max_requests": 1_000_000,
         "rate_limit_token_max_requests": 1_000_000,
         "auth_failure_limit": 1_000_000,
@@ -113,12 +114,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+AUDIT_FILES = ("audit.jsonl", "security.jsonl")  # the calls log and the security log (Issue 9 item 8)
+
+
+def audit_text(tmp_path: Path) -> str:
+    """The text of both audit files under tmp_path/logs (the calls log, then the security log)."""
+    paths = [tmp_path / "logs" / name for name in AUDIT_FILES]
+    return "".join(path.read_bytes().decode("utf-8") for path in paths if path.exists())
+
+
 def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
-    """Every line of the audit log, each parsed (a line that is not JSON fails the test)."""
-    path = tmp_path / "logs" / "audit.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_bytes().decode("utf-8").splitlines()]
+    """Every line of the audit files, each parsed (a line that is not JSON fails the test), in time order."""
+    lines = [json.loads(line) for line in audit_text(tmp_path).splitlines()]
+    return sorted(lines, key=lambda line: str(line.get("time", "")))  # stable: one file's order is kept
 
 
 def audit_events(tmp_path: Path, event: str) -> list[dict[str, Any]]:

@@ -323,9 +323,10 @@ def secure_settings(tmp_path: Path, **extra: Any) -> Settings:
 
 
 def audit_lines(settings: Settings) -> list[dict[str, Any]]:
-    if not settings.audit_log.exists():
-        return []
-    return [json.loads(line) for line in settings.audit_log.read_text().splitlines() if line.strip()]
+    """Both audit files' lines: auth.* lines are in the security file (Issue 9 item 8)."""
+    paths = [settings.audit_log, settings.security_audit_log]
+    text = "".join(path.read_text() for path in paths if path.exists())
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 async def test_token_and_cookie_values_never_stored(backend: str, url: str, store: Store, tmp_path: Path) -> None:
@@ -416,7 +417,7 @@ async def test_gateway_fails_closed_when_the_store_is_unreachable(tmp_path: Path
         ("store unavailable", "/admin/sessions", "denied"),
         ("store unavailable", "/health", "denied"),
     ]
-    assert some_token not in settings.audit_log.read_text()
+    assert all(some_token not in json.dumps(line) for line in audit_lines(settings))
 
 
 async def test_store_outage_does_not_count_as_failed_authentication(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ Every command reads `AUDIT_LOG.N … AUDIT_LOG.1, AUDIT_LOG` (oldest first) as a
 `--json`, one JSON object. Text from the log is never Rich markup and control characters are shown escaped, so
 a crafted request cannot forge a line on the operator's terminal.
 
+Security events live in a file of their own (SECURITY_LOG, by default `security.jsonl` next to AUDIT_LOG; Issue 9
+item 8); every command reads both files, rotated ones included, merged by time, and `tail --follow` follows both.
+
 Refusals past a client IP's quota are not written one by one but counted in an `audit.suppressed` line per IP
 and window (Issue 8 item 8); `failures`, `denied`, `ratelimits` and `summary` unfold those counts, so their
 totals are the number of refused requests, not of lines.
@@ -12,6 +15,7 @@ totals are the number of refused requests, not of lines.
 
 import datetime as dt
 import fnmatch
+import heapq
 import json
 import math
 import os
@@ -30,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mcp_bastion.cli.base import EXIT_CONFIG, EnvFile, JsonFlag, cli, err, fail, out
-from mcp_bastion.config import load_settings
+from mcp_bastion.config import load_settings, security_log_for
 from mcp_bastion.errors import ConfigError
 
 audit_cli = typer.Typer(
@@ -93,10 +97,14 @@ class Window:
 
 @dataclass
 class Scan:
-    """What was read: the files, how many entries fell in the window, which lines were skipped."""
+    """What was read: the files, how many entries fell in the window, which lines were skipped.
+
+    `streams` holds one list per log (the calls file, then the security file), oldest file first.
+    """
 
     path: Path
-    files: list[Path]
+    security_path: Path
+    streams: list[list[Path]]
     window: Window
     read: int = 0
     in_window: int = 0
@@ -108,9 +116,15 @@ class Scan:
         if self.first_malformed is None:
             self.first_malformed = where
 
+    @property
+    def files(self) -> list[Path]:
+        """Every file read, the calls log's first."""
+        return [path for stream in self.streams for path in stream]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "log": str(self.path),
+            "security_log": str(self.security_path),
             "files": [str(f) for f in self.files],
             **self.window.as_json(),
             "entries": self.in_window,
@@ -172,8 +186,18 @@ def resolve_log(audit_log: Path | None, env_file: Path) -> Path:
         die(exc.message, f"fix {env_file} or pass --audit-log PATH")
 
 
-def log_files(path: Path) -> list[Path]:
-    """The rotated files, oldest (highest number) first, then the current file; exit 2 when there is none."""
+def resolve_security_log(audit_log: Path, env_file: Path) -> Path:
+    """SECURITY_LOG when the settings name one, else `security.jsonl` next to the audit log being read."""
+    try:
+        named = load_settings(env_file).security_log
+    except ConfigError:
+        named = None  # already reported when it matters (no --audit-log); a flag-given log needs no settings
+    return named if named is not None else security_log_for(audit_log)
+
+
+def log_files(path: Path, *, required: bool = True) -> list[Path]:
+    """The rotated files, oldest (highest number) first, then the current file; exit 2 when there is none (and
+    one is required)."""
     if path.is_dir():
         die(f"the audit log {path} is a directory", "pass the file, e.g. --audit-log logs/audit.jsonl")
     rotated: list[tuple[int, Path]] = []
@@ -189,7 +213,7 @@ def log_files(path: Path) -> list[Path]:
     files = [p for _, p in sorted(rotated, reverse=True)]
     if path.is_file():
         files.append(path)
-    if not files:
+    if not files and required:
         die(
             f"no audit log at {path}",
             "the gateway writes it on its first event; pass --audit-log PATH or set AUDIT_LOG (see --env-file)",
@@ -238,13 +262,23 @@ def open_log(path: Path) -> IO[bytes] | None:
         die(f"cannot read {path}: {exc.strerror}", "check the path given by --audit-log or AUDIT_LOG")
 
 
-def entries(scan: Scan, files: list[Path] | None = None) -> Iterator[Entry]:
-    """Every entry in the window, oldest file first, streamed (a 60 MB log is never held in memory)."""
-    for path in scan.files if files is None else files:
+def stream_entries(scan: Scan, files: list[Path]) -> Iterator[Entry]:
+    """Every entry in the window of one log's files, oldest file first, streamed (never held in memory)."""
+    for path in files:
         handle = open_log(path)
         if handle is not None:
             with handle:
                 yield from read_lines(handle, path.name, scan)
+
+
+def by_time(streams: Iterable[Iterable[Entry]]) -> Iterator[Entry]:
+    """Several time-ordered streams as one, oldest first (each stream keeps its own order on equal times)."""
+    return heapq.merge(*streams, key=lambda item: item[0])
+
+
+def entries(scan: Scan) -> Iterator[Entry]:
+    """Every entry in the window of the calls and the security logs, merged by time (Issue 9 item 8)."""
+    return by_time(stream_entries(scan, files) for files in scan.streams)
 
 
 def unfold(items: Iterable[Entry]) -> Iterator[Entry]:
@@ -269,7 +303,11 @@ def start_scan(audit_log: Path | None, env_file: Path, since: str | None, until:
     now = time.time()
     window = Window(parse_point("--since", since, now), parse_point("--until", until, now))
     path = resolve_log(audit_log, env_file)
-    return Scan(path, log_files(path), window)
+    security = resolve_security_log(path, env_file)
+    streams = [log_files(path, required=False), log_files(security, required=False)]
+    if not any(streams):
+        log_files(path)  # exits with the message and hint for a missing log
+    return Scan(path, security, streams, window)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -398,8 +436,12 @@ def emit_json(data: dict[str, Any]) -> None:
 
 
 def caption(scan: Scan) -> str:
-    rotated = len(scan.files) - (1 if scan.path in scan.files else 0)
-    parts = [f"{scan.in_window} entries in {scan.path}" + (f" (+{rotated} rotated)" if rotated else "")]
+    where = []
+    for current, files in zip((scan.path, scan.security_path), scan.streams, strict=True):
+        if files:
+            rotated = len(files) - (1 if current in files else 0)
+            where.append(f"{current}" + (f" (+{rotated} rotated)" if rotated else ""))
+    parts = [f"{scan.in_window} entries in " + " and ".join(where)]
     if scan.window.since is not None:
         parts.append(f"since {iso(scan.window.since)}")
     if scan.window.until is not None:
@@ -875,17 +917,34 @@ class Follower:
         self.handle = open_log(self.path)
         self.pending, self.line = b"", 0
 
-    def run(self, deadline: float | None) -> None:
-        while deadline is None or time.monotonic() < deadline:
-            if not self.pump():
-                self.reopen_if_moved()
-                if not self.pump():
-                    time.sleep(FOLLOW_POLL_S)
-        self.pump()
-
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
+
+
+def follow_all(
+    followers: list[Follower], batch: list[Entry], sink: Callable[[Entry], None], deadline: float | None
+) -> None:
+    """Follow several files (the calls and the security log) until `deadline`; what each poll finds (the followers
+    append it to `batch`) goes to `sink` in time order."""
+
+    def drain() -> None:
+        batch.sort(key=lambda item: item[0])  # stable: one file's lines keep their order
+        for item in batch:
+            sink(item)
+        batch.clear()
+
+    while deadline is None or time.monotonic() < deadline:
+        if not any([follower.pump() for follower in followers]):
+            for follower in followers:
+                follower.reopen_if_moved()
+                follower.pump()
+            if not batch:
+                time.sleep(FOLLOW_POLL_S)
+        drain()
+    for follower in followers:
+        follower.pump()
+    drain()
 
 
 @audit_cli.command("tail")
@@ -913,33 +972,49 @@ def audit_tail(
         die("--for only applies with --follow", "add --follow, e.g. mcp-bastion audit tail --follow --for 60")
     scan = start_scan(audit_log, env_file, since, until)
     printer = Printer(as_json, event)
-    recent: deque[dict[str, Any]] = deque(maxlen=lines)
-
-    def keep(item: Entry) -> None:
-        if printer.wants(item[1]):
-            recent.append(item[1])
-
-    rotated = [f for f in scan.files if f != scan.path]
-    for item in entries(scan, rotated):
-        keep(item)
-    current = open_log(scan.path)
-    follower = Follower(scan.path, current, scan, keep)
+    followers: list[Follower] = []
     try:
-        follower.pump()  # the current file up to now; the follower carries on from exactly here
-        for entry in recent:
+        recents = [
+            tail_start(scan, current, files, printer, lines, followers)
+            for current, files in zip((scan.path, scan.security_path), scan.streams, strict=True)
+        ]
+        for _, entry in deque(by_time(recents), maxlen=lines):
             printer(entry)
         scan.warn()
         if not follow:
             return
-        err.print(Text(f"following {scan.path} (Ctrl-C to stop)", style="dim"), soft_wrap=True)
+        watched = " and ".join(str(f.path) for f in followers)
+        err.print(Text(f"following {watched} (Ctrl-C to stop)", style="dim"), soft_wrap=True)
         err.file.flush()
-        follower.sink = lambda item: printer(item[1]) if printer.wants(item[1]) else None
+        batch: list[Entry] = []
+        for follower in followers:
+            follower.sink = batch.append
         malformed = scan.malformed
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
-        follower.run(deadline)
+        follow_all(followers, batch, lambda item: printer(item[1]) if printer.wants(item[1]) else None, deadline)
         if scan.malformed > malformed:
             scan.warn()
     except KeyboardInterrupt:
         pass  # Ctrl-C ends a follow: not an error
     finally:
-        follower.close()
+        for follower in followers:
+            follower.close()
+
+
+def tail_start(
+    scan: Scan, current: Path, files: list[Path], printer: Printer, lines: int, followers: list[Follower]
+) -> deque[Entry]:
+    """The last `lines` wanted entries of one log (rotated files, then the current file), and a follower (added to
+    `followers`) that carries on from exactly where the current file was read."""
+    recent: deque[Entry] = deque(maxlen=lines)
+
+    def keep(item: Entry) -> None:
+        if printer.wants(item[1]):
+            recent.append(item)
+
+    for item in stream_entries(scan, [f for f in files if f != current]):
+        keep(item)
+    follower = Follower(current, open_log(current), scan, keep)
+    followers.append(follower)
+    follower.pump()
+    return recent

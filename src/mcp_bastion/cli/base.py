@@ -66,7 +66,7 @@ def context(env_file: Path) -> tuple[Settings, Store, AuditLog]:
     except ConfigError as exc:
         fail(exc.message)
         raise
-    audit = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
+    audit = AuditLog.from_settings(settings)  # token.* and session.* lines land in the security file
     return settings, store_for(settings, env_file), audit
 
 

@@ -8,11 +8,12 @@ routes is checked here, since /api/* is not an admin path for the pipeline.
 
 import asyncio
 import contextlib
+import heapq
 import os
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ SAMPLE_MIN_GAP_S = 0.5  # overview requests closer than this replace the newest 
 AUDIT_DEFAULT = 100
 AUDIT_MAX = 500
 AUDIT_FILTERS = ("event", "outcome", "server", "principal")
-CURSOR = re.compile(r"v1\.(\d{1,20})\.(\d{1,20})")
+CURSOR = re.compile(r"v[12]((?:\.\d{1,20}\.\d{1,20}){1,2})")  # v2: (inode, offset) per file, calls log first
 
 TOKEN_BODY_MAX_BYTES = 8192
 TOKEN_MAX_SCOPES = 64
@@ -240,10 +241,12 @@ class DashboardRoutes:
         principal = _principal(req)
         if ADMIN_SCOPE not in principal.scopes:
             if filters.get("principal", principal.name) != principal.name:
-                await send_json(req.send, 200, {"events": [], "cursor": _encode(*_end_of(self.audit.path))})
+                await send_json(
+                    req.send, 200, {"events": [], "cursor": _encode([_end_of(p) for p in self.audit.paths])}
+                )
                 return
             filters["principal_id"] = principal.id  # by stable id: a name can be re-used, an id cannot collide
-        page = await asyncio.to_thread(read_audit, self.audit.path, limit, after, _matcher(filters))
+        page = await asyncio.to_thread(read_audit, self.audit.paths, limit, after, _matcher(filters))
         await send_json(req.send, 200, {"events": page.events, "cursor": page.cursor}, [NO_STORE])
 
     # ---- tokens -------------------------------------------------------------------------------------------
@@ -369,17 +372,18 @@ def _limit(text: str | None) -> int:
     return min(int(text), AUDIT_MAX)
 
 
-def _cursor(text: str | None) -> tuple[int, int] | None:
+def _cursor(text: str | None) -> list[tuple[int, int]] | None:
     if text is None:
         return None
     match = CURSOR.fullmatch(text)
     if match is None:
         raise _bad("after: use the cursor of a previous answer")
-    return int(match[1]), int(match[2])
+    numbers = [int(part) for part in match[1].split(".")[1:]]
+    return list(zip(numbers[::2], numbers[1::2], strict=True))
 
 
-def _encode(inode: int, offset: int) -> str:
-    return f"v1.{inode}.{offset}"
+def _encode(ends: Sequence[tuple[int, int]]) -> str:
+    return "v2" + "".join(f".{inode}.{offset}" for inode, offset in ends)
 
 
 def _end_of(path: Path) -> tuple[int, int]:
@@ -406,32 +410,55 @@ def _matcher(filters: dict[str, str]) -> Callable[[dict[str, Any]], bool]:
 
 
 def read_audit(
-    path: Path, limit: int, after: tuple[int, int] | None, matches: Callable[[dict[str, Any]], bool]
+    paths: Sequence[Path],
+    limit: int,
+    after: Sequence[tuple[int, int]] | None,
+    matches: Callable[[dict[str, Any]], bool],
 ) -> AuditPage:
-    """The last `limit` matching events (of the current file, and of `.1` when needed), oldest first.
+    """The last `limit` matching events of the audit files (the calls log, then the security log: Issue 9 item 8),
+    merged by time, oldest first.
+
+    The cursor holds an (inode, offset) per file; a file it does not cover (an older one-file cursor) is read from
+    its end. Each file is read as `_read_one` says.
+    """
+    pages: list[list[dict[str, Any]]] = []
+    ends: list[tuple[int, int]] = []
+    for index, path in enumerate(paths):
+        mark = None if after is None else (after[index] if index < len(after) else _end_of(path))
+        found, end = _read_one(path, limit, mark, matches)
+        pages.append(found)
+        ends.append(end)
+    merged = deque(heapq.merge(*pages, key=lambda entry: str(entry.get("time", ""))), maxlen=limit)
+    return AuditPage(list(merged), _encode(ends))
+
+
+def _read_one(
+    path: Path, limit: int, after: tuple[int, int] | None, matches: Callable[[dict[str, Any]], bool]
+) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    """The last `limit` matching events of one file (and of its `.1` when needed), oldest first, and its end.
 
     With `after` (inode, offset): only lines written since; when the file rotated meanwhile, the rest of the old
-    file (now `.1`) and then the new file from its start. Malformed lines are skipped. The cursor points at the end
-    of the last complete line read, so a line being written is read whole by the next poll.
+    file (now `.1`) and then the new file from its start. Malformed lines are skipped. The end points after the last
+    complete line read, so a line being written is read whole by the next poll.
     """
     found: deque[dict[str, Any]] = deque(maxlen=limit)
     backup = path.with_name(f"{path.name}.1")
     if after is None:
-        inode, end = _scan(path, 0, found, matches, start_inode=None)
+        end = _scan(path, 0, found, matches, start_inode=None)
         if len(found) < limit:
             older: deque[dict[str, Any]] = deque(maxlen=limit - len(found))
             _scan(backup, 0, older, matches, start_inode=None)
             found.extendleft(reversed(older))
-        return AuditPage(list(found), _encode(inode, end))
+        return list(found), end
     old_inode, offset = after
     current, size = _end_of(path)
     if current == old_inode:
         # The same file: only what was appended (a file shorter than the cursor was rewritten: start over).
-        inode, end = _scan(path, offset if offset <= size else 0, found, matches, start_inode=current)
+        end = _scan(path, offset if offset <= size else 0, found, matches, start_inode=current)
     else:
         _scan(backup, offset, found, matches, start_inode=old_inode)  # the rest of the rotated file, if it is .1
-        inode, end = _scan(path, 0, found, matches, start_inode=None)
-    return AuditPage(list(found), _encode(inode, end))
+        end = _scan(path, 0, found, matches, start_inode=None)
+    return list(found), end
 
 
 def _scan(
