@@ -4,6 +4,7 @@ A login turns a token into an HttpOnly SameSite=Strict cookie whose value is sto
 readable CSRF cookie that state-changing requests must echo in X-CSRF-Token (double submit).
 """
 
+import contextlib
 import secrets
 import time
 from typing import Any
@@ -13,7 +14,7 @@ import orjson
 from mcp_bastion.access import RequestContext, context_of
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import Settings
-from mcp_bastion.errors import ProtocolError
+from mcp_bastion.errors import DependencyUnavailable, ProtocolError
 from mcp_bastion.middleware.auth import CSRF_COOKIE, SESSION_COOKIE, TOKEN_KEY, Authenticator, cookie_value
 from mcp_bastion.middleware.reply import refuse_unavailable, reject
 from mcp_bastion.ratelimit import Limiter
@@ -58,8 +59,10 @@ class AdminRoutes:
         """POST /auth/login {"token": ...} → session cookie + csrf_token."""
         ctx = _ctx(req)
         ip = ctx.client_ip
+        token = _token_from(await req.body(LOGIN_BODY_MAX_BYTES))
         locked = await self.limiter.locked_out(ip)
-        if locked is not None:
+        # Issue 9 item 10: a locked-out address may still log in with a token that succeeded from it before.
+        if locked is not None and not (token and await self.limiter.known.known(ip, token_hash(token))):
             self.audit.record(
                 "ratelimit.exceeded",
                 outcome="denied",
@@ -71,7 +74,6 @@ class AdminRoutes:
                 req.send, 429, "Too many requests", "Too many failed attempts; try again later", locked.headers()
             )
             return
-        token = _token_from(await req.body(LOGIN_BODY_MAX_BYTES))
         try:
             principal, reason = await self.auth.by_token(token) if token else (None, "missing token")
         except StoreError as exc:
@@ -99,6 +101,9 @@ class AdminRoutes:
             )
             await reject(req.send, 401, "Unauthorized", "Invalid or expired token")
             return
+        if principal.credential is not None:  # best effort: an outage only loses the lockout exception (item 10)
+            with contextlib.suppress(DependencyUnavailable):
+                await self.limiter.known.remember(ip, principal.credential)
         session_id, csrf = new_session_id(), secrets.token_urlsafe(32)
         now = time.time()
         # A session never outlives its token; it stays bound to the token's hash (re-checked on every request).

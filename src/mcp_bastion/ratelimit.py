@@ -14,6 +14,7 @@ Fixed windows, as the Express server's express-rate-limit had.
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -154,6 +155,7 @@ class Limiter:
         self.auth_failures = Limit("bastion-authfail", settings.auth_failure_limit, window_s)
         self.counters = counters or self._counters(settings)
         self._suspects: dict[str, float] = {}  # addresses with a failed authentication seen by this instance
+        self.known = KnownCredentials(window_s, self.counters)  # the lockout's exception (Issue 9 item 10)
 
     @property
     def breaker(self) -> Breaker | None:
@@ -214,3 +216,90 @@ class Limiter:
         now = time.time()
         reset = max(1, math.ceil((int(now) // limit.window_s + 1) * limit.window_s - now))
         return Verdict(False, limit.amount, max(0, limit.amount - count), reset)
+
+
+# Issue 9 item 10: credentials known good per address, so one client's failed guesses cannot lock out the others
+# behind the same address (NAT). Kept apart from the counters above: this is the only code that reads or writes it.
+KNOWN_MAX = 16_384  # (address, credential) pairs remembered per instance (~4 MB at most); past it the oldest go
+KNOWN_NAMESPACE = "bastion-known"  # shared keys: bastion-known/{address}/{credential hash}/{window index}
+KNOWN_DIGEST_CHARS = 32  # hex of the credential's SHA-256 kept per pair: 128 bits tell credentials apart
+
+
+class KnownCredentials:
+    """Which credentials (Principal.credential, a SHA-256 hex of the token, never a token) succeeded from which
+    address in the current or the previous fixed window of the failure counter (Issue 9 item 10).
+
+    A lockout (too many failed authentications from an address) does not hold for a credential that succeeded from
+    that address before it: it was not guessed. A credential never seen from there still waits the lockout out, so
+    guessing gains nothing. The memory here is bounded (`max_entries`, oldest pairs dropped first); with shared
+    counters (REDIS_URL) every success is also written to the limits storage once per window and pair, behind the
+    counters' circuit breaker, so every instance knows it; this memory is then a cache of it.
+    """
+
+    def __init__(
+        self,
+        window_s: int,
+        counters: Counters,
+        *,
+        max_entries: int = KNOWN_MAX,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._shared = counters if isinstance(counters, SharedCounters) else None
+        self._clock = clock
+        self._seen: dict[str, int] = {}  # "address credential-prefix" -> the last window index it succeeded in
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _window(self) -> int:
+        return int(self._clock()) // self.window_s
+
+    async def remember(self, address: str, credential: str) -> None:
+        """Note one success of `credential` from `address` (cheap when already noted in this window).
+
+        Raises:
+            DependencyUnavailable: the shared storage could not be written (nothing is remembered then).
+        """
+        key = f"{address} {credential[:KNOWN_DIGEST_CHARS]}"
+        index = self._window()
+        if self._seen.get(key) == index:
+            return
+        if self._shared is not None:
+            shared, storage_key = self._shared, self._storage_key(key, index)
+            await shared.breaker.run(lambda: shared.strategy.storage.incr(storage_key, 2 * self.window_s))
+        self._note(key, index)
+
+    async def known(self, address: str, credential: str) -> bool:
+        """Whether `credential` succeeded from `address` in this window or the previous one.
+
+        Raises:
+            DependencyUnavailable: the shared storage could not be read (the caller keeps the lockout: fail closed).
+        """
+        key = f"{address} {credential[:KNOWN_DIGEST_CHARS]}"
+        index = self._window()
+        if self._seen.get(key, index - 2) >= index - 1:
+            return True
+        if self._shared is None:
+            return False
+        for window in (index, index - 1):
+            if await self._stored(self._shared, self._storage_key(key, window)):
+                self._note(key, window)
+                return True
+        return False
+
+    @staticmethod
+    async def _stored(shared: SharedCounters, storage_key: str) -> bool:
+        return await shared.breaker.run(lambda: shared.strategy.storage.get(storage_key)) > 0
+
+    def _note(self, key: str, index: int) -> None:
+        self._seen.pop(key, None)  # re-inserted last: the dict's order is oldest success first
+        while len(self._seen) >= self.max_entries:
+            del self._seen[next(iter(self._seen))]
+        self._seen[key] = index
+
+    @staticmethod
+    def _storage_key(key: str, index: int) -> str:
+        address, credential = key.split(" ")
+        return f"{KNOWN_NAMESPACE}/{address}/{credential}/{index}"

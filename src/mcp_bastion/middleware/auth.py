@@ -3,8 +3,13 @@
 "Who" and "may" are separate stages so the per-principal rate limit can sit between them. Fails closed: a store
 error during authentication is a refusal. A login session stays bound to the token it came from: every cookie
 request re-validates that token, so revoking, rotating or expiring it ends the session at once.
+
+An address locked out for too many failed authentications stays locked for every credential except those that
+already succeeded from it (Issue 9 item 10: one bad client behind a NAT cannot lock out the good ones; a guess never
+seen before still waits the lockout out, so guessing gains nothing).
 """
 
+import contextlib
 import hmac
 import re
 import time
@@ -15,7 +20,7 @@ from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, c
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import DependencyUnavailable
 from mcp_bastion.middleware.reply import refuse, refuse_unavailable
-from mcp_bastion.ratelimit import Limiter
+from mcp_bastion.ratelimit import Limiter, Verdict
 from mcp_bastion.security import ADMIN_SCOPE, bearer, token_hash
 from mcp_bastion.store import LoginSession, Store, StoreError
 from mcp_bastion.types import ASGIApp, Receive, Scope, Send
@@ -157,14 +162,15 @@ class AuthenticationMiddleware:
         except DependencyUnavailable as exc:
             await self._unavailable(ctx, scope, send, exc)
             return
-        if locked is not None:
-            self._record(ctx, scope, "ratelimit.exceeded", "too many failed authentications")
-            message = "Too many failed authentication attempts; try again later"
-            await refuse(scope, send, 429, "Too many requests", message, locked.headers())
-            return
         try:
+            if locked is not None and not await self._may_pass_lockout(scope, ctx):
+                await self._locked(ctx, scope, send, locked)
+                return
             principal, reason, presented, login = await self._identify(scope, ctx)
-        except StoreError as exc:
+            if locked is not None and not await self._known(ctx, principal):
+                await self._locked(ctx, scope, send, locked)
+                return
+        except (StoreError, DependencyUnavailable) as exc:
             await self._unavailable(ctx, scope, send, exc)
             return
         if principal is None:
@@ -187,7 +193,38 @@ class AuthenticationMiddleware:
         ctx = replace(ctx, principal=principal)
         scope[CONTEXT_KEY] = ctx
         self._success(ctx, scope, principal)
+        await self._remember(ctx, principal)
         await self.app(scope, receive, send)
+
+    async def _may_pass_lockout(self, scope: Scope, ctx: RequestContext) -> bool:
+        """Whether a request from a locked-out address may be identified at all (Issue 9 item 10).
+
+        A bearer token must be known good from this address (decided on its hash, without a store lookup, so
+        guesses during a lockout cost nothing); a login cookie is looked up, then its token is checked the same way.
+        """
+        values = [v for k, v in scope["headers"] if k == b"authorization"]
+        if len(values) == 1:
+            token = bearer(values[0])
+            return token is not None and await self.limiter.known.known(ctx.client_ip, token_hash(token))
+        return not values and ctx.route.cookie and cookie_value(scope["headers"], SESSION_COOKIE) is not None
+
+    async def _known(self, ctx: RequestContext, principal: Principal | None) -> bool:
+        """Whether an identified principal's credential succeeded from this address before (Issue 9 item 10)."""
+        if principal is None or principal.credential is None:
+            return False
+        return await self.limiter.known.known(ctx.client_ip, principal.credential)
+
+    async def _remember(self, ctx: RequestContext, principal: Principal) -> None:
+        """Remember the credential as known good from this address (Issue 9 item 10); best effort: when the shared
+        storage is down, the credential only loses its exception to a lockout (the lockout itself fails closed)."""
+        if principal.credential is not None:
+            with contextlib.suppress(DependencyUnavailable):
+                await self.limiter.known.remember(ctx.client_ip, principal.credential)
+
+    async def _locked(self, ctx: RequestContext, scope: Scope, send: Send, locked: Verdict) -> None:
+        self._record(ctx, scope, "ratelimit.exceeded", "too many failed authentications")
+        message = "Too many failed authentication attempts; try again later"
+        await refuse(scope, send, 429, "Too many requests", message, locked.headers())
 
     async def _identify(
         self, scope: Scope, ctx: RequestContext
