@@ -123,7 +123,7 @@ class Breaker:
             return
         self._down_since = now
         self._probe_at = now + self.open_s
-        reason = f"{type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
+        reason = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:REASON_MAX_CHARS]
         log.warning(
             "dependency %s is down (%s): requests that need it get 503 + Retry-After; probing every %.1fs",
             self.name,

@@ -23,6 +23,9 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as LostConnection
 
 from mcp_bastion.breaker import OK, Breaker
 from mcp_bastion.config import Settings
@@ -173,9 +176,11 @@ class Limiter:
             return LocalCounters()
         url = settings.redis_url.get_secret_value()
         timeout_s = settings.redis_timeout_s
-        # No client retries (redis-py's default loop backs off for seconds): the breaker decides. Errors are
-        # wrapped in limits' StorageError, which the breaker turns into DependencyUnavailable.
-        options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": None}
+        # Options of limits' redis-py client: one immediate retry on a lost connection only (a pooled socket that
+        # died with a restarted Redis), never redis-py's default loop backing off for seconds behind the breaker.
+        # Errors are wrapped in limits' StorageError, which the breaker turns into DependencyUnavailable.
+        retry = Retry(NoBackoff(), 1, supported_errors=(LostConnection,))
+        options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": retry}
         found = storage_from_string(f"async+{url}", implementation="redispy", wrap_exceptions=True, **options)
         if not isinstance(found, Storage):
             raise ConfigError("REDIS_URL: the rate-limit storage is not asynchronous")

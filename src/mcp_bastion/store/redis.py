@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as LostConnection
 from redis.exceptions import RedisError
 
 from mcp_bastion.breaker import BREAKER_OPEN_S, DEPENDENCY_TIMEOUT_S, Breaker
@@ -41,13 +42,14 @@ class RedisStore:
         open_s: float = BREAKER_OPEN_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # No retries: redis-py's default loop backs off for seconds behind the breaker's back.
+        # One immediate retry, on a lost connection only: a pooled socket that died with a restarted Redis is
+        # replaced at once, while redis-py's default loop (backing off for seconds) never runs behind the breaker.
         self._redis = aioredis.from_url(
             url,
             decode_responses=True,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(LostConnection,)),
         )
         self.breaker = Breaker(
             DEPENDENCY, failures=(RedisError,), timeout_s=timeout_s, open_s=open_s, error=StoreUnavailable, clock=clock
