@@ -95,10 +95,10 @@ class Settings(BaseSettings):
     # The window those refusals are counted in; a quiet IP's summary line is written at most this late.
     audit_refusal_window_s: Annotated[float, Field(gt=0)] = 60.0
     # Security events in a file of their own, so call lines cannot rotate them away; unset: security.jsonl next to
-    # AUDIT_LOG. The defaults below keep weeks of them at a busy gateway's rate (Issue 9 item 8, docs/operations.md).
+    # AUDIT_LOG. 11 x 32 MiB hold ~9 days of a busy gateway's (~160k lines, 40 MiB a day: docs/security.md).
     security_log: Path | None = None
-    security_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
-    security_backups: Annotated[int, Field(ge=0)] = 20
+    security_max_bytes: Annotated[int, Field(ge=4096)] = 32 * 1024 * 1024
+    security_backups: Annotated[int, Field(ge=0)] = 10
     session_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     # How soon a token revoked elsewhere (the CLI, another instance) ends the sessions and streams it opened.
     revocation_check_s: Annotated[float, Field(gt=0)] = 2.0

@@ -208,3 +208,33 @@ def test_tail_follow_follows_the_calls_and_the_security_file(split_log: tuple[Au
     printed = [json.loads(line) for line in follow.seen["out"]]
     assert [e["time"] for e in printed] == sorted(e["time"] for e in printed)
     assert len(printed) == 4  # each line once
+
+
+BUSY_DAY = {  # security lines a busy gateway writes in a day (docs/security.md), divided by SAMPLE_SCALE
+    "auth.success": 1440,  # 100 (principal, address) pairs active all day: one line a minute each
+    "session.login": 5,
+    "session.expired": 50,
+    "server.start": 50,
+    "auth.failure": 20,
+    "ratelimit.exceeded": 20,
+    "mcp.call": 20,  # outcome forbidden
+}
+SAMPLE_SCALE = 100
+WEEK_DAYS = 7
+
+
+def test_the_default_security_caps_hold_a_week_of_a_busy_gateways_security_events(tmp_path: Path) -> None:
+    """Issue 9 item 8: a sample of a busy day's security lines, written by the real AuditLog with realistic fields,
+    times SAMPLE_SCALE, times a week, fits in SECURITY_MAX_BYTES x (SECURITY_BACKUPS + 1)."""
+    settings = Settings(audit_log=tmp_path / "audit.jsonl")
+    audit = AuditLog.from_settings(settings)
+    who = {"request_id": "6f1c2a9e4b7d4c0e9a3b5d7f1e2c4a6b", "principal": "ci-bot-production"}
+    outcomes = {"auth.failure": "denied", "ratelimit.exceeded": "denied", "mcp.call": "forbidden", "server.start": None}
+    for event, count in BUSY_DAY.items():
+        for n in range(count):  # many addresses: no refusal is folded into a summary line, every line is written
+            fields = {"outcome": outcomes.get(event, "ok"), "ip": f"203.0.113.{n % 250}", **who}
+            audit.record(event, reason="bearer", path="/mcp/github", server="github", **fields)
+    audit.close()
+    assert not (tmp_path / "audit.jsonl").exists()  # every one of them was a security line
+    day_bytes = settings.security_audit_log.stat().st_size * SAMPLE_SCALE
+    assert day_bytes * WEEK_DAYS <= settings.security_max_bytes * (settings.security_backups + 1)
