@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 
 from mcp_bastion.files import UnsafeFile, open_append, write_private
 from tests.harness import FIXTURES, free_port, serve_process, wait_until
-from tests.security.support import CLI, CLI_TIMEOUT_S, bearer, clean_env
+from tests.security.support import CLI, CLI_TIMEOUT_S, bearer, clean_env, modern_call
 
 PERMISSIVE_UMASK = 0o002  # group-writable, world-readable: what a careless shell or service manager hands us
 # A child that writes to stderr as it starts, then serves as the toolbox fixture does.
@@ -83,11 +83,14 @@ def serving(home: Path, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
 
 
 def exercise(url: str, token: str) -> None:
-    """Requests that make the gateway write: an audit line (a refused request) and a store row (a login)."""
+    """Requests that make the gateway write: security lines (a refused request, a login), a store row (the login)
+    and a call line (a tool call: the calls file, Issue 9 item 8)."""
     with httpx.Client(timeout=10) as client:
         assert client.get(f"{url}/health").status_code == 401
         assert client.post(f"{url}/auth/login", json={"token": token}).status_code == 200
         assert client.get(f"{url}/health", headers=bearer(token)).status_code == 200
+        call = modern_call(client, f"{url}/mcp/noisy", token, "tools/call", {"name": "echo", "arguments": {}})
+        assert call.status_code == 200, call.text
 
 
 def test_every_file_a_running_gateway_creates_is_0600_and_every_directory_0700(tmp_path: Path) -> None:
@@ -99,10 +102,18 @@ def test_every_file_a_running_gateway_creates_is_0600_and_every_directory_0700(t
             stderr_log = home / "logs" / "servers" / "noisy.log"
             wait_until(lambda: stderr_log.exists() and b"noisy: starting" in stderr_log.read_bytes(), WAIT_S)
             exercise(url, token)
-            wait_until(lambda: (home / "logs" / "audit.jsonl").exists(), WAIT_S)
+            wait_until(
+                lambda: all((home / "logs" / name).exists() for name in ("audit.jsonl", "security.jsonl")), WAIT_S
+            )
             created = sorted(p for root in ("logs", "data") for p in (home / root).rglob("*"))
             modes = {str(p.relative_to(home)): mode(p) for p in [home / "logs", home / "data", *created]}
-    expected = {"logs/audit.jsonl", "logs/servers/noisy.log", "data/bastion.db", "data/bastion.db-wal"}
+    expected = {
+        "logs/audit.jsonl",
+        "logs/security.jsonl",
+        "logs/servers/noisy.log",
+        "data/bastion.db",
+        "data/bastion.db-wal",
+    }
     assert expected <= set(modes), modes
     for name, bits in modes.items():
         wanted = 0o700 if (home / name).is_dir() else 0o600
@@ -128,12 +139,14 @@ def test_a_stderr_log_or_audit_log_wider_than_0600_is_narrowed(tmp_path: Path) -
 
 
 def test_symlinks_planted_where_the_logs_go_are_refused_and_their_targets_untouched(tmp_path: Path) -> None:
-    """Issue 8 item 12: with symlinks at logs/audit.jsonl and logs/servers/noisy.log, the gateway still serves, says
-    which path it refused and why, and writes nothing into the files the links point to."""
+    """Issue 8 item 12: with symlinks at logs/audit.jsonl, logs/security.jsonl (Issue 9 item 8) and
+    logs/servers/noisy.log, the gateway still serves, says which path it refused and why, and writes nothing into
+    the files the links point to."""
     home = install(tmp_path)
     (home / "logs" / "servers").mkdir(parents=True)
     victims = {
         home / "logs" / "audit.jsonl": tmp_path / "victim-audit",
+        home / "logs" / "security.jsonl": tmp_path / "victim-security",
         home / "logs" / "servers" / "noisy.log": tmp_path / "victim-stderr",
     }
     for link, target in victims.items():
