@@ -24,6 +24,12 @@ DEMO = [sys.executable, "-m", "mcp_bastion.demo_server"]
 START_TIMEOUT_S = 20.0
 
 
+def default_sigint() -> None:
+    """preexec_fn for a child a test interrupts: a suite started with SIGINT ignored (a background job) would pass
+    that disposition on, and the child's Ctrl-C handling would never run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

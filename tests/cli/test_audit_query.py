@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.cli import cli
-from tests.harness import run_gateway, spec
+from tests.harness import default_sigint, run_gateway, spec
 from tests.security.support import bearer, modern_call
 
 CLI = Path(sys.executable).parent / "mcp-bastion"
@@ -526,6 +526,7 @@ def follow(log: Path) -> Iterator[Lines]:
         stderr=subprocess.PIPE,
         text=True,
         env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"},
+        preexec_fn=default_sigint,  # the test sends SIGINT; the suite may run with it ignored
     )
     try:
         yield Lines(proc)

@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 
 from mcp_bastion.cli.setup import addresses_from_ip_json, find_secrets, looks_secret, render_env
 from mcp_bastion.config import Settings
-from tests.harness import free_port, serve_process
+from tests.harness import default_sigint, free_port, serve_process
 
 CLI = Path(sys.executable).with_name("mcp-bastion")
 RUN_TIMEOUT_S = 30.0
@@ -163,6 +163,7 @@ def test_interactive_init_interrupted_at_a_prompt_writes_nothing(tmp_path: Path)
         encoding="utf-8",
         timeout=RUN_TIMEOUT_S,
         dimensions=(50, 250),
+        preexec_fn=default_sigint,  # the test sends Ctrl-C; the suite may run with SIGINT ignored
     )
     try:
         child.expect(r"Bind address \(HOST\)")
