@@ -36,6 +36,7 @@ class GatewayError(Exception):
 
     http_status = 500
     jsonrpc_code = INTERNAL_ERROR
+    retry_after_s: int | None = None  # when set, every answer carrying this error has a Retry-After header
 
     def __init__(self, message: str, *, data: Any = None) -> None:
         super().__init__(message)
@@ -75,6 +76,7 @@ class QuotaExceeded(GatewayError):
 
     http_status = 429
     jsonrpc_code = QUOTA_EXCEEDED
+    retry_after_s: int
 
     def __init__(self, message: str, *, quota: str, limit: int, retry_after_s: int) -> None:
         super().__init__(message, data={"quota": quota, "limit": limit, "retryAfterSeconds": retry_after_s})
@@ -91,6 +93,7 @@ class DependencyUnavailable(GatewayError):
 
     http_status = 503
     jsonrpc_code = SERVER_UNAVAILABLE
+    retry_after_s: int
 
     def __init__(self, message: str, *, dependency: str, retry_after_s: int) -> None:
         super().__init__(message, data={"dependency": dependency, "retryAfterSeconds": retry_after_s})

@@ -144,7 +144,10 @@ async def send_empty(send: Send, status: int, headers: Headers | None = None) ->
 async def send_error(send: Send, exc: GatewayError, request_id: Any = None, headers: Headers | None = None) -> None:
     """A JSON-RPC error response carrying the error's own HTTP status."""
     body = error_bytes(request_id, exc.jsonrpc_code, exc.message, exc.data)
-    await send_bytes(send, exc.http_status, body, JSON_HEADERS + (headers or []))
+    extra = list(headers or [])
+    if exc.retry_after_s is not None and not any(name == b"retry-after" for name, _ in extra):
+        extra.append((b"retry-after", str(exc.retry_after_s).encode()))
+    await send_bytes(send, exc.http_status, body, JSON_HEADERS + extra)
 
 
 def sse_event(message: Message, event: bytes = b"message") -> bytes:

@@ -31,7 +31,7 @@ STREAM_WRITE_MAX_BYTES = 256 * 1024
 
 async def refuse(req: Request, exc: QuotaExceeded) -> None:
     """A quota refusal: 429 with Retry-After, the JSON-RPC error (with `retryAfterSeconds`) as the body."""
-    await send_error(req.send, exc, exc.request_id, [(b"retry-after", str(exc.retry_after_s).encode())])
+    await send_error(req.send, exc, exc.request_id)  # send_error adds Retry-After from the error
 
 
 class StreamableTransport:
