@@ -1,5 +1,6 @@
 """create_app: the ASGI application, its routes and its lifespan, behind the security pipeline."""
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -10,7 +11,7 @@ from mcp_bastion.admin import AdminRoutes
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
 from mcp_bastion.dashboard.routes import DashboardRoutes
-from mcp_bastion.errors import GatewayError, ProtocolError
+from mcp_bastion.errors import GatewayError, ProtocolError, ShuttingDown
 from mcp_bastion.middleware import Security, build_pipeline
 from mcp_bastion.middleware.auth import Authenticator
 from mcp_bastion.middleware.headers import BASE_HEADERS
@@ -18,11 +19,12 @@ from mcp_bastion.middleware.reply import state
 from mcp_bastion.protocol import MODERN_VERSIONS, is_modern_header
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
+from mcp_bastion.relay.sessions import SHUTDOWN_RETRY_AFTER_S
 from mcp_bastion.revocation import RevocationWatcher
 from mcp_bastion.store import Remote, Store, breaker_of, open_store
 from mcp_bastion.supervisor import ServerState, Supervisor
 from mcp_bastion.supervisor.supervisor import EventSink
-from mcp_bastion.transports.http import Request, send_bytes, send_error, send_json
+from mcp_bastion.transports.http import Request, end_stream, send_bytes, send_error, send_json
 from mcp_bastion.transports.modern import ModernTransport
 from mcp_bastion.transports.sse import SseTransport
 from mcp_bastion.transports.streamable import StreamableTransport
@@ -73,7 +75,7 @@ class BastionApp:
         )
         self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep)
         self.handlers = self._handlers()
-        self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator))
+        self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator, gateway))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -104,6 +106,15 @@ class BastionApp:
         else:
             await send({"type": "websocket.close", "code": 1008})
 
+    def begin_shutdown(self) -> None:
+        """The process was told to stop (the CLI's server calls this on SIGTERM, before uvicorn stops accepting).
+
+        Issue 9 item 6: new requests get 503 + Retry-After, SSE / Streamable GET / listen streams end now with a
+        final event, calls in flight have SHUTDOWN_GRACE_S to finish and are then answered "shutting down". The
+        children stop in the lifespan's shutdown, once uvicorn has seen every connection close. Idempotent.
+        """
+        self.gateway.begin_shutdown(self.settings.shutdown_grace_s)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -131,10 +142,25 @@ class BastionApp:
         except GatewayError as exc:
             if not st.get("response_started"):
                 await send_error(send, exc, exc.request_id)
+        except asyncio.CancelledError:
+            if not self.gateway.closing:
+                raise
+            await self._cut_short(send, st)
         except Exception:  # the top of a request: log it, answer 500 without internals
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not st.get("response_started"):
                 await send_error(send, GatewayError("Internal error"))
+
+    async def _cut_short(self, send: Send, st: dict[str, Any]) -> None:
+        """uvicorn's shutdown grace ended with this request unfinished: a JSON-RPC "shutting down" error (or the end
+        of a stream already under way) instead of uvicorn's plain-text 500 and a traceback (Issue 9 item 6)."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # answered: the cancellation is handled here, not by uvicorn
+        if st.get("response_started"):
+            await end_stream(send)
+        else:
+            await send_error(send, ShuttingDown(SHUTDOWN_RETRY_AFTER_S))
 
     def _handlers(self) -> dict[str, Handler]:
         """Route name (access.routes.ROUTES) to handler: the route stage already matched path and method."""

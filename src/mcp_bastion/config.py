@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mcp_bastion.access.routes import RESERVED_SERVER_NAMES
@@ -46,8 +46,11 @@ class Settings(BaseSettings):
     max_sessions_per_principal: Annotated[int, Field(ge=1)] = 100
     # Open HTTP+SSE and Streamable GET streams per principal: each pins a socket and a task for as long as it lives.
     max_streams_per_principal: Annotated[int, Field(ge=1)] = 50
-    # A Streamable session with no open stream is forgotten after this much idleness (below SESSION_IDLE_TIMEOUT_S).
-    session_idle_no_stream_s: Annotated[float, Field(gt=0)] = 300.0
+    # A Streamable session with no open stream and no call in flight is forgotten after this much idleness (below
+    # SESSION_IDLE_TIMEOUT_S): its client vanished without DELETE. Also read as SESSION_ORPHAN_TIMEOUT_S (Issue 9).
+    session_idle_no_stream_s: Annotated[
+        float, Field(gt=0, validation_alias=AliasChoices("session_idle_no_stream_s", "session_orphan_timeout_s"))
+    ] = 300.0
     # Requests one session may have waiting on a child; past it the next is refused without reaching the child.
     max_inflight_per_session: Annotated[int, Field(ge=1)] = 64
     # Bytes queued for one session's stream; a client that stops reading past it loses the stream and the session.

@@ -8,6 +8,8 @@
     │   └── UnsupportedVersion   400 / -32022
     ├── QuotaExceeded            429 / -32029: a principal or session is over one of its caps (Retry-After)
     ├── DependencyUnavailable    503 / -32000: a shared dependency (store, shared rate limiter) is down (Retry-After)
+    ├── AtCapacity               503 / -32000: the gateway holds MAX_SESSIONS sessions (Retry-After)
+    ├── ShuttingDown             503 / -32000: the gateway is shutting down (Retry-After)
     └── ChildError               502 / -32603: the child is not there or broke the call
         ├── ChildUnavailable     503 / -32000
         └── CallTimeout          504 / -32001
@@ -24,6 +26,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_UNAVAILABLE = -32000
 REQUEST_TIMEOUT = -32001
+SESSION_NOT_FOUND = -32001  # what the official TypeScript SDK server answers (HTTP 404) for an unknown session
 REQUEST_CANCELLED = -32800
 HEADER_MISMATCH = -32020
 MISSING_CLIENT_CAPABILITY = -32021
@@ -98,6 +101,33 @@ class DependencyUnavailable(GatewayError):
     def __init__(self, message: str, *, dependency: str, retry_after_s: int) -> None:
         super().__init__(message, data={"dependency": dependency, "retryAfterSeconds": retry_after_s})
         self.dependency = dependency
+        self.retry_after_s = retry_after_s
+
+
+class AtCapacity(GatewayError):
+    """Every session slot of the gateway is taken (MAX_SESSIONS): refused for now, not forbidden (Issue 9 item 9)."""
+
+    http_status = 503
+    jsonrpc_code = SERVER_UNAVAILABLE
+    retry_after_s: int
+
+    def __init__(self, message: str, *, limit: int, retry_after_s: int) -> None:
+        super().__init__(message, data={"limit": limit, "retryAfterSeconds": retry_after_s})
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(GatewayError):
+    """The gateway is shutting down: the request is not started, or did not finish within SHUTDOWN_GRACE_S.
+
+    Issue 9 item 6. A client retries after `retry_after_s` (a restarted or replacement instance answers by then).
+    """
+
+    http_status = 503
+    jsonrpc_code = SERVER_UNAVAILABLE
+    retry_after_s: int
+
+    def __init__(self, retry_after_s: int, message: str = "the gateway is shutting down; retry shortly") -> None:
+        super().__init__(message, data={"reason": "shutting down", "retryAfterSeconds": retry_after_s})
         self.retry_after_s = retry_after_s
 
 

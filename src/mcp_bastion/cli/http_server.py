@@ -11,18 +11,26 @@ only by a cancelled request or an app that returns without answering.)
 
 The parser callbacks stay uvicorn's; this class only wraps `connection_made`, `data_received`, two callbacks and
 `connection_lost`, so an upgrade of uvicorn touches this one module.
+
+`GatewayServer` is uvicorn's Server, telling the application it is shutting down the moment a signal arrives (Issue 9
+item 6): uvicorn itself only notices on its next tick, closes the listener, then waits for connections to close
+before the lifespan's shutdown runs, so a stream left open would hold the process for the whole grace.
 """
 
 import asyncio
 import http
 import logging
 import resource
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, ClassVar
 
 import httptools
 import orjson
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mcp_bastion.audit import AuditLog
@@ -237,3 +245,30 @@ def http_protocol(limits: HttpLimits, *, audit: AuditLog, tls: bool) -> type[Bas
     ConfiguredHttpProtocol.audit = audit
     ConfiguredHttpProtocol.cap_warning = [float("-inf"), 0]
     return ConfiguredHttpProtocol
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, calling `on_shutdown` (in the event loop) as soon as SIGTERM or SIGINT arrives.
+
+    Called again, harmlessly, when uvicorn begins its own shutdown, so a stop that did not come from a signal
+    (`should_exit` set by code) takes the same path.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler runs between two bytecodes of the loop's own thread: schedule, never run, from here.
+        if not self.should_exit and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.on_shutdown)
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_shutdown()
+        await super().shutdown(sockets)

@@ -5,6 +5,7 @@ import gc
 import ipaddress
 import json
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from mcp_bastion.cli.base import (
     out,
     store_for,
 )
-from mcp_bastion.cli.http_server import HttpLimits, connection_cap, http_protocol
+from mcp_bastion.cli.http_server import GatewayServer, HttpLimits, connection_cap, http_protocol
 from mcp_bastion.config import ServerSpec, Settings, is_loopback, split_list
 from mcp_bastion.errors import ConfigError
 from mcp_bastion.files import write_private
@@ -39,6 +40,10 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # What every LogRecord carries; anything else on a record came from `extra=` and becomes a JSON field.
 RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "color_message"}
 console_log = logging.getLogger("mcp_bastion.cli")
+# uvicorn cancels what is left this long after SHUTDOWN_GRACE_S: time for the gateway's own "shutting down" answers,
+# given when the grace ends, to be written before anything is cut.
+SHUTDOWN_ANSWER_S = 1.0
+EXIT_STARTUP = 3  # the server could not start (uvicorn's own exit code for it)
 
 
 @cli.command()
@@ -85,7 +90,7 @@ def serve(
         max_header_bytes=settings.max_header_bytes,
         max_connections=connection_cap(settings.max_connections),
     )
-    uvicorn.run(
+    server_config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -99,9 +104,15 @@ def serve(
         server_header=False,
         date_header=False,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        # Calls in flight get SHUTDOWN_GRACE_S, then the gateway answers them "shutting down" itself; uvicorn's own
+        # cancellation (a plain 500 without us) comes later, only for what that did not finish (Issue 9 item 6).
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s + SHUTDOWN_ANSWER_S),
         **tls,  # type: ignore[arg-type]
     )
+    server = GatewayServer(server_config, on_shutdown=app.begin_shutdown)
+    server.run()
+    if not server.started:
+        raise typer.Exit(EXIT_STARTUP)
 
 
 class JsonLines(logging.Formatter):

@@ -16,7 +16,9 @@ from mcp_bastion.middleware.ip_allowlist import IpAllowlistMiddleware, parse_net
 from mcp_bastion.middleware.origin import HostOriginMiddleware
 from mcp_bastion.middleware.rate_limit import RateLimitMiddleware
 from mcp_bastion.middleware.route_match import RouteMiddleware
+from mcp_bastion.middleware.shutdown import ShutdownMiddleware
 from mcp_bastion.ratelimit import Limiter
+from mcp_bastion.relay import Gateway
 from mcp_bastion.store import breaker_of
 from mcp_bastion.types import ASGIApp
 
@@ -41,6 +43,7 @@ class Security:
     audit: AuditLog
     limiter: Limiter
     authenticator: Authenticator
+    gateway: Gateway  # whether the gateway is shutting down
 
 
 def allowed_hosts(settings: Settings) -> set[str]:
@@ -95,6 +98,8 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
         )
     # 3a. DNS rebinding: foreign Host 421, foreign Origin 403, on every route including preflights.
     app = HostOriginMiddleware(app, hosts=allowed_hosts(settings), origins=set(origins), audit=audit)
+    # 2b. Shutting down: a new request gets 503 + Retry-After before auth, the store or a child does any work for it.
+    app = ShutdownMiddleware(app, gateway=security.gateway, audit=audit)
     # 2. Address allowlist: cheapest refusal, needs nothing but the socket (and trusted proxies' headers).
     app = IpAllowlistMiddleware(
         app,

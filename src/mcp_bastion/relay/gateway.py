@@ -1,7 +1,12 @@
 """Every configured server's backend, the supervisor, and the registry of legacy client sessions.
 
-The registry enforces the session quotas: MAX_SESSIONS for everyone, MAX_SESSIONS_PER_PRINCIPAL and
-MAX_STREAMS_PER_PRINCIPAL per caller; stream-less sessions idle out after SESSION_IDLE_NO_STREAM_S.
+The registry enforces the session quotas: MAX_SESSIONS for everyone (503 + Retry-After past it),
+MAX_SESSIONS_PER_PRINCIPAL and MAX_STREAMS_PER_PRINCIPAL per caller; stream-less sessions idle out after
+SESSION_IDLE_NO_STREAM_S (alias SESSION_ORPHAN_TIMEOUT_S), and a per-session child goes with its session.
+
+Shutdown (Issue 9 item 6): `begin_shutdown` ends every long stream at once with a final event and gives calls in
+flight SHUTDOWN_GRACE_S; the ones still waiting then are answered "shutting down" (retryAfterSeconds) and cancelled
+at the child; `close` (the lifespan's end) stops the children.
 """
 
 import asyncio
@@ -13,17 +18,18 @@ from typing import Any
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings
-from mcp_bastion.errors import ChildUnavailable, GatewayError, ProtocolError, QuotaExceeded
-from mcp_bastion.jsonrpc import Message
+from mcp_bastion.errors import AtCapacity, ChildUnavailable, GatewayError, ProtocolError, QuotaExceeded, ShuttingDown
+from mcp_bastion.jsonrpc import Message, error
 from mcp_bastion.relay.backend import Backend
 from mcp_bastion.relay.quotas import PrincipalQuota, Slot
-from mcp_bastion.relay.sessions import ClientSession, SessionGone
+from mcp_bastion.relay.sessions import SHUTDOWN_EVENT, SHUTDOWN_RETRY_AFTER_S, ClientSession, SessionGone
 from mcp_bastion.supervisor import ServerHandle, ServerState, Supervisor
 
 log = logging.getLogger("mcp_bastion.gateway")
 
 READY_WAIT_S = 10.0  # a client arriving while its server (re)starts waits this long before a 503
 REAP_EVERY_MAX_S = 30.0  # the idle reaper runs at least this often (more often for short idle settings)
+CAPACITY_RETRY_AFTER_S = 30  # a session slot frees when a client leaves or idles out: seconds to minutes
 
 
 class UnknownServer(GatewayError):
@@ -42,13 +48,15 @@ class Gateway:
         self.backends: dict[str, Backend] = {}
         self.handles: dict[str, ServerHandle] = {}
         self.sessions: dict[str, ClientSession] = {}
-        self._watched: dict[asyncio.Event, str] = {}  # revocation events of long streams that have no session
+        self._watched: dict[asyncio.Event, str | None] = {}  # end events of long streams that have no session
         self.session_quota = PrincipalQuota("sessions", settings.max_sessions_per_principal)
         self.stream_quota = PrincipalQuota("streams", settings.max_streams_per_principal)
         self._opening = 0  # sessions admitted but still starting (a per-session child initializing)
         self.audit: AuditLog | None = None  # set by create_app; transports write mcp.call lines to it
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.closing = False  # set by begin_shutdown: new requests are refused, long streams end
+        self._grace: asyncio.TimerHandle | None = None
         for name, spec in self.specs.items():
             backend = Backend(name, timeout_s=self._timeout(spec))
             self.backends[name] = backend
@@ -64,8 +72,48 @@ class Gateway:
                 handle.start()
         self._reaper = asyncio.create_task(self._reap_idle(), name="session-reaper")
 
+    def begin_shutdown(self, grace_s: float) -> None:
+        """Stop taking work: end every long stream now (after its final event), fail calls still waiting in `grace_s`.
+
+        Idempotent. Issue 9 item 6: streams no longer hold the shutdown for the whole grace, and a call the grace
+        cuts short gets a JSON-RPC error with a retry hint instead of a dropped connection.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        streams = len(self._watched) + sum(session.streams for session in self.sessions.values())
+        for session in self.sessions.values():
+            session.end_streams(SHUTDOWN_EVENT)
+        for event in self._watched:
+            event.set()
+        calls = sum(len(backend.pending) for backend in self._all_backends())
+        log.info("shutting down: %d stream(s) ended, %d call(s) in flight get %ss", streams, calls, grace_s)
+        self._record("gateway.shutdown", outcome="begun", sessions=len(self.sessions), in_flight=calls)
+        self._grace = asyncio.get_running_loop().call_later(grace_s, lambda: self._spawn(self.fail_in_flight()))
+
+    async def fail_in_flight(self) -> None:
+        """Answer every call still waiting on a child "shutting down" (with retryAfterSeconds), then cancel it there."""
+        exc = ShuttingDown(SHUTDOWN_RETRY_AFTER_S)
+        failed = 0
+        for backend in self._all_backends():
+            for request_id, pending in list(backend.pending.items()):
+                # Delivered first: the cancellation that follows finds the answer given and adds none of its own.
+                pending.sink.deliver(error(pending.client_id, exc.jsonrpc_code, exc.message, exc.data))
+                await backend.cancel(request_id, "the gateway is shutting down")
+                failed += 1
+        if failed:
+            log.warning("shutdown grace over: %d call(s) still in flight answered 'shutting down'", failed)
+            self._record("gateway.shutdown", outcome="grace_over", failed=failed)
+
+    def _all_backends(self) -> list[Backend]:
+        """The shared backends and every session's own one."""
+        own = [s.backend for s in self.sessions.values() if s.own_backend]
+        return [*self.backends.values(), *own]
+
     async def close(self) -> None:
         """End every session and stop every child; returns when all are reaped."""
+        if self._grace is not None:
+            self._grace.cancel()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,11 +159,17 @@ class Gateway:
         """Open a legacy session; with isolation per-session this spawns and initializes the client's own child.
 
         Raises:
-            UnknownServer, ChildUnavailable, ProtocolError (too many sessions), QuotaExceeded (this principal's cap)
+            UnknownServer, ChildUnavailable, AtCapacity (MAX_SESSIONS), QuotaExceeded (this principal's cap)
         """
         spec = self.spec(server)
         if len(self.sessions) + self._opening >= self.settings.max_sessions:
-            raise ProtocolError("too many open sessions; try again later", status=503)
+            limit = self.settings.max_sessions
+            self._record("quota.exceeded", outcome="denied", principal=principal, server=server, quota="sessions")
+            raise AtCapacity(
+                f"the gateway holds its maximum of {limit} sessions; retry later",
+                limit=limit,
+                retry_after_s=CAPACITY_RETRY_AFTER_S,
+            )
         self._claim(self.session_quota, principal, server)
         self._opening += 1
         try:
@@ -131,10 +185,12 @@ class Gateway:
         return session
 
     def watch(self, credential: str | None) -> asyncio.Event:
-        """An event set when `credential` is revoked: long streams that belong to no session wait on it too."""
+        """An event set when `credential` is revoked or the gateway shuts down: long streams without a session wait
+        on it."""
         event = asyncio.Event()
-        if credential is not None:
-            self._watched[event] = credential
+        self._watched[event] = credential
+        if self.closing:
+            event.set()
         return event
 
     def unwatch(self, event: asyncio.Event) -> None:
@@ -144,7 +200,7 @@ class Gateway:
     def credentials_in_use(self) -> set[str]:
         """Every credential an open session or a watched stream belongs to."""
         found = {s.credential for s in self.sessions.values() if s.credential is not None}
-        return found | set(self._watched.values())
+        return found | {credential for credential in self._watched.values() if credential is not None}
 
     async def end_credential(self, credential: str, reason: str) -> int:
         """End every session and watched stream opened with `credential` (revoked, rotated or expired); audited."""
@@ -309,16 +365,17 @@ class Gateway:
             await self.reap(time.monotonic())
 
     async def reap(self, now: float) -> None:
-        """End closed sessions, and sessions with no open stream idle for longer than `idle_no_stream_s`.
+        """End closed sessions, and sessions with no open stream and no call in flight idle for `idle_no_stream_s`.
 
         A session with an open stream is a client that is there: it is bounded by MAX_STREAMS_PER_PRINCIPAL, not
-        reaped (its clock restarts when the stream closes).
+        reaped (its clock restarts when the stream closes). A session whose client vanished without DELETE (TCP
+        reset) is reaped here, and its per-session child stopped with it (Issue 9 item 7).
         """
         idle = self.idle_no_stream_s
         for session in list(self.sessions.values()):
             if session.closed.is_set():
                 await self.end_session(session)
-            elif not session.readers and session.last_seen < now - idle:
+            elif not session.readers and not session.inflight and session.last_seen < now - idle:
                 log.info("session %s of %s idled out", session.public_id, session.server)
                 self._record(
                     "session.expired",

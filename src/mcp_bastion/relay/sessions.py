@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mcp_bastion.errors import GatewayError, ProtocolError, QuotaExceeded
+from mcp_bastion.errors import SESSION_NOT_FOUND, GatewayError, ProtocolError, QuotaExceeded
 from mcp_bastion.jsonrpc import Message, dumps
 from mcp_bastion.security import token_hash
 
@@ -26,14 +26,24 @@ INFLIGHT_RETRY_AFTER_S = 1  # a request in flight ends within a call's time: a s
 PUBLIC_ID_CHARS = 16  # audit lines name a session by a prefix of its id's hash, never by the id (a capability)
 EVENT_HEAD = b"event: message\ndata: "
 EVENT_TAIL = b"\n\n"  # orjson output has no newline, so one JSON-RPC message is one `data:` line
+SHUTDOWN_RETRY_AFTER_S = 5  # a restarted or replacement gateway is usually answering within a few seconds
+# The last thing a long stream carries when the gateway shuts down (Issue 9 item 6): an SSE comment every client
+# ignores but a person can read, and the reconnection delay in milliseconds for clients that reconnect on their own.
+SHUTDOWN_EVENT = b": the gateway is shutting down; reconnect later\nretry: %d\n\n" % (SHUTDOWN_RETRY_AFTER_S * 1000)
 
 Overflow = Callable[["ClientSession", int], None]
 
 
 class SessionGone(GatewayError):
-    """The session id is unknown, ended, or belongs to another principal (all look the same: 404)."""
+    """The session id is unknown, ended, or belongs to another principal (all look the same: 404).
+
+    Answered as the official TypeScript SDK server answers an unknown Mcp-Session-Id (Issue 9 item 9): HTTP 404,
+    `{"jsonrpc": "2.0", "error": {"code": -32001, "message": "Session not found"}, "id": null}`; a client starts a
+    new session on 404, as the spec says.
+    """
 
     http_status = 404
+    jsonrpc_code = SESSION_NOT_FOUND
 
 
 def message_event(message: Message) -> bytes:
@@ -78,6 +88,7 @@ class ClientSession:
         self.subscriptions: set[str] = set()
         self.readers: set[asyncio.Task[Any]] = set()  # the tasks writing this session's open GET / SSE streams
         self.closed = asyncio.Event()
+        self.farewell = b""  # set when the gateway shuts down: written last on the session's streams, which then end
 
     @property
     def streams(self) -> int:
@@ -93,6 +104,17 @@ class ClientSession:
         """Mark the session ended and wake its stream so that it finishes (after writing what is queued)."""
         self.closed.set()
         self.wakeup.set()
+
+    def end_streams(self, farewell: bytes) -> None:
+        """Make the session's open streams write `farewell` and end (an HTTP+SSE one once its calls are answered)."""
+        self.farewell = farewell
+        self.wakeup.set()
+
+    @property
+    def streams_may_end(self) -> bool:
+        """Whether a stream told to end may end now: an HTTP+SSE stream carries its session's answers, so it waits
+        for the calls in flight (answered by the child, or failed when the shutdown grace ends)."""
+        return bool(self.farewell) and not (self.era == "sse" and self.inflight)
 
     def touch(self) -> None:
         """Mark activity (idle reaping counts from here)."""

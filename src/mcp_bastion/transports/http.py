@@ -150,6 +150,14 @@ async def send_error(send: Send, exc: GatewayError, request_id: Any = None, head
     await send_bytes(send, exc.http_status, body, JSON_HEADERS + extra)
 
 
+def retry_after(answer: Message) -> Headers:
+    """A Retry-After header for a JSON-RPC error answer that carries `retryAfterSeconds` (e.g. "shutting down")."""
+    failure = answer.get("error")
+    data = failure.get("data") if isinstance(failure, dict) else None
+    seconds = data.get("retryAfterSeconds") if isinstance(data, dict) else None
+    return [(b"retry-after", str(seconds).encode())] if isinstance(seconds, int) else []
+
+
 def sse_event(message: Message, event: bytes = b"message") -> bytes:
     """One SSE event carrying one JSON-RPC message (orjson output has no newlines to escape)."""
     return b"event: " + event + b"\ndata: " + orjson.dumps(message) + b"\n\n"

@@ -28,6 +28,7 @@ from mcp_bastion.protocol import (
     decode_header_value,
 )
 from mcp_bastion.relay import Backend, Gateway, ResponseSlot
+from mcp_bastion.relay.sessions import SHUTDOWN_EVENT
 from mcp_bastion.transports import dispatch
 from mcp_bastion.transports.dispatch import request_id_of
 from mcp_bastion.transports.http import (
@@ -36,6 +37,7 @@ from mcp_bastion.transports.http import (
     Disconnect,
     Request,
     end_stream,
+    retry_after,
     send_bytes,
     sse_event,
     start_stream,
@@ -255,7 +257,8 @@ class ModernTransport:
         status = 200
         if "error" in answer:
             status = ERROR_STATUS.get(answer["error"].get("code"), 200)
-        await send_bytes(req.send, status, dumps(finish(answer, method, backend)), JSON_HEADERS)
+        headers = JSON_HEADERS + retry_after(answer)
+        await send_bytes(req.send, status, dumps(finish(answer, method, backend)), headers)
 
     async def _listen(self, req: Request, backend: Backend, message: Message) -> None:
         filters = (message.get("params") or {}).get("notifications") or {}
@@ -263,7 +266,7 @@ class ModernTransport:
         listener = Listener(message["id"], wanted)
         backend.listeners.add(listener)
         disconnect = Disconnect(req.receive)
-        ended = self.gateway.watch(req.credential)  # set when the client leaves or its token is revoked
+        ended = self.gateway.watch(req.credential)  # set when the client leaves, its token is revoked or we shut down
         disconnect.on_disconnect = ended.set
         gone = asyncio.ensure_future(ended.wait())
         ack = notification(
@@ -283,6 +286,8 @@ class ModernTransport:
                     continue
                 getter.cancel()
                 if gone in done or not backend.ready:
+                    if self.gateway.closing:  # Issue 9 item 6: the stream ends at once, saying why
+                        await stream_chunk(req.send, SHUTDOWN_EVENT)
                     return
                 await stream_chunk(req.send, KEEPALIVE)
         finally:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from mcp_bastion.errors import ProtocolError, QuotaExceeded
+from mcp_bastion.errors import AtCapacity, ProtocolError, QuotaExceeded
 from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, progress_token, result
 from mcp_bastion.protocol import HANDSHAKE_VERSIONS, negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway, ResponseSlot
@@ -14,6 +14,7 @@ from mcp_bastion.transports.http import (
     Disconnect,
     Request,
     end_stream,
+    retry_after,
     send_bytes,
     send_empty,
     send_error,
@@ -52,7 +53,7 @@ class StreamableTransport:
         message = loads(body if body is not None else await req.body(self.max_body))
         try:
             await self._message(req, server, message, has_sse)
-        except ProtocolError as exc:
+        except (ProtocolError, AtCapacity) as exc:
             exc.request_id = dispatch.request_id_of(message)
             raise
         except QuotaExceeded as exc:
@@ -107,7 +108,7 @@ class StreamableTransport:
         await dispatch.request(session.backend, message, slot, session=session, policy=policy)
         if slot.stream is None:
             answer = await slot.future
-            await send_bytes(req.send, 200, dumps(answer), JSON_HEADERS)
+            await send_bytes(req.send, 200, dumps(answer), JSON_HEADERS + retry_after(answer))
             return
         await start_stream(req.send)
         while True:
@@ -155,7 +156,7 @@ async def pump_outbox(
     slot: Slot,
     first: bytes = b"",
 ) -> None:
-    """Stream a session's outbox as SSE until the client leaves or the session ends.
+    """Stream a session's outbox as SSE until the client leaves, the session ends or the gateway shuts down.
 
     One event to wait on (set by new messages, the session's end, the client leaving and the keepalive timer)
     and everything queued written in one chunk: this runs once per relayed answer on the SSE transport.
@@ -187,6 +188,9 @@ async def pump_outbox(
             if session.outbox:
                 await _write(req, session.take())
             if session.closed.is_set() or disconnect.event.is_set():
+                break
+            if session.streams_may_end:  # the gateway is shutting down (Issue 9 item 6)
+                await stream_chunk(req.send, session.farewell)
                 break
             if beat[0]:
                 beat[0] = False
