@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     restart_max_attempts: Annotated[int, Field(ge=0)] = 5
     stable_uptime_s: Annotated[float, Field(gt=0)] = 30.0
     shutdown_grace_s: Annotated[float, Field(gt=0)] = 2.0
+    # A call on an existing session that arrives while its shared child restarts waits this long for it (then a
+    # JSON-RPC error with retryAfterSeconds); new sessions wait as long. 0: fail at once, as before Issue 9.
+    restart_hold_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    # A running child silent this long is sent an MCP ping: a hung child is found even when nobody calls it.
+    ping_interval_s: Annotated[float, Field(gt=0)] = 15.0
+    # A ping unanswered this long counts as one missed answer (as does a call that times out).
+    ping_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # Missed answers in a row (pings, call timeouts) after which a child is `unresponsive` and restarted.
+    unresponsive_after: Annotated[int, Field(ge=1)] = 3
+    # Children spawned and initializing at once: 20 sessions opening together must not starve the event loop.
+    spawn_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    # After a crash loop ends in `failed`, one more try this often (a dependency may come back); 0: never.
+    failed_retry_s: Annotated[float, Field(ge=0)] = 300.0
     initialize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # A client must send a whole request head within this, or be closed (408): slow heads pin sockets before auth.
     head_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0

@@ -11,7 +11,7 @@
     ├── AtCapacity               503 / -32000: the gateway holds MAX_SESSIONS sessions (Retry-After)
     ├── ShuttingDown             503 / -32000: the gateway is shutting down (Retry-After)
     └── ChildError               502 / -32603: the child is not there or broke the call
-        ├── ChildUnavailable     503 / -32000
+        ├── ChildUnavailable     503 / -32000 (Retry-After while it restarts)
         └── CallTimeout          504 / -32001
 
 Nothing here does I/O. Foreign exceptions are translated where they occur.
@@ -138,7 +138,15 @@ class ChildError(GatewayError):
 
 
 class ChildUnavailable(ChildError):
-    """The child is not running (stopped, restarting or failed)."""
+    """The child is not running (stopped, restarting or failed).
+
+    With `retry_after_s` (it is restarting, or a retry is scheduled) `data` carries `retryAfterSeconds` and the
+    answer a Retry-After header (Issue 9 item 2).
+    """
 
     http_status = 503
     jsonrpc_code = SERVER_UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message, data={"retryAfterSeconds": retry_after_s} if retry_after_s is not None else None)
+        self.retry_after_s = retry_after_s

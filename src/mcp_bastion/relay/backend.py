@@ -22,7 +22,7 @@ from mcp_bastion.errors import (
 from mcp_bastion.jsonrpc import Message, dumps, error, notification, progress_token, result
 from mcp_bastion.protocol import LATEST_HANDSHAKE_VERSION, LIST_CHANGED, MODERN_META_KEYS
 from mcp_bastion.relay.sinks import ResponseSlot, Sink
-from mcp_bastion.supervisor import ChildProcess
+from mcp_bastion.supervisor import Child, ServerHandle
 
 if TYPE_CHECKING:
     from mcp_bastion.relay.sessions import ClientSession
@@ -31,6 +31,7 @@ log = logging.getLogger("mcp_bastion.relay")
 
 GATEWAY_INFO = {"name": "mcp-bastion", "version": __version__}
 BROADCAST = frozenset({*LIST_CHANGED, "notifications/message"})
+HELD = 0  # the gateway id a held call has in its session's in-flight map (no real id is 0): it still counts
 
 
 class ToolSchema:
@@ -60,15 +61,17 @@ class Pending:
 class Backend:
     """The relay state of one child process (shared by many clients, or owned by one session)."""
 
-    def __init__(self, name: str, *, timeout_s: float, init_params: Message | None = None) -> None:
+    def __init__(self, name: str, *, timeout_s: float, init_params: Message | None = None, hold_s: float = 0.0) -> None:
         self.name = name
         self.timeout_s = timeout_s
+        self.hold_s = hold_s  # RESTART_HOLD_S: how long a call may wait for a restarting child (Issue 9 item 2)
+        self.handle: ServerHandle | None = None  # the supervisor's handle of a shared server (None: per-session)
         self.init_params = init_params or {
             "protocolVersion": LATEST_HANDSHAKE_VERSION,
             "capabilities": {},
             "clientInfo": GATEWAY_INFO,
         }
-        self.child: ChildProcess | None = None
+        self.child: Child | None = None
         self.init_result: Message | None = None
         self.sessions: set[ClientSession] = set()
         self.listeners: set[Any] = set()  # 2026-07-28 subscriptions/listen streams (see transports.modern)
@@ -84,7 +87,7 @@ class Backend:
     @property
     def ready(self) -> bool:
         """The child runs and has answered initialize."""
-        return self.child is not None and self.init_result is not None
+        return self.child is not None and self.init_result is not None and self.child.running
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -92,7 +95,7 @@ class Backend:
 
     # --- ChildListener -------------------------------------------------------------------------------
 
-    async def child_started(self, child: ChildProcess) -> None:
+    async def child_started(self, child: Child) -> None:
         """Initialize the child once and cache its InitializeResult."""
         self.child = child
         self.init_result = None
@@ -130,8 +133,24 @@ class Backend:
             await asyncio.wait_for(slot.future, self.timeout_s)
         self.pending.pop(request_id, None)
 
+    async def child_ping(self) -> None:
+        """An MCP ping to the child; returns when it answers (the supervisor bounds the wait and cancels)."""
+        child = self.child
+        if child is None:
+            raise ChildUnavailable(f"server {self.name!r} is not running")
+        slot = ResponseSlot()
+        request_id = self._new_id()
+        self.pending[request_id] = Pending(slot, request_id, "ping", None)
+        try:
+            await child.send(dumps({"jsonrpc": "2.0", "id": request_id, "method": "ping"}))
+            await slot.future
+        finally:
+            self.pending.pop(request_id, None)
+
     def child_message(self, message: Message) -> None:
         """Route one message from the child."""
+        if self.handle is not None:
+            self.handle.liveness.heard()
         if "id" in message:
             if "method" in message:
                 self._child_request(message)
@@ -182,13 +201,18 @@ class Backend:
     async def forward(
         self, message: Message, sink: Sink, *, session: "ClientSession | None" = None, strip_modern: bool = False
     ) -> int:
-        """Send a client request to the child under a fresh id; the answer reaches `sink`. Returns our id."""
+        """Send a client request to the child under a fresh id; the answer reaches `sink`. Returns our id.
+
+        A call arriving while a shared child restarts waits for it (at most `hold_s`); one already in flight when
+        the child died failed at once (`child_exited`): it cannot be replayed safely.
+        """
         client_id = message["id"]
-        pending = Pending(sink, client_id, message["method"], session)
-        child = self.child
-        if child is None or self.init_result is None:
-            sink.deliver(error(client_id, SERVER_UNAVAILABLE, f"server {self.name!r} is not running"))
+        if not self.ready and not await self._hold(client_id, session):
+            sink.deliver(self._unavailable(client_id))
             return 0
+        child = self.child
+        assert child is not None  # ready, and nothing awaited since
+        pending = Pending(sink, client_id, message["method"], session)
         request_id = self._new_id()
         params = message.get("params")
         if strip_modern and params:
@@ -209,6 +233,29 @@ class Backend:
         except ChildUnavailable as exc:
             self._finish(request_id, error(client_id, SERVER_UNAVAILABLE, exc.message))
         return request_id
+
+    async def _hold(self, client_id: Any, session: "ClientSession | None") -> bool:
+        """Wait for a restarting shared child to be ready again (Issue 9 item 2); True if it is, in time."""
+        handle = self.handle
+        if handle is None or self.hold_s <= 0 or not handle.recovering:
+            return False
+        if session is not None:
+            session.inflight[client_id] = HELD  # counted against the in-flight cap while it waits
+        try:
+            await handle.wait_ready(self.hold_s)
+        finally:
+            if session is not None and session.inflight.get(client_id) == HELD:
+                del session.inflight[client_id]
+        return self.ready and (session is None or not session.closed.is_set())
+
+    def _unavailable(self, client_id: Any) -> Message:
+        """The error of a call the child cannot take now, with retryAfterSeconds when it is expected back."""
+        handle = self.handle
+        retry_after_s = handle.retry_after_s() if handle is not None else None
+        if handle is None or retry_after_s is None:
+            return error(client_id, SERVER_UNAVAILABLE, f"server {self.name!r} is not running")
+        text = f"server {self.name!r} is not running (state: {handle.state}); retry in {retry_after_s} s"
+        return error(client_id, SERVER_UNAVAILABLE, text, {"retryAfterSeconds": retry_after_s})
 
     async def notify_child(self, message: Message) -> None:
         """Forward a client notification as is (only meaningful for a session's own child)."""
@@ -248,6 +295,8 @@ class Backend:
 
     def _child_response(self, message: Message) -> None:
         request_id = message["id"]
+        if self.handle is not None:
+            self.handle.liveness.answered()  # any answer, even a late one, shows the child is alive
         if request_id not in self.pending:
             log.debug("server %s: answer to unknown or cancelled id %r dropped", self.name, request_id)
             return
@@ -280,6 +329,8 @@ class Backend:
             return
         text = f"server {self.name!r} did not answer {pending.method} within {self.timeout_s:g} s"
         self._finish(request_id, error(pending.client_id, REQUEST_TIMEOUT, text))
+        if self.handle is not None:
+            self.handle.liveness.unanswered()  # Issue 9 item 3: call timeouts count towards `unresponsive`
         cancelled = notification("notifications/cancelled", {"requestId": request_id, "reason": "timeout"})
         self._spawn(self.notify_child(cancelled))
 

@@ -23,11 +23,10 @@ from mcp_bastion.jsonrpc import Message, error
 from mcp_bastion.relay.backend import Backend
 from mcp_bastion.relay.quotas import PrincipalQuota, Slot
 from mcp_bastion.relay.sessions import SHUTDOWN_EVENT, SHUTDOWN_RETRY_AFTER_S, ClientSession, SessionGone
-from mcp_bastion.supervisor import ServerHandle, ServerState, Supervisor
+from mcp_bastion.supervisor import ServerHandle, Supervisor
 
 log = logging.getLogger("mcp_bastion.gateway")
 
-READY_WAIT_S = 10.0  # a client arriving while its server (re)starts waits this long before a 503
 REAP_EVERY_MAX_S = 30.0  # the idle reaper runs at least this often (more often for short idle settings)
 CAPACITY_RETRY_AFTER_S = 30  # a session slot frees when a client leaves or idles out: seconds to minutes
 
@@ -58,9 +57,9 @@ class Gateway:
         self.closing = False  # set by begin_shutdown: new requests are refused, long streams end
         self._grace: asyncio.TimerHandle | None = None
         for name, spec in self.specs.items():
-            backend = Backend(name, timeout_s=self._timeout(spec))
+            backend = Backend(name, timeout_s=self._timeout(spec), hold_s=settings.restart_hold_s)
             self.backends[name] = backend
-            self.handles[name] = supervisor.add(spec, backend)
+            self.handles[name] = backend.handle = supervisor.add(spec, backend)
 
     def _timeout(self, spec: ServerSpec) -> float:
         return spec.timeout_seconds or self.settings.request_timeout_s
@@ -134,10 +133,10 @@ class Gateway:
         return spec
 
     async def shared_backend(self, server: str) -> Backend:
-        """The ready shared backend of `server`, waiting briefly while it (re)starts.
+        """The ready shared backend of `server`, waiting up to RESTART_HOLD_S while it (re)starts.
 
         Raises:
-            UnknownServer, ChildUnavailable
+            UnknownServer, ChildUnavailable (with a retry hint when the server is expected back)
         """
         spec = self.spec(server)
         backend = self.backends[server]
@@ -146,11 +145,11 @@ class Gateway:
         if backend.ready:
             return backend
         handle = self.handles[server]
-        if handle.state in (ServerState.STARTING, ServerState.RESTARTING):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(handle.ready.wait(), READY_WAIT_S)
+        if handle.recovering:
+            await handle.wait_ready(self.settings.restart_hold_s)
         if not backend.ready:
-            raise ChildUnavailable(f"server {server!r} is not running (state: {handle.state})")
+            text = f"server {server!r} is not running (state: {handle.state})"
+            raise ChildUnavailable(text, retry_after_s=handle.retry_after_s())
         return backend
 
     async def open_session(
@@ -319,8 +318,9 @@ class Gateway:
         backend.init_params = _forwarded_init(init) or backend.init_params
         child = self.supervisor.spawn(spec, backend)
         try:
-            await child.start()
-            await asyncio.wait_for(backend.child_started(child), self.settings.initialize_timeout_s)
+            async with self.supervisor.spawn_slot():  # SPAWN_CONCURRENCY children start at once (Issue 9 item 4)
+                await child.start()
+                await asyncio.wait_for(backend.child_started(child), self.settings.initialize_timeout_s)
         except (OSError, TimeoutError, GatewayError) as exc:
             await child.stop()
             raise ChildUnavailable(f"server {spec.name!r} could not start a session child") from exc

@@ -92,7 +92,7 @@
     switch (s) {
       case "running": return "good";
       case "starting": case "restarting": case "stopping": case "backoff": return "warn";
-      case "failed": case "crashed": return "bad";
+      case "failed": case "crashed": case "unresponsive": return "bad";
       case "per-session": return "info";
       default: return "muted";
     }
