@@ -25,7 +25,7 @@ cli.add_typer(service_cli, name="service")
 # rather than escaped, so what the operator reads is exactly what systemd runs.
 SAFE_PATH = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 HOME_DIRS = ("/home", "/root", "/run/user")
-STOP_TIMEOUT_S = 15  # uvicorn's 5 s graceful shutdown plus each child's SHUTDOWN_GRACE_S, with room to spare
+STOP_TIMEOUT_S = 15  # SHUTDOWN_GRACE_S for calls, 1 s to answer the rest, each child's SHUTDOWN_GRACE_S, and room
 RESTART_DELAY_S = 5
 PM2_MAX_RESTARTS = 10
 
