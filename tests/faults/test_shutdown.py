@@ -277,3 +277,23 @@ def test_a_server_stopped_from_code_still_ends_its_streams_at_once(tmp_path: Pat
     assert not thread.is_alive()
     assert time.monotonic() - stopped < STREAM_END_BOUND_S + 1  # not uvicorn's 30 s wait for the connection
     assert FAREWELL in sse.text
+
+
+def test_an_http_sse_stream_with_a_call_in_flight_carries_its_answer_before_ending(tmp_path: Path) -> None:
+    """Issue 9 item 6: an HTTP+SSE session's answers travel on its stream, so at shutdown a stream with a call in
+    flight stays until the call is answered within the grace, then ends with the final event."""
+    with run_gateway([spec("toolbox")], tmp_path, shutdown_grace_s=30) as gw:
+        sse = Stream("GET", f"{gw.mcp('toolbox')}/sse", {"Accept": "text/event-stream"})
+        wait_until(lambda: b"session_id=" in sse.text, 5)
+        endpoint = sse.text.split(b"data: ", 1)[1].split(b"\n", 1)[0].decode()
+        init = rpc(0, "initialize", {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "t"}})
+        assert httpx.post(f"{gw.url}{endpoint}", json=init).status_code == 202
+        call = rpc(11, "tools/call", slow(QUICK_CALL_S))
+        assert httpx.post(f"{gw.url}{endpoint}", json=call).status_code == 202
+        wait_until(lambda: gw.app.gateway.server_view("toolbox")["pending"] == 1, 5)
+        loop: asyncio.AbstractEventLoop = gw.server.servers[0].get_loop()
+        loop.call_soon_threadsafe(gw.app.begin_shutdown)
+        assert sse.ended.wait(QUICK_CALL_S + 5)
+    answer, _, rest = sse.text.rpartition(b'"id":11')[2].partition(b"\n\n")
+    assert b"slept 1" in answer, sse.text
+    assert FAREWELL in rest, sse.text
