@@ -1,21 +1,22 @@
 """The typed, frozen request context: placed in the ASGI scope by the route stage, refined by the next stages.
 
-Each stage that learns something (client address, principal) stores a new context with `dataclasses.replace`;
-nothing downstream reads a loose dict or parses the path again.
+Each stage that learns something (client address, principal) stores a new context (`with_client`,
+`with_principal`); nothing downstream reads a loose dict or parses the path again. Named tuples: immutable, typed,
+and several times cheaper to build than frozen dataclasses on a path that builds three per request.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from mcp_bastion.access.routes import Route
 from mcp_bastion.types import Scope
 
 CONTEXT_KEY = "mcp_bastion.context"
+NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(NamedTuple):
     """An authenticated caller.
 
     `id` is stable and unique per kind of credential (`env:admin`, `token:NAME`, `anonymous`); `name` is what
@@ -31,15 +32,22 @@ class Principal:
     expires: float | None = None  # when the credential expires (a login session never outlives it)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestContext:
+class RequestContext(NamedTuple):
     """What the pipeline knows about one request."""
 
     request_id: str
     route: Route
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = NO_PARAMS
     client_ip: str = "unknown"
     principal: Principal | None = None
+
+    def with_client(self, client_ip: str) -> "RequestContext":
+        """This context with the client address the address stage found."""
+        return RequestContext(self.request_id, self.route, self.params, client_ip, self.principal)
+
+    def with_principal(self, principal: Principal) -> "RequestContext":
+        """This context with the authenticated principal."""
+        return RequestContext(self.request_id, self.route, self.params, self.client_ip, principal)
 
     @property
     def server(self) -> str | None:

@@ -13,7 +13,6 @@ import contextlib
 import hmac
 import re
 import time
-from dataclasses import replace
 from http.cookies import SimpleCookie
 
 from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, context_of, needed_scope
@@ -104,7 +103,7 @@ class Authenticator:
         if principal is None:
             await self.store.delete_session(session.id_hash)
             return None, f"session ended: {reason}", None
-        return replace(principal, via="cookie", login=session.id_hash), "ok", session
+        return principal._replace(via="cookie", login=session.id_hash), "ok", session
 
     async def session_principal(self, session: LoginSession) -> tuple[Principal | None, str]:
         """The principal behind a login session now: its token must still be valid (not revoked, rotated, expired).
@@ -151,7 +150,7 @@ class AuthenticationMiddleware:
             return
         ctx = context_of(scope)
         if self.disabled:
-            scope[CONTEXT_KEY] = replace(ctx, principal=ANONYMOUS)
+            scope[CONTEXT_KEY] = ctx.with_principal(ANONYMOUS)
             await self.app(scope, receive, send)
             return
         if ctx.route.access is Access.PUBLIC:
@@ -186,11 +185,11 @@ class AuthenticationMiddleware:
             await refuse(scope, send, 401, "Unauthorized", _public_reason(reason), [challenge])
             return
         if principal.via == "cookie" and scope["method"] not in SAFE_METHODS and not _csrf_ok(scope, login):
-            ctx = replace(ctx, principal=principal)
+            ctx = ctx.with_principal(principal)
             self._record(ctx, scope, "auth.failure", "missing or wrong CSRF token")
             await refuse(scope, send, 403, "Forbidden", "Missing or invalid X-CSRF-Token header")
             return
-        ctx = replace(ctx, principal=principal)
+        ctx = ctx.with_principal(principal)
         scope[CONTEXT_KEY] = ctx
         self._success(ctx, scope, principal)
         await self._remember(ctx, principal)

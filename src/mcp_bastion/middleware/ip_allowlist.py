@@ -9,7 +9,6 @@ trusted proxy is the client.
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import replace
 
 from mcp_bastion.access import CONTEXT_KEY, context_of
 from mcp_bastion.audit import AuditLog
@@ -184,7 +183,7 @@ class IpAllowlistMiddleware:
             await self.app(scope, receive, send)
             return
         allowed, client_ip = self._decide(scope)
-        ctx = replace(context_of(scope), client_ip=client_ip)
+        ctx = context_of(scope).with_client(client_ip)
         scope[CONTEXT_KEY] = ctx
         if allowed:
             await self.app(scope, receive, send)
