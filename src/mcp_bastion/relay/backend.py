@@ -231,7 +231,15 @@ class Backend:
         try:
             await child.send(dumps(message))
         except ChildUnavailable as exc:
-            self._finish(request_id, error(client_id, SERVER_UNAVAILABLE, exc.message))
+            if self.handle is None or not self.handle.recovering:
+                self._finish(request_id, error(client_id, SERVER_UNAVAILABLE, exc.message))
+                return request_id
+            # It died before we knew, and this call never reached it: take it back and hold it like a new one.
+            self._finish(request_id, None)
+            message["id"] = client_id
+            if token is not None:
+                params["_meta"]["progressToken"] = token  # type: ignore[index]
+            return await self.forward(message, sink, session=session)
         return request_id
 
     async def _hold(self, client_id: Any, session: "ClientSession | None") -> bool:

@@ -92,8 +92,11 @@ class ChildProcess:
 
     @property
     def running(self) -> bool:
-        """Started and not dead (its exit may be known before its last answers are drained)."""
-        return self._proc is not None and self.returncode is None and not self.exited.is_set()
+        """Started, its input open and not dead (death may be known before its last answers are drained)."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return False
+        return self.returncode is None and not self.exited.is_set()
 
     async def start(self) -> None:
         """Spawn the child; raise OSError if it cannot be executed.

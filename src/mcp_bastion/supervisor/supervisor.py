@@ -139,12 +139,16 @@ class ServerHandle:
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait (at most `timeout_s`) until a child is ready; False at once when none is coming (stopped, failed)."""
         deadline = self._clock.now() + timeout_s
-        while not self.ready.is_set() and self.recovering:
+        while not self._serving() and self.recovering:
             remaining = deadline - self._clock.now()
             if remaining <= 0:
                 break
             await within(self._clock, self._changed.wait(), remaining)
-        return self.ready.is_set()
+        return self._serving()
+
+    def _serving(self) -> bool:
+        """Ready, and its child not known to be dead (`ready` is cleared only once a dead child's output is read)."""
+        return self.ready.is_set() and self.child is not None and self.child.running
 
     def start(self) -> None:
         """Begin supervising (idempotent while running); when `failed`, try again now with a fresh history."""
