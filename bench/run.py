@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py [--quick] [--transports streamable,sse,modern] [--concurrency 1,8,64,256]
                                   [--calls N] [--seconds S] [--idle-sse N] [--idle-only]
+    .venv/bin/python bench/run.py --soak MINUTES [--soak-rate CALLS_PER_S] [--transports ...] [--concurrency 16]
 
 Per transport and concurrency C: a fresh gateway, C sessions (each initialized per its transport) issuing
 `tools/call echo` back to back with unique texts, every answer's id and text checked. CPU and RSS are the
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 import psutil
+import soak
 from gateway import HOST, MIB, GatewayProcess, Usage, raise_nofile, usage_of, write_demo_config
 from httpc import Connection, ConnectionBroken
 from sessions import TRANSPORTS, CallFailed, DirectPipe, DirectSession, SseSession
@@ -525,7 +527,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--cprofile", action="store_true", help="run the gateway under cProfile (dumps gateway-*.prof in the out dir)"
     )
+    parser.add_argument("--out", default=None, help="write the results here instead of bench/out/STAMP")
+    soaking = parser.add_argument_group("soak (one gateway for a long paced run; see bench/README.md)")
+    soaking.add_argument("--soak", type=float, default=None, metavar="MINUTES", help="soak for MINUTES")
+    soaking.add_argument("--soak-seconds", type=float, default=None, help="soak length in seconds (short runs)")
+    soaking.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        help=f"target calls/s in all (default {soak.SOAK_RATE_FRACTION:.0%} of an unpaced run of the same mix)",
+    )
+    soaking.add_argument(
+        "--soak-sample", type=float, default=None, help=f"sample period (default {soak.SOAK_SAMPLE_S:g} s)"
+    )
+    soaking.add_argument("--soak-warmup", type=float, default=None, help="seconds left out of the RSS drift")
+    soaking.add_argument(
+        "--soak-churn",
+        type=int,
+        default=soak.SOAK_CHURN_CALLS,
+        help="calls per session before it is closed and replaced (0: keep every session)",
+    )
     args = parser.parse_args()
+    args.soak_seconds = soak.duration_of(args)
+    if args.soak_seconds is not None:
+        args.concurrency = args.concurrency or str(soak.SOAK_C)
+        if "," in args.concurrency:
+            parser.error("--soak takes one --concurrency (sessions per transport)")
     args.concurrency = [int(c) for c in (args.concurrency or ("1,8,64" if args.quick else "1,8,64,256")).split(",")]
     args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     unknown = set(args.transports) - set(TRANSPORTS)
@@ -542,7 +569,7 @@ def parse_args() -> argparse.Namespace:
 
 async def main_async(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    workdir = OUT / stamp
+    workdir = Path(args.out) if args.out else OUT / stamp
     workdir.mkdir(parents=True, exist_ok=True)
     args.config = workdir / "mcp.json"
     args.env_file = workdir / ".env"
@@ -563,6 +590,8 @@ async def main_async(args: argparse.Namespace) -> int:
         f"loop={type(asyncio.get_running_loop()).__module__} nofile={raise_nofile()} out={workdir}",
         flush=True,
     )
+    if args.soak_seconds is not None:
+        return await soak.main(args, workdir)
     if not args.idle_only:
         for c in [] if args.no_direct else args.concurrency:
             row = await direct_cell(c, args)
