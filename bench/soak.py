@@ -402,8 +402,9 @@ def stop_and_look_for_orphans(gw: GatewayProcess) -> dict[str, Any]:
 class OtherProcs:
     """CPU used by every process on the machine, scanned at each sample, to name what else ran during the soak.
 
-    A process first seen after the first scan started during the soak and counts from zero; one that exits counts
-    up to the last scan that saw it.
+    A process counts with its reaped children (a test runner with the short-lived servers it started); one first
+    seen after the first scan started during the soak and counts from zero; one that exits counts up to the last
+    scan that saw it.
     """
 
     def __init__(self) -> None:
@@ -415,7 +416,7 @@ class OtherProcs:
             times = proc.info.get("cpu_times")
             if times is None:
                 continue
-            cpu = times.user + times.system
+            cpu = times.user + times.system + times.children_user + times.children_system
             known = self.seen.get(proc.pid)
             if known is None:
                 label = " ".join(proc.info.get("cmdline") or []) or proc.info.get("name") or "?"
@@ -645,7 +646,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     ]
     if result["busiest_others"]:
         busiest = "; ".join(f"{o['cores']:.2f} cores `{o['cmd']}`" for o in result["busiest_others"])
-        lines.append(f"- busiest other processes during the soak: {busiest}")
+        lines.append(f"- busiest other processes during the soak (with their reaped children): {busiest}")
     if result["problems"]:
         lines += ["", "First problems seen:", ""] + [f"- {p}" for p in result["problems"]]
     criteria = judge(result)
