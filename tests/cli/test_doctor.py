@@ -76,8 +76,8 @@ def test_a_clean_setup_passes_every_static_check(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "mode", "check", "status", "hint"),
     [
-        ({}, 0o644, "env file", "FAIL", "chmod 600 /"),
-        ({}, 0o640, "env file", "FAIL", "chmod 600 /"),
+        ({}, 0o644, "env file", "WARN", "chmod 600 /"),
+        ({}, 0o640, "env file", "WARN", "chmod 600 /"),
         ({"AUTH_TOKEN": "changeme"}, 0o600, "auth token", "FAIL", "mcp-bastion token generate"),
         ({"AUTH_TOKEN": "short-token"}, 0o600, "auth token", "FAIL", "mcp-bastion token generate"),
         ({"AUTH_TOKEN": "a" * 40}, 0o600, "auth token", "FAIL", "mcp-bastion token generate"),
@@ -85,8 +85,8 @@ def test_a_clean_setup_passes_every_static_check(tmp_path: Path) -> None:
         ({"AUTH_TOKEN": "<unset>", "HOST": "0.0.0.0"}, 0o600, "auth token", "FAIL", "token generate"),
         ({"INSECURE_NO_AUTH": "true"}, 0o600, "auth token", "WARN", "remove INSECURE_NO_AUTH"),
         ({"ALLOWED_IPS": "0.0.0.0"}, 0o600, "allowed IPs", "WARN", "list your clients in ALLOWED_IPS"),
-        ({"ALLOWED_IPS": "0.0.0.0", "HOST": "0.0.0.0"}, 0o600, "allowed IPs", "FAIL", "instead of 0.0.0.0"),
-        ({"ALLOWED_IPS": "0.0.0.0", "HOST": "0.0.0.0"}, 0o600, "bind address", "FAIL", "ALLOWED_IPS"),
+        ({"ALLOWED_IPS": "0.0.0.0", "HOST": "0.0.0.0"}, 0o600, "allowed IPs", "WARN", "instead of 0.0.0.0"),
+        ({"ALLOWED_IPS": "0.0.0.0", "HOST": "0.0.0.0"}, 0o600, "bind address", "WARN", "ALLOWED_IPS"),
         ({"ALLOWED_IPS": "", "HOST": "0.0.0.0"}, 0o600, "bind address", "WARN", "ALLOWED_IPS"),
         ({"HOST": "0.0.0.0"}, 0o600, "bind address", "WARN", "add your clients' addresses"),
         ({"ALLOWED_IPS": "not-an-ip"}, 0o600, "allowed IPs", "FAIL", "CIDR"),

@@ -10,7 +10,6 @@ HTTP goes through `httpx2`, which `mcp` (a runtime dependency) requires, so it i
 """
 
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     import httpx2
 
 from mcp_bastion.cli.base import ConfigFile, EnvFile, JsonFlag, cli, fail, out
-from mcp_bastion.cli.serve import no_auth_proxy_problem, plaintext_problem, preflight, trusted_proxies_problem
+from mcp_bastion.cli.preflight import Finding, env_file_finding, findings, refusals, warnings
 from mcp_bastion.config import (
     ServerSpec,
     Settings,
@@ -41,16 +40,14 @@ from mcp_bastion.config import (
     is_loopback,
     load_servers,
     load_settings,
-    split_list,
     variables,
 )
 from mcp_bastion.errors import ConfigError, GatewayError
-from mcp_bastion.middleware.ip_allowlist import parse_networks
-from mcp_bastion.security import weakness
 from mcp_bastion.store import Store, open_store
 
 Status = Literal["PASS", "WARN", "FAIL"]
 STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
+STATUS_OF: dict[str, Status] = {"refuse": "FAIL", "warn": "WARN", "ok": "PASS"}
 STORE_TIMEOUT_S = 5.0
 HTTP_TIMEOUT_S = 10.0
 RATE_LIMIT_BOUND = 1000  # requests sent at most while looking for the 429
@@ -142,169 +139,9 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def check_env_file(env_file: Path) -> Check:
-    if not env_file.exists():
-        return Check(
-            "env file",
-            "WARN",
-            f"{env_file} not found: settings come from the environment and defaults only",
-            "create one with `mcp-bastion demo` (it writes a mode-0600 .env with a fresh AUTH_TOKEN)",
-        )
-    mode = _mode(env_file)
-    if mode & 0o077:
-        return Check(
-            "env file",
-            "FAIL",
-            f"{env_file} is readable or writable by group or others (mode {mode:04o})",
-            f"chmod 600 {env_file}",
-        )
-    return Check("env file", "PASS", f"{env_file} is private (mode {mode:04o})")
-
-
-def check_token(settings: Settings, stored_tokens: int | None) -> Check:
-    loopback = is_loopback(settings.host)
-    if settings.insecure_no_auth:
-        if (problem := no_auth_proxy_problem(settings)) is not None:
-            return Check("auth token", "FAIL", problem, "remove INSECURE_NO_AUTH (serve refuses this combination)")
-        if not loopback:
-            return Check(
-                "auth token",
-                "FAIL",
-                f"INSECURE_NO_AUTH is on with a non-loopback bind ({settings.host})",
-                "remove INSECURE_NO_AUTH (serve refuses this combination)",
-            )
-        return Check(
-            "auth token",
-            "WARN",
-            "INSECURE_NO_AUTH is on: any local process can use every server without a token",
-            "remove INSECURE_NO_AUTH and set AUTH_TOKEN (`mcp-bastion token generate`)",
-        )
-    if settings.auth_token is not None:
-        reason = weakness(settings.auth_token.get_secret_value())
-        if reason is not None:
-            return Check(
-                "auth token",
-                "FAIL",
-                f"AUTH_TOKEN is too weak: {reason}",
-                "replace AUTH_TOKEN with the output of `mcp-bastion token generate`",
-            )
-        return Check("auth token", "PASS", "AUTH_TOKEN is set and strong")
-    if stored_tokens:
-        return Check("auth token", "PASS", f"no AUTH_TOKEN; {stored_tokens} named token(s) in the store")
-    hint = "set AUTH_TOKEN (`mcp-bastion token generate`) or `mcp-bastion token create NAME --scope admin`"
-    if not loopback:
-        return Check("auth token", "FAIL", f"no token configured and a non-loopback bind ({settings.host})", hint)
-    return Check("auth token", "WARN", "no token configured: every request will be refused (401)", hint)
-
-
-def _everyone(values: list[str]) -> bool:
-    return any(n.prefixlen == 0 for n in parse_networks(values, "ALLOWED_IPS"))
-
-
-def check_allowed_ips(settings: Settings) -> Check:
-    values = split_list(settings.allowed_ips)
-    try:
-        everyone = _everyone(values)
-    except ConfigError as exc:
-        return Check("allowed IPs", "FAIL", exc.message, "use addresses or CIDR ranges, e.g. 127.0.0.1,10.0.0.0/24")
-    if everyone:
-        level: Status = "WARN" if is_loopback(settings.host) else "FAIL"
-        return Check(
-            "allowed IPs",
-            level,
-            "ALLOWED_IPS=0.0.0.0 lets every address connect",
-            "list your clients in ALLOWED_IPS (addresses or CIDR ranges) instead of 0.0.0.0",
-        )
-    return Check("allowed IPs", "PASS", f"ALLOWED_IPS={','.join(values) or '(empty: nobody)'}")
-
-
-def check_bind(settings: Settings) -> Check:
-    host = settings.host
-    if is_loopback(host):
-        return Check("bind address", "PASS", f"{host} (this machine only)")
-    values = split_list(settings.allowed_ips)
-    try:
-        if _everyone(values):
-            return Check(
-                "bind address",
-                "FAIL",
-                f"{host} is exposed to the network and ALLOWED_IPS admits every address",
-                "list your clients in ALLOWED_IPS, or bind HOST=127.0.0.1 behind a proxy",
-            )
-    except ConfigError:
-        pass  # reported by the ALLOWED_IPS check
-    if not values:
-        return Check(
-            "bind address",
-            "WARN",
-            f"{host} is exposed but ALLOWED_IPS is empty: every client gets 403",
-            "list your clients' addresses in ALLOWED_IPS",
-        )
-    if all(is_loopback(v.split("/")[0]) for v in values):
-        return Check(
-            "bind address",
-            "WARN",
-            f"{host} is exposed but ALLOWED_IPS admits loopback only: remote clients get 403",
-            "add your clients' addresses to ALLOWED_IPS, or bind HOST=127.0.0.1",
-        )
-    return Check("bind address", "PASS", f"{host}, restricted to ALLOWED_IPS")
-
-
-def check_trusted_proxies(settings: Settings) -> Check:
-    hint = "list only your proxy's addresses in TRUSTED_PROXIES, e.g. TRUSTED_PROXIES=127.0.0.1"
-    try:
-        problem = trusted_proxies_problem(settings)
-    except ConfigError as exc:
-        return Check("trusted proxies", "FAIL", exc.message, hint)
-    if problem is not None:
-        return Check("trusted proxies", "FAIL", problem, hint)
-    proxies = split_list(settings.trusted_proxies)
-    return Check("trusted proxies", "PASS", f"TRUSTED_PROXIES={','.join(proxies)}" if proxies else "none")
-
-
-def check_cors(settings: Settings) -> Check:
-    origins = split_list(settings.allowed_origins)
-    bad = [o for o in origins if o in ("*", "null")]
-    if bad:
-        return Check(
-            "CORS origins",
-            "FAIL",
-            f"ALLOWED_ORIGINS contains {bad[0]} (serve refuses it: credentials are sent)",
-            "list exact origins, e.g. ALLOWED_ORIGINS=https://app.example.com",
-        )
-    return Check("CORS origins", "PASS", f"{len(origins)} exact origin(s)" if origins else "none (same-origin only)")
-
-
-def check_tls(settings: Settings) -> list[Check]:
-    cert, key = settings.tls_cert_file, settings.tls_key_file
-    if cert is None and key is None:
-        if is_loopback(settings.host):
-            return [Check("TLS", "PASS", "plain HTTP on a loopback bind")]
-        if (problem := plaintext_problem(settings)) is not None:
-            hint = "set TLS_CERT_FILE and TLS_KEY_FILE, or ALLOW_PLAINTEXT=1 when a TLS proxy in front terminates TLS"
-            return [Check("TLS", "FAIL", problem, hint)]
-        return [
-            Check("TLS", "PASS", f"plain HTTP on {settings.host}; ALLOW_PLAINTEXT=1: a proxy in front terminates TLS")
-        ]
-    if cert is None or key is None:
-        missing = "TLS_CERT_FILE" if cert is None else "TLS_KEY_FILE"
-        return [Check("TLS", "FAIL", f"{missing} is not set: TLS needs both files", f"set {missing}")]
-    checks: list[Check] = []
-    for label, path in (("certificate", cert), ("key", key)):
-        if not path.is_file():
-            checks.append(Check("TLS", "FAIL", f"the {label} {path} does not exist", f"fix the path of the {label}"))
-        elif not os.access(path, os.R_OK):
-            checks.append(Check("TLS", "FAIL", f"the {label} {path} is not readable", f"chmod u+r {path}"))
-    if key.is_file() and _mode(key) & 0o077:
-        checks.append(
-            Check(
-                "TLS",
-                "FAIL",
-                f"the key {key} is readable by group or others (mode {_mode(key):04o})",
-                f"chmod 600 {key}",
-            )
-        )
-    return checks or [Check("TLS", "PASS", "certificate and key present; the key is private")]
+def row(finding: Finding) -> Check:
+    """A preflight finding as a row of the report (refuse FAIL, warn WARN, ok PASS)."""
+    return Check(finding.name, STATUS_OF[finding.level], finding.message, finding.fix)
 
 
 def check_servers(settings: Settings, env_file: Path) -> tuple[Check, dict[str, ServerSpec]]:
@@ -361,8 +198,8 @@ async def _count_tokens(store: Store) -> int:
         await store.close()
 
 
-def check_store(settings: Settings, env_file: Path) -> tuple[Check, Store | None, int | None]:
-    """Whether the store answers, the store to hand to preflight (None when unusable) and how many tokens it holds."""
+def check_store(settings: Settings, env_file: Path) -> tuple[Check, int | None]:
+    """Whether the store answers, and how many tokens it holds (None when it is unusable); never creates it."""
     url = settings.store_url.get_secret_value() if settings.store_url else default_store_url(env_file)
     scheme = url.split("://", 1)[0]
     hint = "set STORE_URL to sqlite:///absolute/path, redis://host:port/0 or memory://"
@@ -373,60 +210,50 @@ def check_store(settings: Settings, env_file: Path) -> tuple[Check, Store | None
             while not existing.exists() and existing != existing.parent:
                 existing = existing.parent
             if not os.access(existing, os.W_OK | os.X_OK):
-                return Check("store", "FAIL", f"cannot create {path}: {existing} is not writable", hint), None, None
-            fresh = open_store("memory://")  # what a new SQLite file holds: nothing
-            return Check("store", "PASS", f"sqlite: {path} is created at first start"), fresh, 0
+                return Check("store", "FAIL", f"cannot create {path}: {existing} is not writable", hint), None
+            return Check("store", "PASS", f"sqlite: {path} is created at first start"), 0  # holding nothing
     try:
         count = asyncio.run(_count_tokens(open_store(url)))
     except (GatewayError, OSError, TimeoutError) as exc:
         reason = exc.message if isinstance(exc, GatewayError) else (str(exc) or type(exc).__name__)
-        return Check("store", "FAIL", f"{scheme} store unreachable: {reason}", hint), None, None
+        return Check("store", "FAIL", f"{scheme} store unreachable: {reason}", hint), None
     if scheme == "sqlite":
         path = Path(url.removeprefix("sqlite://"))
         if _mode(path) & 0o077:
             warn = Check("store", "WARN", f"{path} is readable by group or others", f"chmod 600 {path}")
-            return warn, open_store(url), count
-    return Check("store", "PASS", f"{scheme} store answers ({count} named token(s))"), open_store(url), count
+            return warn, count
+    return Check("store", "PASS", f"{scheme} store answers ({count} named token(s))"), count
 
 
-def check_preflight(settings: Settings, env_file: Path, store: Store | None) -> Check:
-    """The verdict of `serve`'s own start-up checks: the one place refusals are decided."""
-    note = ""
-    if store is None:  # judged as if the store held no tokens, which matters only when AUTH_TOKEN is unset
-        store, note = open_store("memory://"), " (store unusable: judged as if it held no tokens)"
-    try:
-        warnings = preflight(settings, env_file, store)
-    except GatewayError as exc:
-        return Check("serve start-up", "FAIL", f"serve refuses to start: {exc.message}{note}", "fix the setting named")
-    finally:
-        with contextlib.suppress(GatewayError, RuntimeError, OSError):
-            asyncio.run(store.close())
-    if warnings:
-        return Check("serve start-up", "PASS", f"serve starts, with {len(warnings)} warning(s) (see above){note}")
+def check_start(found: list[Finding], store_usable: bool) -> Check:
+    """Whether `serve` would start: the verdict of the same findings (cli/preflight.py) shown above."""
+    note = "" if store_usable else " (store unusable: judged as if it held no tokens)"
+    if refused := refusals(found):
+        return Check(
+            "serve start-up", "FAIL", f"serve refuses to start: {refused[0].line()}{note}", "fix the setting named"
+        )
+    if warned := warnings(found):
+        return Check("serve start-up", "PASS", f"serve starts, with {len(warned)} warning(s) (see above){note}")
     return Check("serve start-up", "PASS", f"serve starts without warnings{note}")
 
 
 def static_checks(env_file: Path, config: Path | None) -> list[Check]:
-    checks = [check_env_file(env_file)]
+    checks = [row(env_file_finding(env_file))]
     try:
         settings = load_settings(env_file, mcp_config=config)
     except ConfigError as exc:
         checks.append(Check("settings", "FAIL", exc.message, "fix that value in the environment or the .env"))
         return checks
     checks.append(Check("settings", "PASS", "every setting is valid"))
-    store_check, store, stored = check_store(settings, env_file)
-    checks.append(check_token(settings, stored))
-    checks.append(check_bind(settings))
-    checks.append(check_allowed_ips(settings))
-    checks.append(check_trusted_proxies(settings))
-    checks.append(check_cors(settings))
-    checks += check_tls(settings)
+    store_check, stored = check_store(settings, env_file)
+    found = findings(settings, env_file, lambda: stored or 0)
+    checks += [row(f) for f in found[1:]]  # the env file's finding is the first row already
     servers_check, servers = check_servers(settings, env_file)
     checks.append(servers_check)
     checks += check_secrets_in_args(settings.mcp_config, servers)
     checks.append(check_audit_log(settings))
     checks.append(store_check)
-    checks.append(check_preflight(settings, env_file, store))
+    checks.append(check_start(found, store_usable=stored is not None))
     return checks
 
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import gc
-import ipaddress
 import json
 import logging
 import math
@@ -29,11 +28,11 @@ from mcp_bastion.cli.base import (
     store_for,
 )
 from mcp_bastion.cli.http_server import GatewayServer, HttpLimits, connection_cap, http_protocol
-from mcp_bastion.config import ServerSpec, Settings, is_loopback, split_list
+from mcp_bastion.cli.preflight import findings, print_findings, stored_token_count, verdict
+from mcp_bastion.config import ServerSpec, Settings
 from mcp_bastion.errors import ConfigError
 from mcp_bastion.files import write_private
-from mcp_bastion.middleware.ip_allowlist import Network, parse_networks
-from mcp_bastion.security import new_token, weakness
+from mcp_bastion.security import new_token
 from mcp_bastion.store import Store
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -208,77 +207,12 @@ class StartFeedback:
 
 
 def preflight(settings: Settings, env_file: Path, store: Store) -> list[str]:
-    """Refuse dangerous settings (ConfigError) and return the warnings to print loudly."""
-    warnings: list[str] = []
-    admin = settings.auth_token.get_secret_value() if settings.auth_token else None
-    if admin is not None and (reason := weakness(admin)) is not None:
-        raise ConfigError(f"AUTH_TOKEN is too weak: {reason}; generate one with `mcp-bastion token generate`")
-    loopback = is_loopback(settings.host)
-    if settings.insecure_no_auth:
-        if not loopback:
-            raise ConfigError(f"INSECURE_NO_AUTH cannot be used with a non-loopback bind ({settings.host})")
-        warnings.append("INSECURE_NO_AUTH is on: every local process can use every server without a token")
-    elif admin is None and not asyncio.run(_has_tokens(store)):
-        if not loopback:
-            raise ConfigError(
-                f"refusing to bind {settings.host} with no token configured: set AUTH_TOKEN in .env "
-                "or create one with `mcp-bastion token create NAME --scope admin`"
-            )
-        warnings.append(
-            "no AUTH_TOKEN and no stored tokens: every request will be refused (401) until you "
-            "create one with `mcp-bastion token create NAME --scope admin`"
-        )
-    for problem in (trusted_proxies_problem(settings), no_auth_proxy_problem(settings), plaintext_problem(settings)):
-        if problem is not None:
-            raise ConfigError(problem)
-    if any(ip in ("0.0.0.0", "0.0.0.0/0", "::/0", "*") for ip in split_list(settings.allowed_ips)):
-        warnings.append("ALLOWED_IPS=0.0.0.0 lets EVERY address on the network connect; list your clients instead")
-    if env_file.exists() and env_file.stat().st_mode & 0o077:
-        warnings.append(f"{env_file} is readable by group or others; fix it with `chmod 600 {env_file}`")
-    return warnings
+    """The one start-up verdict (cli/preflight.py): the warnings to print; ConfigError on a refusal."""
+    return verdict(settings, env_file, lambda: asyncio.run(_count_tokens(store)))
 
 
-def trusted_proxies_problem(settings: Settings) -> str | None:
-    """Why TRUSTED_PROXIES is refused (it covers every address), with the fix; None when it is fine.
-
-    Raises:
-        ConfigError: a value that is not an address or a CIDR range.
-    """
-    proxies = parse_networks(split_list(settings.trusted_proxies), "TRUSTED_PROXIES")
-    # Collapsed, so that halves adding up to everything (0.0.0.0/1 + 128.0.0.0/1) count as everything too.
-    v4 = [n for n in proxies if isinstance(n, ipaddress.IPv4Network)]
-    v6 = [n for n in proxies if isinstance(n, ipaddress.IPv6Network)]
-    collapsed: list[Network] = [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
-    if any(n.prefixlen == 0 for n in collapsed):
-        return (
-            "TRUSTED_PROXIES covers every address, so any client could forge its address with a forwarded header "
-            "(IP allowlist, rate limits, audit trail): list only your proxy's address, e.g. TRUSTED_PROXIES=127.0.0.1"
-        )
-    return None
-
-
-def no_auth_proxy_problem(settings: Settings) -> str | None:
-    """Why INSECURE_NO_AUTH is refused behind a trusted proxy, with the fix; None when it is not."""
-    if settings.insecure_no_auth and split_list(settings.trusted_proxies):
-        return (
-            "INSECURE_NO_AUTH cannot be used with TRUSTED_PROXIES: requests relayed by a proxy come from the network, "
-            "and would use every server without a token; remove INSECURE_NO_AUTH and set AUTH_TOKEN"
-        )
-    return None
-
-
-def plaintext_problem(settings: Settings) -> str | None:
-    """Why a plain-HTTP bind off loopback is refused, with the fix; None for loopback, TLS or ALLOW_PLAINTEXT."""
-    if is_loopback(settings.host) or settings.tls or settings.allow_plaintext:
-        return None
-    return (
-        f"refusing to serve plain HTTP on {settings.host}: tokens would cross the network in clear text; set "
-        "TLS_CERT_FILE and TLS_KEY_FILE, or set ALLOW_PLAINTEXT=1 if a proxy in front of the gateway terminates TLS"
-    )
-
-
-async def _has_tokens(store: Store) -> bool:
-    return bool(await store.list_tokens())
+async def _count_tokens(store: Store) -> int:
+    return len(await store.list_tokens())
 
 
 def _banner(settings: Settings, servers: dict[str, ServerSpec]) -> None:
@@ -327,11 +261,14 @@ def _banner(settings: Settings, servers: dict[str, ServerSpec]) -> None:
 
 @cli.command("check-config")
 def check_config(env_file: EnvFile = Path(".env"), config: ConfigFile = None) -> None:
-    """Validate the settings and the mcpServers file without starting anything.
+    """Validate the settings and the mcpServers file without starting anything: serve's own start-up checks.
 
     Example: mcp-bastion check-config --config mcp.json
     """
     settings, servers = load(env_file, mcp_config=config)
+    found = findings(settings, env_file, lambda: stored_token_count(settings, env_file))
+    if code := print_findings(found):  # the refusals `serve` would make, with their fixes (Issue 10 item 5)
+        raise typer.Exit(code)
     out.print(f"{settings.mcp_config}: {len(servers)} server(s) OK: {', '.join(servers) or '(none)'}")
 
 
