@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from mcp_bastion.errors import REQUEST_TIMEOUT, SERVER_UNAVAILABLE
+from tests.faults.support import children_marked
 from tests.harness import TOOLBOX, RunningGateway, run_gateway, spec, wait_until
 from tests.security.support import JSON_ACCEPT, audit_events, rpc
 
@@ -113,18 +114,6 @@ def running_pid(gw: RunningGateway, name: str, not_pid: int | None = None) -> in
 
     wait_until(running, RECOVERY_BOUND_S)
     return found[-1]
-
-
-def children_marked(mark: str) -> list[psutil.Process]:
-    """Live processes of this test's gateway whose arguments carry `mark`."""
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        try:
-            if mark in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def marked(name: str, **extra: Any) -> tuple[Any, str]:

@@ -10,9 +10,9 @@ import struct
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
+from tests.faults.support import children_marked
 from tests.harness import TOOLBOX, run_gateway, spec, wait_until
 from tests.security.support import JSON_ACCEPT, audit_events, rpc
 
@@ -26,18 +26,6 @@ RESET_BOUND_S = 5.0  # a reset connection is seen at once; its child's stop take
 INIT = rpc(
     0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
 )
-
-
-def children_marked(mark: str) -> list[psutil.Process]:
-    """Live processes started by this test's gateway for the server carrying `mark` in its arguments."""
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        try:
-            if mark in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def sessions_of(url: str, server: str) -> int:
