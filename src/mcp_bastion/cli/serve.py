@@ -1,10 +1,12 @@
 """`serve`, `check-config`, `demo`, `version`: running the gateway and checking its configuration."""
 
 import asyncio
+import errno
 import gc
 import json
 import logging
 import math
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +45,19 @@ console_log = logging.getLogger("mcp_bastion.cli")
 # given when the grace ends, to be written before anything is cut.
 SHUTDOWN_ANSWER_S = 1.0
 EXIT_STARTUP = 3  # the server could not start (uvicorn's own exit code for it)
+# What to do when the listening socket cannot be bound, by errno (the message names host and port already).
+BIND_HINTS = {
+    errno.EADDRINUSE: "another process listens on port {port} (`ss -ltnp 'sport = :{port}'` shows which); "
+    "stop it, or pick another port with --port (env PORT)",
+    errno.EACCES: "ports below 1024 need root; use a higher one with --port (env PORT), e.g. 3001",
+    errno.EADDRNOTAVAIL: "{host} is not an address of this machine; use --host 127.0.0.1 or one of its addresses",
+    socket.EAI_NONAME: "{host} does not resolve; use an IP address for --host (env HOST)",
+}
+# The MCP Inspector the banner and the README suggest: pinned (the newest takes --header; the Node 20 default
+# npx would pick, 0.15, rejects it), run under Node 22 from npm's `node` package, as it requires Node >= 22.19.
+# tests/docs/test_readme.py runs the README's line and keeps this pin equal to tools/package.json's.
+INSPECTOR_PACKAGE = "@modelcontextprotocol/inspector@2.12.0"
+INSPECTOR_NODE = "node@22"
 
 
 @cli.command()
@@ -76,6 +91,7 @@ def serve(
             raise typer.Exit(EXIT_CONFIG) from None
         fail(exc.message, "see `mcp-bastion serve --help` and the security section of the README")
         return
+    listeners = listen(settings, feedback)  # before the banner: a busy port is one error line, not "serving"
     feedback.banner(servers)
     # Everything imported so far lives as long as the process: take it out of the cyclic collector's sight, so
     # the collections that load triggers walk only per-request garbage.
@@ -108,10 +124,59 @@ def serve(
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s + SHUTDOWN_ANSWER_S),
         **tls,  # type: ignore[arg-type]
     )
-    server = GatewayServer(server_config, on_shutdown=app.begin_shutdown)
-    server.run()
+    server = BoundServer(server_config, on_shutdown=app.begin_shutdown)
+    server.run(sockets=listeners)
     if not server.started:
         raise typer.Exit(EXIT_STARTUP)
+
+
+def listen(settings: Settings, feedback: "StartFeedback") -> list[socket.socket]:
+    """The bound listening sockets for HOST:PORT; a port in use or an address we cannot bind is one error line."""
+    try:
+        return bind_sockets(settings.host, settings.port)
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        hint = BIND_HINTS.get(exc.errno or 0, "check --host and --port (env HOST, PORT)").format(
+            port=settings.port, host=settings.host
+        )
+        reason = exc.strerror or str(exc)
+        if feedback.json:
+            console_log.error("cannot listen on %s: %s (hint: %s)", where, reason, hint)
+            raise typer.Exit(EXIT_CONFIG) from None
+        fail(f"cannot listen on {where}: {reason}", hint)
+        raise  # unreachable: fail() exits
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bind (not yet listen) one socket per address HOST resolves to, as asyncio's create_server would.
+
+    Raises:
+        OSError: the port is in use, the address is not ours, the port is privileged, or HOST does not resolve.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # each family its own socket, as asyncio does
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+class BoundServer(GatewayServer):
+    """The gateway's server on sockets bound beforehand, saying "Uvicorn running on ..." as uvicorn does on its own."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:  # uvicorn logs it only when it binds the sockets itself
+            self._log_started_message(sockets)
 
 
 class JsonLines(logging.Formatter):
@@ -251,12 +316,15 @@ def _banner(settings: Settings, servers: dict[str, ServerSpec]) -> None:
             soft_wrap=True,
             markup=False,
         )
-        err.print(
-            f"  npx @modelcontextprotocol/inspector --cli {base}/mcp/{name} --transport http --method tools/list "
-            '--header "Authorization: Bearer $AUTH_TOKEN"',
-            soft_wrap=True,
-            markup=False,
-        )
+        err.print(f"  {inspector_line(f'{base}/mcp/{name}')}", soft_wrap=True, markup=False)
+
+
+def inspector_line(url: str) -> str:
+    """The MCP Inspector CLI listing the tools at `url`, as the README has it (needs npm; brings its own Node 22)."""
+    return (
+        f"npx -y -p {INSPECTOR_NODE} -p {INSPECTOR_PACKAGE} mcp-inspector --cli {url} --transport http "
+        '--method tools/list --header "Authorization: Bearer $AUTH_TOKEN"'
+    )
 
 
 @cli.command("check-config")
@@ -299,7 +367,7 @@ def demo(
             )
             out.print(f"wrote {env_file} with a new AUTH_TOKEN (mode 0600)")
     except OSError as exc:
-        fail(f"cannot write: {exc}")
+        fail(f"cannot write: {exc}", "run it in a directory you can write to, or pass --config PATH --env-file PATH")
 
 
 @cli.command()

@@ -25,7 +25,7 @@ def parse_duration(text: str) -> float:
     """`30d`, `12h`, `90m`, `3600s` → seconds."""
     unit = text[-1:].lower()
     if unit not in DURATION or not text[:-1].isdigit() or int(text[:-1]) <= 0:
-        fail(f"--expires {text!r}: use a number and a unit, e.g. 30d, 12h, 90m")
+        fail(f"--expires {text!r} is not a lifetime", "use a number and a unit: s, m, h, d or w, e.g. 30d, 12h, 90m")
     return int(text[:-1]) * DURATION[unit]
 
 
@@ -57,7 +57,7 @@ def token_create(
             "use admin, server:NAME, tool:SERVER/TOOL, resource:SERVER/URI or prompt:SERVER/PROMPT",
         )
     if (problem := token_name_problem(name)) is not None:
-        fail(f"token name {name!r}: {problem}")
+        fail(f"token name {name!r}: {problem}", "name it after who or what uses it, e.g. cursor-laptop or ci-bot")
     _, store, audit = context(env_file)
     value = new_token()
     now = time.time()
