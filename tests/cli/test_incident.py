@@ -2,10 +2,12 @@
 store: every revocation applies to the running server on its next request, without a restart."""
 
 import asyncio
+import http.server
 import json
 import os
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -288,6 +290,99 @@ def test_lockdown_without_a_running_server_still_contains(tmp_path: Path) -> Non
     assert json.loads(done.stdout)["admin_tokens_revoked"] == 2  # the environment's and the .env's
     with secure_gateway([spec("toolbox")], tmp_path, auth_token=old, store_url=f"sqlite:///{tmp_path}/s.db") as gw:
         assert httpx.get(f"{gw.url}/health", headers=bearer(old), timeout=10).status_code == 401
+
+
+class RateLimited(http.server.BaseHTTPRequestHandler):
+    """A server that rate-limits everything: 429 with Retry-After, as a gateway does past its limit."""
+
+    def do_GET(self) -> None:
+        self.send_response(429)
+        self.send_header("Retry-After", "60")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"error": "Too many requests"}')
+
+    do_DELETE = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def rate_limited() -> Iterator[str]:
+    """The URL of a loopback server answering 429 to every request."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_lockdown_says_what_is_still_open_and_exits_1_when_the_server_rate_limits_it(
+    tmp_path: Path, rate_limited: str
+) -> None:
+    """Issue 10 item 6: the running server answers 429 to the sessions call; lockdown still revokes in the store and
+    replaces AUTH_TOKEN, but reports each step, marks the MCP step NOT done (rate limited, retry after 60 s), says
+    "INCOMPLETE" instead of "done", and exits 1; the JSON says the same step by step; the audit line is an error."""
+    env_file = write_env(tmp_path, AUTH_TOKEN=admin_token(), PORT=str(free_port()))
+    named_token(tmp_path, env_file, "ci", "server:toolbox")
+    done = run_cli(tmp_path, env_file, "lockdown", "--yes", "--url", rate_limited, COLUMNS="400")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Lockdown INCOMPLETE" in done.stdout
+    assert "Lockdown done" not in done.stdout
+    assert "named tokens revoked:" in done.stdout
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert "lockdown incomplete: MCP client sessions ended: NOT all ended" in error
+    assert "HTTP 429" in error
+    assert "retry after 60 s" in error
+    assert "sessions list" in error
+
+    again = run_cli(tmp_path, env_file, "lockdown", "--yes", "--json", "--url", rate_limited)
+    assert again.returncode == 1, again.stderr
+    result = json.loads(again.stdout)
+    assert result["complete"] is False
+    assert result["env_written"] is True
+    steps = {step["name"]: step for step in result["steps"]}
+    assert steps["MCP client sessions ended"]["status"] == "failed"
+    assert "unknown still open" in steps["MCP client sessions ended"]["detail"]
+    assert steps["named tokens revoked"]["status"] == "done"
+    assert steps["AUTH_TOKEN replaced"]["status"] == "done"
+    assert env_file.read_text().count(f"AUTH_TOKEN={result['token']}\n") == 1
+    outcomes = [line["outcome"] for line in audit_events(tmp_path, "admin.lockdown")]
+    assert outcomes == ["error", "error"]
+
+
+def test_lockdown_with_an_explicit_url_that_does_not_answer_exits_1(tmp_path: Path) -> None:
+    """Issue 10 item 6: --url names the server and nothing answers there: its MCP sessions may still be open, so the
+    lockdown is incomplete (exit 1), unlike a lockdown with no --url and no server on HOST:PORT (nothing is open)."""
+    env_file = write_env(tmp_path, AUTH_TOKEN=admin_token(), PORT=str(free_port()))
+    done = run_cli(tmp_path, env_file, "lockdown", "--yes", "--json", "--url", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 1, done.stderr
+    [step] = [step for step in json.loads(done.stdout)["steps"] if step["name"] == "MCP client sessions ended"]
+    assert step["status"] == "failed"
+    assert "no answer from" in step["detail"]
+    assert "lockdown incomplete" in done.stderr
+
+
+def test_sessions_list_says_rate_limited_for_a_429_not_pass_url(tmp_path: Path, rate_limited: str) -> None:
+    """Issue 10 item 6: a 429 from the admin API means "rate limited, retry after N s", not "wrong address": with
+    --url the one error line says so (exit 2); with the server found on HOST:PORT the note says so too."""
+    port = rate_limited.rsplit(":", 1)[1]
+    env_file = write_env(tmp_path, AUTH_TOKEN=admin_token(), PORT=port)
+    explicit = run_cli(tmp_path, env_file, "sessions", "list", "--url", rate_limited, COLUMNS="400")
+    assert explicit.returncode == 2
+    assert "HTTP 429" in explicit.stderr
+    assert "retry after 60 s" in explicit.stderr
+    assert "pass --url" not in explicit.stderr
+    implicit = run_cli(tmp_path, env_file, "sessions", "list", COLUMNS="400")
+    assert implicit.returncode == 0, implicit.stderr
+    [note] = [line for line in implicit.stderr.splitlines() if line.startswith("note:")]
+    assert "rate limiting this address: retry after 60 s" in note
+    assert "pass --url" not in note
 
 
 # --- the pieces -----------------------------------------------------------------------------------------------

@@ -13,14 +13,15 @@ import os
 import re
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import typer
 from dotenv import dotenv_values
 from rich.table import Column, Table
+from rich.text import Text
 
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
 from mcp_bastion.config import Settings, is_loopback
@@ -39,6 +40,7 @@ PUBLIC_ID_CHARS = 16
 API_TIMEOUT_S = 5.0
 LOCKDOWN_TOKEN_NAME = "lockdown-admin"  # noqa: S105 - a token's name, not its value
 ENV_TOKEN_LINE = re.compile(r"^\s*(export\s+)?AUTH_TOKEN\s*=")
+EXIT_INCOMPLETE = 1  # a lockdown step failed: something is still open
 WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # wildcard binds, reached on loopback
 
 UrlOption = Annotated[
@@ -51,7 +53,15 @@ UrlOption = Annotated[
 
 
 class ServerUnavailable(Exception):
-    """The running server could not be reached (or refused the admin token)."""
+    """The running server could not be reached, refused the admin token, or answered with an error status."""
+
+    def __init__(self, message: str, hint: str, *, reached: bool = True) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.reached = reached  # False: nothing answered at the address (no server there, or the wrong address)
+
+
+NOT_RUNNING_HINT = "is the server running? MCP client sessions exist only in its memory; pass --url"
 
 
 @dataclass(frozen=True)
@@ -78,33 +88,58 @@ class AdminApi:
             ServerUnavailable: no admin token, nothing answers, TLS failed, or the token was refused.
         """
         if self.token is None:
-            raise ServerUnavailable("no AUTH_TOKEN in the settings to authenticate to the admin API")
-        conn: http.client.HTTPConnection
-        if self.scheme == "https":
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=API_TIMEOUT_S, context=self.tls_context)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=API_TIMEOUT_S)
-        try:
-            conn.request(method, self.prefix + path, headers={"Authorization": f"Bearer {self.token}"})
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise ServerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from exc
-        finally:
-            conn.close()
+            raise ServerUnavailable(
+                "no AUTH_TOKEN in the settings to authenticate to the admin API",
+                "set AUTH_TOKEN in the .env to the server's admin token",
+                reached=self.answers(),
+            )
+        response, raw = self._send(method, path, {"Authorization": f"Bearer {self.token}"})
         if response.status in (401, 403):
-            raise ServerUnavailable(f"{self.url} refused the admin token (HTTP {response.status})")
+            raise ServerUnavailable(
+                f"{self.url} refused the admin token (HTTP {response.status})",
+                "the .env's AUTH_TOKEN must be the running server's admin token",
+            )
+        if response.status == 429:
+            wait = response.getheader("Retry-After") or "?"
+            raise ServerUnavailable(
+                f"{self.url} rate-limited the admin API (HTTP 429)",
+                f"the server is rate limiting this address: retry after {wait} s",
+            )
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
         return response.status, body
 
+    def answers(self) -> bool:
+        """Whether anything answers HTTP at the address (GET /livez, no credentials)."""
+        try:
+            self._send("GET", "/livez", {})
+        except ServerUnavailable:
+            return False
+        return True
+
+    def _send(self, method: str, path: str, headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+        conn: http.client.HTTPConnection
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=API_TIMEOUT_S, context=self.tls_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=API_TIMEOUT_S)
+        try:
+            conn.request(method, self.prefix + path, headers=headers)
+            response = conn.getresponse()
+            return response, response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            message = f"no answer from {self.url}: {type(exc).__name__}"
+            raise ServerUnavailable(message, NOT_RUNNING_HINT, reached=False) from exc
+        finally:
+            conn.close()
+
     def mcp_sessions(self) -> list[dict[str, Any]]:
         """The server's MCP client sessions (its login sessions come from the store instead)."""
         status, body = self.call("GET", "/admin/sessions")
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("sessions"), list):
-            raise ServerUnavailable(f"{self.url}/admin/sessions answered HTTP {status}")
+            raise ServerUnavailable(f"{self.url}/admin/sessions answered HTTP {status}", "see the server's log")
         return [s for s in body["sessions"] if isinstance(s, dict) and s.get("kind") == "mcp"]
 
     def end_session(self, public_id: str) -> bool:
@@ -113,7 +148,9 @@ class AdminApi:
         if status == 404:
             return False
         if status != 200:
-            raise ServerUnavailable(f"{self.url} answered HTTP {status} to DELETE /admin/sessions/{public_id}")
+            raise ServerUnavailable(
+                f"{self.url} answered HTTP {status} to DELETE /admin/sessions/{public_id}", "see the server's log"
+            )
         return True
 
 
@@ -188,8 +225,8 @@ def sessions_list(as_json: JsonFlag = False, url: UrlOption = None, env_file: En
         rows += api.mcp_sessions()
     except ServerUnavailable as exc:
         if api.explicit:
-            fail(str(exc), "is the server running? MCP client sessions exist only in its memory")
-        server.update(status="unavailable", reason=str(exc))
+            fail(str(exc), exc.hint)
+        server.update(status="unavailable", reason=str(exc), hint=exc.hint)
     if as_json:
         typer.echo(json.dumps({"sessions": rows, "server": server}))
         return
@@ -205,7 +242,7 @@ def sessions_list(as_json: JsonFlag = False, url: UrlOption = None, env_file: En
             table.add_row(str(row.get("id")), "mcp", str(row.get("principal")), where, f"{row.get('age_s')} s", "-")
     out.print(table)
     if server["status"] != "ok":
-        err.print(f"note: MCP client sessions not listed ({server['reason']}); pass --url", markup=False)
+        err.print(f"note: MCP client sessions not listed ({server['reason']}); {server['hint']}", markup=False)
 
 
 @sessions_cli.command("revoke")
@@ -266,8 +303,7 @@ def lockdown(
         err.print("lockdown cancelled; nothing changed", markup=False)
         raise typer.Exit(1)
     old_tokens = _admin_tokens(settings, env_file)
-    api = admin_api(settings, url)
-    mcp_ended, server_note = _end_mcp_sessions(api)
+    mcp = _end_mcp_sessions(admin_api(settings, url))
     result = run(_contain(store, old_tokens))
     value: str = result.pop("token")
     env_written: str | None = None
@@ -275,26 +311,81 @@ def lockdown(
         write_env_token(env_file, value)
     except OSError as exc:
         env_written = f"{type(exc).__name__}: {exc.strerror or exc}"
-    summary = {**result, "mcp_sessions_ended": mcp_ended, "server": server_note, "env_file": str(env_file)}
+    steps = _steps(result, mcp, env_file, env_written)
+    still_open = [step for step in steps if step.status == "failed"]
+    summary = {**result, "mcp_sessions_ended": mcp.ended, "server": mcp.server, "env_file": str(env_file)}
     audit.record(
         "admin.lockdown",
-        outcome="ok" if env_written is None else "error",
-        reason=None if env_written is None else f"AUTH_TOKEN not written to the .env: {env_written}",
+        outcome="error" if still_open else "ok",
+        reason="; ".join(f"{step.name}: {step.detail}" for step in still_open) or None,
         principal="cli",
         tokens_revoked=result["tokens_revoked"],
         login_sessions_ended=result["login_sessions_ended"],
-        mcp_sessions_ended=mcp_ended,
+        mcp_sessions_ended=mcp.ended,
         admin_tokens_revoked=result["admin_tokens_revoked"],
         new_token=LOCKDOWN_TOKEN_NAME,
     )
     if as_json:
-        typer.echo(json.dumps({**summary, "token": value, "env_written": env_written is None}))
+        steps_json = [asdict(step) for step in steps]
+        document = {**summary, "token": value, "env_written": env_written is None, "steps": steps_json}
+        typer.echo(json.dumps({**document, "complete": not still_open}))
     else:
-        _report(summary, value, server_note)
+        _report(steps, value, env_file)
     if "AUTH_TOKEN" in os.environ:
         err.print("warning: AUTH_TOKEN is also set in the environment; it overrides the .env on restart", markup=False)
     if env_written is not None:
         fail(f"the new AUTH_TOKEN could not be written to {env_file}: {env_written}", "put the value above there")
+    if still_open:
+        _incomplete(still_open)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One part of a lockdown and how it went: done, skipped (nothing to do) or failed (something is still open)."""
+
+    name: str
+    status: Literal["done", "skipped", "failed"]
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class McpOutcome:
+    """What ending the running server's MCP client sessions did."""
+
+    ended: int
+    left: int | None  # sessions known to be still open (None: unknown, the list could not be read)
+    server: dict[str, Any]
+    error: ServerUnavailable | None = None
+
+
+def _steps(result: dict[str, Any], mcp: McpOutcome, env_file: Path, env_error: str | None) -> list[Step]:
+    """Every step of the lockdown with its outcome, in the order they are reported."""
+    steps = [
+        Step("named tokens revoked", "done", str(result["tokens_revoked"])),
+        Step("login sessions ended", "done", str(result["login_sessions_ended"])),
+        _mcp_step(mcp),
+        Step("old AUTH_TOKEN revoked", "done", "yes")
+        if result["admin_tokens_revoked"]
+        else Step("old AUTH_TOKEN revoked", "skipped", "none was set"),
+    ]
+    if env_error is None:
+        steps.append(Step("AUTH_TOKEN replaced", "done", f"new value written to {env_file}"))
+    else:
+        steps.append(Step("AUTH_TOKEN replaced", "failed", f"NOT written to {env_file}: {env_error}", "put it there"))
+    return steps
+
+
+def _mcp_step(mcp: McpOutcome) -> Step:
+    name = "MCP client sessions ended"
+    if mcp.error is None:
+        return Step(name, "done", str(mcp.ended))
+    if not mcp.error.reached and not mcp.server.get("explicit"):
+        return Step(name, "skipped", f"no server answers at {mcp.server['url']}: {mcp.ended} ended", mcp.error.hint)
+    left = "unknown" if mcp.left is None else str(mcp.left)
+    then = "then `mcp-bastion sessions list` and `sessions revoke ID` for each (the new AUTH_TOKEN is admin)"
+    detail = f"NOT all ended ({mcp.error}): {mcp.ended} ended, {left} still open"
+    return Step(name, "failed", detail, f"{mcp.error.hint}; {then}")
 
 
 def _admin_tokens(settings: Settings, env_file: Path) -> list[str]:
@@ -307,17 +398,21 @@ def _admin_tokens(settings: Settings, env_file: Path) -> list[str]:
     return found
 
 
-def _end_mcp_sessions(api: AdminApi) -> tuple[int, dict[str, Any]]:
-    """End every MCP client session of the running server, best effort (before its admin token is revoked)."""
-    ended = 0
+def _end_mcp_sessions(api: AdminApi) -> McpOutcome:
+    """End every MCP client session of the running server (before its admin token is revoked)."""
+    server: dict[str, Any] = {"url": api.url, "status": "ok", "explicit": api.explicit}
+    ended, listed = 0, None
     try:
-        for session in api.mcp_sessions():
+        sessions = api.mcp_sessions()
+        listed = len(sessions)
+        for session in sessions:
             public_id = str(session.get("id", ""))
             if PUBLIC_ID.fullmatch(public_id) and api.end_session(public_id):
                 ended += 1
     except ServerUnavailable as exc:
-        return ended, {"url": api.url, "status": "unavailable", "reason": str(exc)}
-    return ended, {"url": api.url, "status": "ok"}
+        server.update(status="unavailable", reason=str(exc), hint=exc.hint)
+        return McpOutcome(ended, None if listed is None else listed - ended, server, exc)
+    return McpOutcome(ended, 0, server)
 
 
 async def _contain(store: Store, old_admin_tokens: list[str]) -> dict[str, Any]:
@@ -360,18 +455,28 @@ def write_env_token(env_file: Path, value: str) -> None:
     write_private(env_file, "".join(kept))
 
 
-def _report(summary: dict[str, Any], value: str, server: dict[str, Any]) -> None:
-    out.print("Lockdown done.", style="bold")
-    out.print(f"  named tokens revoked:       {summary['tokens_revoked']}")
-    out.print(f"  login sessions ended:       {summary['login_sessions_ended']}")
-    out.print(f"  MCP client sessions ended:  {summary['mcp_sessions_ended']}")
-    out.print(f"  old AUTH_TOKEN revoked:     {'yes' if summary['admin_tokens_revoked'] else 'none was set'}")
-    if server["status"] != "ok":
-        err.print(f"note: could not end MCP client sessions ({server['reason']})", markup=False)
-    out.print(f"New AUTH_TOKEN, written to {summary['env_file']}; copy it now, it is not shown again:", markup=False)
+MARKS = {"done": ("✓", "green"), "skipped": ("-", "dim"), "failed": ("✗", "bold red")}
+
+
+def _report(steps: list[Step], value: str, env_file: Path) -> None:
+    failed = any(step.status == "failed" for step in steps)
+    out.print("Lockdown INCOMPLETE: see below." if failed else "Lockdown done.", style="bold red" if failed else "bold")
+    for step in steps:
+        out.print(Text.assemble("  ", MARKS[step.status], f" {step.name + ':':<28}{step.detail}"), soft_wrap=True)
+    out.print(f"New AUTH_TOKEN, written to {env_file}; copy it now, it is not shown again:", markup=False)
     out.print(value, markup=False, highlight=False)
     out.print(
         "Give each client a new token (`mcp-bastion token create`), rotate the API keys your servers hold, and "
         "review `mcp-bastion audit`: see docs/incident-response.md.",
         markup=False,
     )
+
+
+def _incomplete(still_open: list[Step]) -> None:
+    """Say what is still open, on stderr, and exit 1: a lockdown that left something open has not succeeded."""
+    for step in still_open:
+        line = Text.assemble(("error:", "bold red"), f" lockdown incomplete: {step.name}: {step.detail}")
+        if step.hint:
+            line.append(f" (hint: {step.hint})", style="dim")
+        err.print(line, soft_wrap=True)
+    raise typer.Exit(EXIT_INCOMPLETE)
