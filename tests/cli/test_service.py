@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,6 @@ GITHUB_TOKEN = "ghp_serviceTestSecretValue0123456789abcdef"
 HARDENING = [
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
-    "PrivateTmp=yes",
     "PrivateDevices=yes",
     "ProtectKernelTunables=yes",
     "ProtectKernelModules=yes",
@@ -33,10 +34,27 @@ HARDENING = [
 ]
 
 
+TMP_DIRS = ("/tmp/", "/var/tmp/")
+OUTSIDE_TMP = ("/dev/shm", "/run", "/var/lib")
+
+
 @pytest.fixture
 def install(tmp_path: Path) -> Path:
     """A deployment directory with a .env full of secrets and an mcp.json referring to one of them."""
-    directory = tmp_path / "srv"
+    return deployment(tmp_path / "srv")
+
+
+@pytest.fixture
+def install_outside_tmp() -> Iterator[Path]:
+    """The same deployment outside /tmp and /var/tmp (where a real one lives), removed afterwards."""
+    base = next((Path(p) for p in OUTSIDE_TMP if os.access(p, os.W_OK | os.X_OK)), None)
+    if base is None:
+        pytest.skip("no writable directory outside /tmp")
+    with tempfile.TemporaryDirectory(prefix="bastion-service-", dir=base) as directory:
+        yield deployment(Path(directory) / "srv")
+
+
+def deployment(directory: Path) -> Path:
     directory.mkdir()
     env = directory / ".env"
     env.write_text(f"AUTH_TOKEN={ADMIN_TOKEN}\nSESSION_SECRET={SESSION_SECRET}\nGITHUB_TOKEN={GITHUB_TOKEN}\n")
@@ -68,7 +86,8 @@ def assert_no_secret(text: str) -> None:
         assert secret not in text
 
 
-def test_systemd_unit_is_hardened_runs_this_venv_and_holds_no_secret(install: Path, tmp_path: Path) -> None:
+def test_systemd_unit_is_hardened_runs_this_venv_and_holds_no_secret(install_outside_tmp: Path, tmp_path: Path) -> None:
+    install = install_outside_tmp
     target = tmp_path / "out" / "mcp-bastion.service"
     target.parent.mkdir()
     done = run_cli(tmp_path, "service", "systemd", "--user", "nobody", "--dir", str(install), "--output", str(target))
@@ -95,6 +114,7 @@ def test_systemd_unit_is_hardened_runs_this_venv_and_holds_no_secret(install: Pa
     assert settings["WorkingDirectory"] == [str(install)]
     assert settings["ReadWritePaths"] == [str(install)]
     assert settings["ProtectHome"][0] in ("yes", "read-only")
+    assert settings["PrivateTmp"] == (["no"] if str(CLI.absolute()).startswith(TMP_DIRS) else ["yes"])
     for key in ("RestartSec", "TimeoutStopSec", "LimitNOFILE"):
         assert int(settings[key][0]) > 0
     assert_no_secret(text + done.stdout + done.stderr)
@@ -163,3 +183,18 @@ def test_a_directory_with_spaces_is_refused_rather_than_mis_quoted(tmp_path: Pat
     assert done.returncode == 2
     assert "special characters" in done.stderr
     assert not (spaced / "mcp-bastion.service").exists()
+
+
+def test_an_install_under_tmp_turns_private_tmp_off_and_says_why(install: Path, tmp_path: Path) -> None:
+    """Issue 10 item 10: with the directory under /tmp, PrivateTmp=yes would give the service an empty /tmp of its
+    own and it could never start; the unit sets PrivateTmp=no (with a comment) and the command warns, naming the
+    path and a lasting place to install instead."""
+    assert str(install).startswith(TMP_DIRS)
+    target = tmp_path / "unit.service"
+    done = run_cli(tmp_path, "service", "systemd", "--user", "nobody", "--dir", str(install), "--output", str(target))
+    assert done.returncode == 0, done.stderr
+    assert unit_settings(target.read_text())["PrivateTmp"] == ["no"]
+    warning = " ".join(done.stderr.split())
+    assert f"warning: {install}" in warning
+    assert "PrivateTmp=yes would hide" in warning
+    assert "/opt or /srv" in warning

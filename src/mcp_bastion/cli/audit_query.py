@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mcp_bastion.cli.base import EXIT_CONFIG, EnvFile, JsonFlag, cli, err, fail, out
+from mcp_bastion.cli.output import MISSING, cell, emit_json, safe, text
 from mcp_bastion.config import load_settings, security_log_for
 from mcp_bastion.errors import ConfigError
 
@@ -49,11 +50,8 @@ Entry = tuple[float, dict[str, Any]]  # (UTC epoch seconds, the parsed line)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION = re.compile(r"(\d+)\s*([smhdw])")
 ROTATED = re.compile(r"[0-9]+")
-UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 FOLLOW_POLL_S = 0.1
 ERROR_OUTCOMES = ("error", "tool_error", "cancelled")
-MISSING = "-"
 SUPPRESSED = "audit.suppressed"  # one line standing for many refusals of one IP in one window
 WEIGHT = "_suppressed"  # on an entry unfolded from a SUPPRESSED line: how many refusals it stands for
 NO_REASON = "-"  # the reason key the audit log uses for a refusal without one
@@ -359,17 +357,6 @@ def bucket(groups: dict[Any, Group], key: Any) -> Group:
     return group
 
 
-def text(value: object) -> str:
-    """A field as one string (a missing one as `-`)."""
-    if value is None:
-        return MISSING
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return str(value)
-
-
 def grouped(
     items: Iterable[Entry], key: Callable[[dict[str, Any]], tuple[str, ...]], *tallied: str, timed: bool = False
 ) -> list[tuple[tuple[str, ...], Group]]:
@@ -414,25 +401,6 @@ def matches(value: object, patterns: list[str] | None) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Output
-
-
-def safe(value: object) -> str:
-    """A field as printable text: control, line-separator and bidi characters shown escaped."""
-    raw = text(value)
-    if not UNSAFE.search(raw):
-        return raw
-    return UNSAFE.sub(lambda m: NAMED_ESCAPES.get(m[0]) or f"\\u{ord(m[0]):04x}", raw)
-
-
-def cell(value: object, style: str = "") -> Text:
-    """A table cell that is never markup."""
-    return Text(safe(value), style=style)
-
-
-def emit_json(data: dict[str, Any]) -> None:
-    """One JSON object on stdout (ASCII: safe whatever the terminal's encoding)."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    sys.stdout.flush()
 
 
 def caption(scan: Scan) -> str:

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
     import httpx2
 
 from mcp_bastion.cli.base import ConfigFile, EnvFile, JsonFlag, cli, fail, out
+from mcp_bastion.cli.output import Col, listing
 from mcp_bastion.cli.preflight import Finding, env_file_finding, findings, refusals, warnings
 from mcp_bastion.config import (
     ServerSpec,
@@ -369,16 +369,18 @@ def live_checks(url: str, token: str, *, skip_rate_limit: bool, verify: bool | s
             names = "CSP, X-Content-Type-Options, X-Frame-Options, Referrer-Policy" + (", HSTS" if tls else "")
             checks.append(Check("security headers", "PASS", f"{names} on 200 and 401"))
         if not skip_rate_limit:
-            checks.append(_rate_limit(client, health, good))
+            checks.append(_rate_limit(client, f"{base}/.well-known/oauth-protected-resource"))
     return checks
 
 
-def _rate_limit(client: "httpx2.Client", health: str, good: dict[str, str]) -> Check:
+def _rate_limit(client: "httpx2.Client", public: str) -> Check:
+    """Unauthenticated requests to a public route until a 429: what the per-address limit counts (Issue 10 item 1:
+    an authenticated request never counts there), in every mode, without work for the store."""
     name = "rate limit → 429"
     deadline = time.monotonic() + RATE_LIMIT_TIME_CAP_S
     for sent in range(1, RATE_LIMIT_BOUND + 1):
         try:
-            r = client.get(health, headers=good)
+            r = client.get(public)
         except httpx2.HTTPError as exc:
             return Check(name, "FAIL", f"request {sent} failed: {type(exc).__name__}", "see the server's log")
         if r.status_code == 429:
@@ -404,23 +406,20 @@ def _rate_limit(client: "httpx2.Client", health: str, good: dict[str, str]) -> C
 def report(checks: list[Check], *, as_json: bool, mode: str, strict: bool) -> int:
     failed = any(c.status == "FAIL" for c in checks) or (strict and any(c.status == "WARN" for c in checks))
     counts = Counter(c.status for c in checks)
-    if as_json:
-        document: dict[str, Any] = {
-            "mode": mode,
-            "ok": not failed,
-            "counts": {s: counts.get(s, 0) for s in ("PASS", "WARN", "FAIL")},
-            "checks": [asdict(c) for c in checks],
-        }
-        out.print_json(json.dumps(document))
-    else:
-        table = Table(title=f"mcp-bastion doctor ({mode})", title_justify="left")
-        table.add_column("status", no_wrap=True)
-        table.add_column("check", no_wrap=True)
-        table.add_column("detail")
-        table.add_column("fix")
-        for c in checks:
-            table.add_row(Text(c.status, style=STYLE[c.status]), c.check, c.detail, c.hint)
-        out.print(table)
+    document: dict[str, Any] = {
+        "mode": mode,
+        "ok": not failed,
+        "counts": {s: counts.get(s, 0) for s in ("PASS", "WARN", "FAIL")},
+        "checks": [asdict(c) for c in checks],
+    }
+    columns = [
+        Col("status", lambda row: Text(row["status"], style=STYLE[row["status"]]), no_wrap=True),
+        Col("check", "check", no_wrap=True),
+        Col("detail", "detail"),
+        Col("fix", "hint"),
+    ]
+    listing(document["checks"], columns, as_json=as_json, document=document, title=f"mcp-bastion doctor ({mode})")
+    if not as_json:
         out.print(
             f"{counts.get('PASS', 0)} passed, {counts.get('WARN', 0)} warning(s), {counts.get('FAIL', 0)} failed",
             style="bold red" if failed else "bold green",

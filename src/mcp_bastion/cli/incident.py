@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 import typer
 from dotenv import dotenv_values
-from rich.table import Column, Table
 from rich.text import Text
 
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
+from mcp_bastion.cli.output import Col, listing
 from mcp_bastion.config import Settings, is_loopback
 from mcp_bastion.files import write_private
 from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash
@@ -195,6 +195,20 @@ def _when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(stamp)) + "Z" if stamp else "-"
 
 
+def _login(row: dict[str, Any]) -> bool:
+    return row.get("kind") == "login"
+
+
+SESSION_COLUMNS = [
+    Col("id", "id", no_wrap=True),  # always copyable whole
+    Col("kind", "kind"),
+    Col("principal", "principal"),
+    Col("client / server", lambda r: r["client_ip"] if _login(r) else f"{r.get('server')} ({r.get('client') or '?'})"),
+    Col("created / age", lambda r: _when(r["created"]) if _login(r) else f"{r.get('age_s')} s"),
+    Col("expires", lambda r: _when(r["expires"]) if _login(r) else "-"),
+]
+
+
 def _login_row(session: LoginSession) -> dict[str, Any]:
     return {
         "id": session.id_hash[:PUBLIC_ID_CHARS],
@@ -227,20 +241,7 @@ def sessions_list(as_json: JsonFlag = False, url: UrlOption = None, env_file: En
         if api.explicit:
             fail(str(exc), exc.hint)
         server.update(status="unavailable", reason=str(exc), hint=exc.hint)
-    if as_json:
-        typer.echo(json.dumps({"sessions": rows, "server": server}))
-        return
-    table = Table("kind", "principal", "client / server", "created / age", "expires")
-    table.columns.insert(0, Column("id", no_wrap=True, min_width=PUBLIC_ID_CHARS))  # always copyable whole
-    for row in rows:
-        if row["kind"] == "login":
-            table.add_row(
-                row["id"], "login", row["principal"], row["client_ip"], _when(row["created"]), _when(row["expires"])
-            )
-        else:
-            where = f"{row.get('server')} ({row.get('client') or '?'})"
-            table.add_row(str(row.get("id")), "mcp", str(row.get("principal")), where, f"{row.get('age_s')} s", "-")
-    out.print(table)
+    listing(rows, SESSION_COLUMNS, as_json=as_json, document={"sessions": rows, "server": server})
     if server["status"] != "ok":
         err.print(f"note: MCP client sessions not listed ({server['reason']}); {server['hint']}", markup=False)
 

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from mcp_bastion.access.scopes import valid_scope
-from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, fail, out, run
-from mcp_bastion.security import new_token, token_hash, token_name_problem
+from mcp_bastion.access.scopes import may_see_server, valid_scope
+from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
+from mcp_bastion.cli.output import Col, listing
+from mcp_bastion.config import Settings, load_servers, variables
+from mcp_bastion.errors import ConfigError
+from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash, token_name_problem
 from mcp_bastion.store import TokenRecord
 
 token_cli = typer.Typer(
@@ -58,7 +60,7 @@ def token_create(
         )
     if (problem := token_name_problem(name)) is not None:
         fail(f"token name {name!r}: {problem}", "name it after who or what uses it, e.g. cursor-laptop or ci-bot")
-    _, store, audit = context(env_file)
+    settings, store, audit = context(env_file)
     value = new_token()
     now = time.time()
     record = TokenRecord(name, token_hash(value), scopes, now, now + parse_duration(expires) if expires else None)
@@ -73,6 +75,20 @@ def token_create(
             Text.assemble("Token ", (name, "bold"), f" ({', '.join(scopes)}). Copy it now, it is not shown again:")
         )
         out.print(value, markup=False, highlight=False)
+    warn_unknown_servers(settings, env_file, scopes)
+
+
+def warn_unknown_servers(settings: Settings, env_file: Path, scopes: tuple[str, ...]) -> None:
+    """A warning for each scope (a glob) that reaches no server of the config: a typo, or a server not added yet."""
+    try:
+        servers = load_servers(settings.mcp_config, variables(env_file))
+    except ConfigError:
+        return  # a broken config is check-config's to report; the token is created all the same
+    for scope in scopes:
+        if scope != ADMIN_SCOPE and not any(may_see_server((scope,), name) for name in servers):
+            names = ", ".join(servers) or "none"
+            message = f" --scope {scope} matches no server in {settings.mcp_config} (configured: {names})"
+            err.print(Text.assemble(("warning:", "bold yellow"), message), soft_wrap=True)
 
 
 @token_cli.command("list")
@@ -87,15 +103,14 @@ def token_list(as_json: JsonFlag = False, env_file: EnvFile = Path(".env")) -> N
         {"name": r.name, "scopes": list(r.scopes), "created": r.created, "last_used": r.last_used, "expires": r.expires}
         for r in records
     ]
-    if as_json:
-        out.print_json(json.dumps({"tokens": rows}))
-        return
-    table = Table("name", "scopes", "created", "last used", "expires")
-    for row in rows:
-        table.add_row(
-            row["name"], ", ".join(row["scopes"]), _when(row["created"]), _when(row["last_used"]), _when(row["expires"])
-        )
-    out.print(table)
+    columns = [
+        Col("name", "name"),
+        Col("scopes", lambda row: ", ".join(row["scopes"])),
+        Col("created", lambda row: _when(row["created"])),
+        Col("last used", lambda row: _when(row["last_used"])),
+        Col("expires", lambda row: _when(row["expires"])),
+    ]
+    listing(rows, columns, as_json=as_json, document={"tokens": rows})
 
 
 def _when(stamp: float | None) -> str:
