@@ -305,6 +305,7 @@ def create_app(
     gateway = Gateway(settings, servers, supervisor)
     gateway.audit = audit
     limiter = Limiter(settings)
+    gateway.limiter = limiter
     authenticator = Authenticator(admin_token=admin_token, store=store)
     return BastionApp(
         gateway, settings=settings, store=store, audit=audit, limiter=limiter, authenticator=authenticator

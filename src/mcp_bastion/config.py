@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mcp_bastion.access.routes import RESERVED_SERVER_NAMES
@@ -93,9 +102,12 @@ class Settings(BaseSettings):
     forwarded_header: str = "X-Forwarded-For"
     allowed_origins: str = ""
     allowed_hosts: str = ""
+    # The Express server's limit, for what it protected: unauthenticated requests and login attempts per address.
     rate_limit_window_ms: Annotated[int, Field(ge=1000)] = 900_000
     rate_limit_max_requests: Annotated[int, Field(ge=1)] = 100
-    rate_limit_token_max_requests: Annotated[int, Field(ge=1)] = 1000
+    # Per principal per window, enforced per minute (18,000 / 15 min = 1,200 a minute): an agent's burst of 1,000
+    # calls plus its handshake fits in one minute; one runaway token cannot take the window in a burst (Issue 10).
+    rate_limit_token_max_requests: Annotated[int, Field(ge=1)] = 18_000
     auth_failure_limit: Annotated[int, Field(ge=1)] = 10
     redis_url: SecretStr | None = None
     store_url: SecretStr | None = None
@@ -153,6 +165,27 @@ def default_store_url(env_file: Path | None) -> str:
     return f"sqlite://{base / 'data' / 'bastion.db'}"
 
 
+PER_MINUTE_MAX = 1_000_000  # a `perMinute` above this is a typo, not a limit
+
+
+class ToolRateLimit(BaseModel):
+    """`rateLimit.tools.NAME` of a server: calls of one tool per principal per minute (Issue 10 item 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    per_minute: int = Field(ge=1, le=PER_MINUTE_MAX, alias="perMinute")
+
+
+class ServerRateLimit(BaseModel):
+    """`rateLimit` of a server (Issue 10 item 1): `perMinute` caps every request of one principal to the server;
+    `tools` caps the calls of single tools (on top of the server's cap)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    per_minute: int | None = Field(default=None, ge=1, le=PER_MINUTE_MAX, alias="perMinute")
+    tools: dict[str, ToolRateLimit] = Field(default_factory=dict)
+
+
 class ServerSpec(BaseModel):
     """One entry of `mcpServers`: Claude Desktop's keys plus our per-server extensions."""
 
@@ -173,6 +206,22 @@ class ServerSpec(BaseModel):
     # Once any of the three is set, a kind it leaves out is closed (access.scopes.ServerLimits).
     allowed_resources: tuple[str, ...] | None = Field(default=None, alias="allowedResources")
     allowed_prompts: tuple[str, ...] | None = Field(default=None, alias="allowedPrompts")
+    rate_limit: ServerRateLimit | None = Field(default=None, alias="rateLimit")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_names_tools(cls, value: ServerRateLimit | None, info: ValidationInfo) -> ServerRateLimit | None:
+        if value is None:
+            return None
+        if value.per_minute is None and not value.tools:
+            raise ValueError('set "perMinute" or "tools" (or remove rateLimit)')
+        allowed = info.data.get("allowed_tools")
+        for tool in value.tools:
+            if not tool:
+                raise ValueError("a tool name in tools is empty")
+            if allowed is not None and tool not in allowed:
+                raise ValueError(f"tool {tool!r} is not in allowedTools, so it can never be called")
+        return value
 
 
 def load_settings(env_file: Path | None, **flags: Any) -> Settings:
@@ -242,7 +291,7 @@ def _server_spec(path: Path, name: str, entry: Any, variables: dict[str, str]) -
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "?"
-        reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{where}: key {key!r}: {reason}") from None
     _check_command(where, spec)
     return spec

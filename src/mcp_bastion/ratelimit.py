@@ -1,4 +1,4 @@
-"""Rate limits: per client IP, per principal, and failed authentications per IP, in fixed windows.
+"""Rate limits: per client IP, per principal, per tool, and failed authentications per IP, in fixed windows.
 
 Two counter backends behind one small interface:
 - `LocalCounters`, in-process (the default). Hand-written on purpose: the `limits` library's memory storage was
@@ -15,8 +15,8 @@ Fixed windows, as the Express server's express-rate-limit had.
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import Storage
@@ -34,39 +34,56 @@ from mcp_bastion.errors import ConfigError
 DEPENDENCY = "ratelimit"
 SUSPECTS_MAX = 100_000  # addresses remembered for lockout checks; a flood of sources resets the memory, not us
 PURGE_EVERY = 4096  # local counters drop finished windows every this many hits, so memory follows live clients
+PRINCIPAL_STEP_S = 60  # the per-principal budget is enforced per minute: a burst cannot spend the whole window
+CALL_WINDOW_S = 60  # mcp.json's rateLimit counts per minute (`perMinute`)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of one hit: allowed or not, with what the RateLimit-* headers say."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_s: int
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """RateLimit-* headers (and Retry-After when refused)."""
-        found = [
-            (b"ratelimit-limit", str(self.limit).encode()),
-            (b"ratelimit-remaining", str(self.remaining).encode()),
-            (b"ratelimit-reset", str(self.reset_s).encode()),
-        ]
-        if not self.allowed:
-            found.append((b"retry-after", str(max(1, self.reset_s)).encode()))
-        return found
+NUMBERS_CACHED = 4096  # counts and seconds below this are written from a table: no str() per response
+_NUMBERS = tuple(str(n).encode() for n in range(NUMBERS_CACHED))
 
 
-ALLOWED = Verdict(True, 0, 0, 0)
+def number(value: int) -> bytes:
+    """The ASCII digits of a non-negative int (a table lookup for the common small ones)."""
+    return _NUMBERS[value] if value < NUMBERS_CACHED else str(value).encode()
 
 
 @dataclass(frozen=True)
 class Limit:
-    """`amount` requests per `window_s` seconds, counted under `namespace`."""
+    """`amount` requests per `window_s` seconds, counted under `namespace`; `name` is the policy clients see.
+
+    The RateLimit-Policy header (draft-ietf-httpapi-ratelimit-headers-08 and later) is fixed per limit, so its
+    bytes are built once here, not per response.
+    """
 
     namespace: str
     amount: int
     window_s: int
+    name: str = "default"
+    policy: tuple[bytes, bytes] = field(init=False, compare=False, repr=False)
+    label: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        label = b'"' + self.name.encode() + b'"'
+        object.__setattr__(self, "label", label)
+        value = label + b";q=" + number(self.amount) + b";w=" + number(self.window_s)
+        object.__setattr__(self, "policy", (b"ratelimit-policy", value))
+
+
+class Verdict(NamedTuple):
+    """The outcome of one hit, with what the RateLimit headers say (a named tuple: built per request)."""
+
+    allowed: bool
+    limit: Limit
+    remaining: int
+    reset_s: int
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """RateLimit-Policy and RateLimit (draft -08 and later), plus Retry-After when refused."""
+        limit = self.limit
+        current = limit.label + b";r=" + number(self.remaining) + b";t=" + number(self.reset_s)
+        if self.allowed:
+            return [limit.policy, (b"ratelimit", current)]
+        return [limit.policy, (b"ratelimit", current), (b"retry-after", number(max(1, self.reset_s)))]
 
 
 class Counters(Protocol):
@@ -148,16 +165,31 @@ class SharedCounters:
 
 
 class Limiter:
-    """The gateway's three limits over one set of counters."""
+    """The gateway's limits over one set of counters (Issue 10 item 1).
+
+    - `per_ip`: RATE_LIMIT_MAX_REQUESTS per RATE_LIMIT_WINDOW_MS, what the Express server's limit protected:
+      unauthenticated traffic (public routes, login attempts) and refused authentications. A request that
+      authenticates never counts here; once an address is over, its requests are refused before the store is asked
+      (`flooded`), except those carrying a credential already known good from it.
+    - `per_principal`: RATE_LIMIT_TOKEN_MAX_REQUESTS per window, enforced as a per-minute share of it (fixed
+      one-minute windows of ceil(amount x 60 / window)): a burst spends one minute's share, never the whole
+      window, and a principal that runs out waits at most a minute.
+    - `auth_failures`: the failed-authentication lockout.
+    - `call_limit`: the per-minute limits of mcp.json's `rateLimit` (per principal, server and tool).
+    """
 
     def __init__(self, settings: Settings, counters: Counters | None = None) -> None:
         window_s = max(1, settings.rate_limit_window_ms // 1000)
         self.window_s = window_s
-        self.per_ip = Limit("bastion-ip", settings.rate_limit_max_requests, window_s)
-        self.per_principal = Limit("bastion-principal", settings.rate_limit_token_max_requests, window_s)
-        self.auth_failures = Limit("bastion-authfail", settings.auth_failure_limit, window_s)
+        self.per_ip = Limit("bastion-ip", settings.rate_limit_max_requests, window_s, "ip")
+        step_s = min(PRINCIPAL_STEP_S, window_s)
+        per_step = math.ceil(settings.rate_limit_token_max_requests * step_s / window_s)
+        self.per_principal = Limit("bastion-principal", per_step, step_s, "principal")
+        self.auth_failures = Limit("bastion-authfail", settings.auth_failure_limit, window_s, "auth-failures")
         self.counters = counters or self._counters(settings)
         self._suspects: dict[str, float] = {}  # addresses with a failed authentication seen by this instance
+        self._flooded: dict[str, float] = {}  # addresses over their per-IP limit -> when their window ends
+        self._call_limits: dict[int, Limit] = {}
         self.known = KnownCredentials(window_s, self.counters)  # the lockout's exception (Issue 9 item 10)
 
     @property
@@ -189,12 +221,50 @@ class Limiter:
         )
         return SharedCounters(found, breaker)
 
+    def call_limit(self, per_minute: int) -> Limit:
+        """The limit object of a `perMinute` from mcp.json (one per distinct amount; the key tells callers apart)."""
+        found = self._call_limits.get(per_minute)
+        if found is None:
+            found = self._call_limits[per_minute] = Limit("bastion-call", per_minute, CALL_WINDOW_S, "tool")
+        return found
+
     async def hit(self, limit: Limit, key: str) -> Verdict:
-        """Count one request against `limit` for `key`."""
+        """Count one request against `limit` for `key`; the verdict carries what the RateLimit headers say.
+
+        The reset is the end of the current epoch-aligned window (the local counters' own; the shared ones align
+        to their first hit, so there it is an estimate within one window).
+        """
         count = await self.counters.hit(limit, key)
-        if count <= limit.amount:
-            return ALLOWED  # remaining and reset are computed only when they are shown (a refusal)
-        return self._verdict(limit, count)
+        window_s = limit.window_s
+        reset_s = window_s - int(time.time()) % window_s
+        amount = limit.amount
+        return Verdict(count <= amount, limit, amount - count if count < amount else 0, reset_s)
+
+    async def hit_address(self, key: str) -> Verdict:
+        """Count one unauthenticated request from address `key` (a public route, or a refused authentication).
+
+        Once over, the address is remembered as flooded until its window ends, so `flooded` refuses it for free.
+        """
+        verdict = await self.hit(self.per_ip, key)
+        if not verdict.allowed:
+            if len(self._flooded) > SUSPECTS_MAX:
+                self._flooded.clear()
+            self._flooded[key] = time.monotonic() + verdict.reset_s
+        return verdict
+
+    def flooded(self, key: str) -> Verdict | None:
+        """A refusal if address `key` went over its per-IP limit in this window (as this instance saw), else None.
+
+        A dictionary look-up, no counter I/O: authenticated requests pay nothing for the per-IP limit.
+        """
+        until = self._flooded.get(key)
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._flooded[key]
+            return None
+        return Verdict(False, self.per_ip, 0, math.ceil(left))
 
     async def locked_out(self, key: str) -> Verdict | None:
         """A refusal if `key` has used up its failed-authentication allowance, else None.
@@ -220,7 +290,7 @@ class Limiter:
     def _verdict(self, limit: Limit, count: int) -> Verdict:
         now = time.time()
         reset = max(1, math.ceil((int(now) // limit.window_s + 1) * limit.window_s - now))
-        return Verdict(False, limit.amount, max(0, limit.amount - count), reset)
+        return Verdict(False, limit, max(0, limit.amount - count), reset)
 
 
 # Issue 9 item 10: credentials known good per address, so one client's failed guesses cannot lock out the others

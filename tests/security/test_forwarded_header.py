@@ -46,11 +46,15 @@ def test_a_client_forwarded_header_is_ignored_by_default_behind_a_trusted_proxy(
         assert "failed authentication" in body["message"]
         assert {d["ip"] for d in audit_events(tmp_path, "auth.failure")} == {"198.51.100.7"}
 
-        rotating = [
-            session(gw, admin, [("X-Forwarded-For", "198.51.100.8"), ("Forwarded", f"for=198.51.100.{50 + i}")])
+        rotating = [  # without a credential: what the per-IP limit counts (Issue 10 item 1)
+            httpx.get(
+                f"{gw.url}/auth/session",
+                headers=[("X-Forwarded-For", "198.51.100.8"), ("Forwarded", f"for=198.51.100.{50 + i}")],
+                timeout=10,
+            )
             for i in range(5)
         ]
-        assert [r.status_code for r in rotating] == [200, 200, 200, 200, 429]
+        assert [r.status_code for r in rotating] == [401, 401, 401, 401, 429]
         limited = audit_events(tmp_path, "ratelimit.exceeded")
         assert [(d["ip"], d["reason"]) for d in limited if d["reason"] == "per-ip"] == [("198.51.100.8", "per-ip")]
 

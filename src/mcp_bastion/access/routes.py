@@ -31,11 +31,15 @@ class Dialect(StrEnum):
 
 
 class RateClass(StrEnum):
-    """Which limits a route counts against."""
+    """Which limits a route counts against (Issue 10 item 1).
 
-    NONE = "none"  # never limited (load-balancer probes)
-    IP = "ip"  # per client address only (unauthenticated routes)
-    PRINCIPAL = "principal"  # per address before authentication, then per principal
+    On every class but NONE and IP, a request that authenticates never counts per address; one refused (401) does.
+    """
+
+    NONE = "none"  # never limited: load-balancer probes, and the dashboard's fixed files (a browser never sees a 429)
+    IP = "ip"  # every request counts per client address (unauthenticated routes: login, discovery)
+    PRINCIPAL = "principal"  # per principal once authenticated
+    DASHBOARD = "dashboard"  # the dashboard's polled reads: per principal, except for a login-cookie session
 
 
 class BadPath(Exception):
@@ -91,19 +95,19 @@ JSONRPC = Dialect.JSONRPC
 
 ROUTES: tuple[Route, ...] = (
     Route("livez", ("livez",), GET, Access.PUBLIC, rate=RateClass.NONE),
-    Route("dashboard", (), GET, Access.PUBLIC, rate=RateClass.IP),
-    Route("static", ("static", "{file}"), GET, Access.PUBLIC, rate=RateClass.IP),
+    Route("dashboard", (), GET, Access.PUBLIC, rate=RateClass.NONE),
+    Route("static", ("static", "{file}"), GET, Access.PUBLIC, rate=RateClass.NONE),
     # OAuth discovery (RFC 9728, RFC 8414, OpenID): clients probe these without credentials; 404 until served.
     Route("discovery", (".well-known", "{document}", "**"), GET, Access.PUBLIC, rate=RateClass.IP),
     Route("discovery.root", (".well-known", "{document}"), GET, Access.PUBLIC, rate=RateClass.IP),
     Route("auth.login", ("auth", "login"), POST, Access.PUBLIC, rate=RateClass.IP),
     Route("auth.logout", ("auth", "logout"), POST, Access.PRINCIPAL, cookie=True),
-    Route("auth.session", ("auth", "session"), GET, Access.PRINCIPAL, cookie=True),
-    Route("health", ("health",), GET, Access.PRINCIPAL, cookie=True),
+    Route("auth.session", ("auth", "session"), GET, Access.PRINCIPAL, cookie=True, rate=RateClass.DASHBOARD),
+    Route("health", ("health",), GET, Access.PRINCIPAL, cookie=True, rate=RateClass.DASHBOARD),
     Route("admin.sessions", ("admin", "sessions"), GET, Access.ADMIN, cookie=True),
     Route("admin.session", ("admin", "sessions", "{id}"), DELETE, Access.ADMIN, cookie=True),
-    Route("api.overview", ("api", "overview"), GET, Access.PRINCIPAL, cookie=True),
-    Route("api.audit", ("api", "audit"), GET, Access.PRINCIPAL, cookie=True),
+    Route("api.overview", ("api", "overview"), GET, Access.PRINCIPAL, cookie=True, rate=RateClass.DASHBOARD),
+    Route("api.audit", ("api", "audit"), GET, Access.PRINCIPAL, cookie=True, rate=RateClass.DASHBOARD),
     Route("api.tokens", ("api", "tokens"), frozenset({"GET", "POST"}), Access.ADMIN, cookie=True),
     Route("api.token", ("api", "tokens", "{name}"), DELETE, Access.ADMIN, cookie=True),
     Route("mcp.servers", ("mcp", "servers"), GET, Access.PRINCIPAL, cookie=True),

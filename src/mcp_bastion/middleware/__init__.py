@@ -33,7 +33,7 @@ MCP_HEADERS = [
     "Last-Event-ID",
     "X-CSRF-Token",
 ]
-EXPOSED = ["Mcp-Session-Id", "WWW-Authenticate", "Retry-After", "X-Request-Id"]
+EXPOSED = ["Mcp-Session-Id", "WWW-Authenticate", "Retry-After", "X-Request-Id", "RateLimit", "RateLimit-Policy"]
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,16 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
         raise ConfigError("ALLOWED_ORIGINS may not contain * or null: list the exact origins (credentials are sent)")
     # 8. The one authorizer decides the route (admin routes, the {server}); MCP methods where the body is parsed.
     app = AuthorizationMiddleware(app, audit=audit)
-    # 7. Per-principal limit: after auth, so it can key on the token's name.
+    # 7. Per-principal limit: after auth, so it keys on the principal's id (the dashboard's cookie reads exempt).
     app = RateLimitMiddleware(app, limiter=limiter, per="principal", audit=audit)
-    # 6. Who is calling: bearer token on every route, session cookie on management routes; fails closed.
+    # 6. Who is calling: bearer token on every route, session cookie on management routes; fails closed; a refusal
+    #    counts against its address.
     app = AuthenticationMiddleware(
         app, authenticator=security.authenticator, limiter=limiter, audit=audit, disabled=settings.insecure_no_auth
     )
-    # 5. Per-IP limit before auth, so floods of bad tokens are cut without touching the store.
+    # 5. Per-IP limit before auth: public routes count; an address over its limit (refusals count, stage 6) is cut
+    #    here without touching the store, unless its credential is known good from it. Authenticated requests
+    #    never count per address (Issue 10 item 1).
     app = RateLimitMiddleware(app, limiter=limiter, per="ip", audit=audit)
     # 4. Oversized bodies refused before anything reads them.
     app = BodyLimitMiddleware(app, max_bytes=settings.max_body_bytes)

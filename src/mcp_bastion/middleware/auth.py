@@ -15,10 +15,10 @@ import re
 import time
 from http.cookies import SimpleCookie
 
-from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, context_of, needed_scope
+from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, Route, context_of, needed_scope
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import DependencyUnavailable
-from mcp_bastion.middleware.reply import refuse, refuse_unavailable
+from mcp_bastion.middleware.reply import refuse, refuse_limited, refuse_rate, refuse_unavailable
 from mcp_bastion.ratelimit import Limiter, Verdict
 from mcp_bastion.security import ADMIN_SCOPE, bearer, token_hash
 from mcp_bastion.store import LoginSession, Store, StoreError
@@ -131,6 +131,19 @@ def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
     return None
 
 
+def presented_hash(scope: Scope, route: Route) -> str | None:
+    """The hash of the one credential a request carries (a bearer token, or a login cookie on a route that takes
+    it), without any look-up: what `KnownCredentials` is asked about. None when there is none or it is malformed."""
+    values = [v for k, v in scope["headers"] if k == b"authorization"]
+    if len(values) == 1:
+        token = bearer(values[0])
+        return token_hash(token) if token is not None else None
+    if values or not route.cookie:
+        return None
+    cookie = cookie_value(scope["headers"], SESSION_COOKIE)
+    return token_hash(cookie) if cookie is not None else None
+
+
 class AuthenticationMiddleware:
     """401 unless a valid bearer token (every route) or session cookie (routes that accept it) is presented."""
 
@@ -173,12 +186,17 @@ class AuthenticationMiddleware:
             await self._unavailable(ctx, scope, send, exc)
             return
         if principal is None:
-            if presented:  # a request with no credential at all (OAuth discovery, a first probe) is no attack
-                try:
+            try:
+                if presented:  # a request with no credential at all (OAuth discovery, a first probe) is no attack
                     await self.limiter.failed_auth(ctx.client_ip)
-                except DependencyUnavailable as exc:  # the failure cannot be counted: refuse as an outage
-                    await self._unavailable(ctx, scope, send, exc)
-                    return
+                # Issue 10 item 1: a refused request is unauthenticated traffic: it counts against its address.
+                counted = await self.limiter.hit_address(ctx.client_ip)
+            except DependencyUnavailable as exc:  # the refusal cannot be counted: refuse as an outage
+                await self._unavailable(ctx, scope, send, exc)
+                return
+            if not counted.allowed:
+                await refuse_rate(self.audit, scope, send, ctx, counted, "per-ip")
+                return
             ended = reason == "expired session" or reason.startswith("session ended")
             self._record(ctx, scope, "session.expired" if ended else "auth.failure", reason)
             challenge = CHALLENGE_INVALID if presented else CHALLENGE
@@ -215,15 +233,21 @@ class AuthenticationMiddleware:
 
     async def _remember(self, ctx: RequestContext, principal: Principal) -> None:
         """Remember the credential as known good from this address (Issue 9 item 10); best effort: when the shared
-        storage is down, the credential only loses its exception to a lockout (the lockout itself fails closed)."""
-        if principal.credential is not None:
-            with contextlib.suppress(DependencyUnavailable):
+        storage is down, the credential only loses its exception to a lockout (the lockout itself fails closed).
+
+        A login cookie is remembered too (by its hash, `login`), so that an address over its per-IP limit still
+        lets a known dashboard session through without a store look-up (Issue 10 item 1).
+        """
+        with contextlib.suppress(DependencyUnavailable):
+            if principal.credential is not None:
                 await self.limiter.known.remember(ctx.client_ip, principal.credential)
+            if principal.login is not None:
+                await self.limiter.known.remember(ctx.client_ip, principal.login)
 
     async def _locked(self, ctx: RequestContext, scope: Scope, send: Send, locked: Verdict) -> None:
         self._record(ctx, scope, "ratelimit.exceeded", "too many failed authentications")
         message = "Too many failed authentication attempts; try again later"
-        await refuse(scope, send, 429, "Too many requests", message, locked.headers())
+        await refuse_limited(scope, send, message, locked.headers(), locked.reset_s)
 
     async def _identify(
         self, scope: Scope, ctx: RequestContext

@@ -3,7 +3,7 @@
 import logging
 import secrets
 
-from mcp_bastion.middleware.reply import reject, state
+from mcp_bastion.middleware.reply import RESPONSE_HEADERS, reject, state
 from mcp_bastion.types import ASGIApp, ASGIMessage, Receive, Scope, Send
 
 log = logging.getLogger("mcp_bastion.http")
@@ -54,6 +54,9 @@ class SecurityHeadersMiddleware:
                 else:
                     headers += self.headers
                 headers.append((b"x-request-id", request_id.encode()))
+                decided = st.get(RESPONSE_HEADERS)  # a later stage's (the RateLimit headers of a counted request)
+                if decided is not None:
+                    headers += decided
                 message["headers"] = headers
             await send(message)
 

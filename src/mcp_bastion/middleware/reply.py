@@ -9,10 +9,14 @@ from typing import Any
 import orjson
 
 from mcp_bastion.access import CONTEXT_KEY, Dialect, RequestContext
+from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import INTERNAL_ERROR, INVALID_REQUEST, SERVER_UNAVAILABLE
+from mcp_bastion.ratelimit import Verdict
 from mcp_bastion.types import ASGIApp as ASGIApp
 from mcp_bastion.types import Scope, Send
 
+LIMITED_MESSAGE = "Rate limit exceeded, try again later"
+RESPONSE_HEADERS = "response_headers"  # state key: headers a stage decided for whatever response comes (RateLimit)
 # JSON-RPC codes for refusals by HTTP status (MCP leaves the server-error range to implementations).
 RPC_CODES = {401: -32001, 403: -32003, 429: -32029, 503: SERVER_UNAVAILABLE, 500: INTERNAL_ERROR}
 
@@ -71,6 +75,38 @@ async def refuse(
         rpc_error["data"] = detail
     body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": rpc_error})
     await _send(send, status, body, headers)
+
+
+def set_response_headers(scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
+    """Headers the outermost stage adds to this request's response, whoever writes it (the RateLimit headers of a
+    counted request: on a 200 as on a refusal)."""
+    state(scope)[RESPONSE_HEADERS] = headers
+
+
+async def refuse_limited(
+    scope: Scope, send: Send, message: str, headers: list[tuple[bytes, bytes]], retry_after_s: int
+) -> None:
+    """429 Too many requests (Issue 10 item 1). On MCP routes the JSON-RPC error carries `data.retryAfterSeconds`, so
+    an MCP client can read the delay; JSON routes keep the Express server's two keys (Retry-After says it)."""
+    ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+    rpc = ctx is not None and ctx.route.dialect is Dialect.JSONRPC
+    detail = {"retryAfterSeconds": max(1, retry_after_s)} if rpc else None
+    await refuse(scope, send, 429, "Too many requests", message, headers, detail)
+
+
+async def refuse_rate(
+    audit: AuditLog, scope: Scope, send: Send, ctx: RequestContext, verdict: Verdict, reason: str
+) -> None:
+    """The audited 429 of an exhausted limit (`reason`: per-ip, per-principal)."""
+    audit.record(
+        "ratelimit.exceeded",
+        outcome="denied",
+        reason=reason,
+        path=scope.get("path"),
+        limit=verdict.limit.amount,
+        **ctx.who(),
+    )
+    await refuse_limited(scope, send, LIMITED_MESSAGE, verdict.headers(), verdict.reset_s)
 
 
 async def refuse_unavailable(scope: Scope, send: Send, dependency: str, retry_after_s: int, message: str) -> None:

@@ -20,6 +20,7 @@ from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import ServerSpec, Settings
 from mcp_bastion.errors import AtCapacity, ChildUnavailable, GatewayError, ProtocolError, QuotaExceeded, ShuttingDown
 from mcp_bastion.jsonrpc import Message, error
+from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay.backend import Backend
 from mcp_bastion.relay.quotas import PrincipalQuota, Slot
 from mcp_bastion.relay.sessions import SHUTDOWN_EVENT, SHUTDOWN_RETRY_AFTER_S, ClientSession, SessionGone
@@ -52,6 +53,7 @@ class Gateway:
         self.stream_quota = PrincipalQuota("streams", settings.max_streams_per_principal)
         self._opening = 0  # sessions admitted but still starting (a per-session child initializing)
         self.audit: AuditLog | None = None  # set by create_app; transports write mcp.call lines to it
+        self.limiter: Limiter | None = None  # set by create_app; counts mcp.json's per-tool rate limits
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.closing = False  # set by begin_shutdown: new requests are refused, long streams end

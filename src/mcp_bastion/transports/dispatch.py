@@ -6,7 +6,7 @@ from mcp_bastion.errors import INVALID_REQUEST
 from mcp_bastion.jsonrpc import Message, error, result
 from mcp_bastion.protocol import negotiate_version
 from mcp_bastion.relay import Backend, ClientSession, Gateway, Sink
-from mcp_bastion.transports.policy import FORBIDDEN, CallPolicy
+from mcp_bastion.transports.policy import CallPolicy
 
 
 def initialize_result(backend: Backend, message: Message) -> Message:
@@ -29,9 +29,9 @@ async def request(
 ) -> int:
     """Answer locally or forward; returns the gateway id of a forwarded call (0 if answered here)."""
     method = message["method"]
-    refusal = policy.check(message)  # the one authorizer: every method, not only tools/call
+    refusal = await policy.check(message)  # the one authorizer and the per-tool limits: every method
     if refusal is not None:
-        sink.deliver(error(message["id"], FORBIDDEN, refusal))
+        sink.deliver(refusal)
         return 0
     sink = policy.wrap(message, sink)
     if method == "ping":

@@ -161,7 +161,7 @@ class ModernTransport:
         has_json, has_sse = req.accepts()
         if not has_json:
             raise ProtocolError("Accept must list application/json", status=406)
-        policy = CallPolicy(req, self.gateway.spec(server), self.gateway.audit)
+        policy = CallPolicy(req, self.gateway.spec(server), self.gateway.audit, self.gateway.limiter)
         named = header_value(req, b"mcp-name")
         if named is not None and header_value(req, b"mcp-method") == "tools/call" and not policy.may_call(named):
             # Decided from the header before the body is parsed; the body is checked again after parsing.

@@ -1,4 +1,5 @@
-"""Per-call policy: what one caller may do on one server (the one authorizer's grant), and the audit line.
+"""Per-call policy: what one caller may do on one server (the one authorizer's grant, mcp.json's per-tool rate
+limits), and the audit line.
 
 Wraps the sink of a forwarded request, so the relay stays ignorant of principals and the cost is paid only here.
 """
@@ -9,8 +10,10 @@ from typing import Any
 
 from mcp_bastion.access import Grant, ServerLimits, grant_for
 from mcp_bastion.audit import AuditLog, shape
-from mcp_bastion.config import ServerSpec
-from mcp_bastion.jsonrpc import Message
+from mcp_bastion.config import ServerRateLimit, ServerSpec
+from mcp_bastion.errors import QUOTA_EXCEEDED, DependencyUnavailable
+from mcp_bastion.jsonrpc import Message, error
+from mcp_bastion.ratelimit import Limiter, Verdict
 from mcp_bastion.relay import Sink
 from mcp_bastion.transports.http import Request
 
@@ -28,9 +31,9 @@ def _limits(
 class CallPolicy:
     """What one caller may do on one server, and where its calls are audited."""
 
-    __slots__ = ("audit", "grant", "who")
+    __slots__ = ("audit", "grant", "limiter", "principal_id", "rate", "server", "who")
 
-    def __init__(self, req: Request, spec: ServerSpec, audit: AuditLog | None) -> None:
+    def __init__(self, req: Request, spec: ServerSpec, audit: AuditLog | None, limiter: Limiter | None = None) -> None:
         ctx = req.ctx
         principal = ctx.principal if ctx is not None else None
         limits = _limits(spec.allowed_tools, spec.allowed_resources, spec.allowed_prompts)
@@ -39,21 +42,72 @@ class CallPolicy:
         self.audit = audit
         self.who: dict[str, Any] = ctx.who() if ctx is not None else {}
         self.who["server"] = spec.name
+        self.server = spec.name
+        self.principal_id = principal.id if principal is not None else ""
+        self.rate = spec.rate_limit if limiter is not None else None  # mcp.json's rateLimit (Issue 10 item 1)
+        self.limiter = limiter
 
     def may_call(self, tool: Any) -> bool:
         """Whether this caller may call `tool` on this server."""
         return self.grant.allows("tool", tool)
 
-    def check(self, message: Message) -> str | None:
-        """None if the request may reach the server; else the refusal, audited as `mcp.call` forbidden."""
+    async def check(self, message: Message) -> Message | None:
+        """None if the request may reach the server; else the JSON-RPC error to answer, audited.
+
+        Every MCP request passes here: the one authorizer's grant (refusal: `mcp.call` forbidden), then mcp.json's
+        `rateLimit` of the server and of the tool (refusal: `ratelimit.exceeded` with `retryAfterSeconds`).
+
+        When the shared counters (REDIS_URL) cannot count a limited call, the answer is a 503-style error.
+        """
         method = message["method"]
         allowed, item = self.grant.may(method, message.get("params"))
-        if allowed:
+        if not allowed:
+            field = "tool" if method in NAMED_BY_NAME else "uri"
+            self.record("mcp.call", method=method, outcome="forbidden", **{field: item})
+            what = f"{method} of {item!r}" if item is not None else method
+            return error(message["id"], FORBIDDEN, f"this token may not use {what} on this server")
+        if self.rate is None or self.limiter is None:
             return None
-        field = "tool" if method in NAMED_BY_NAME else "uri"
-        self.record("mcp.call", method=method, outcome="forbidden", **{field: item})
-        what = f"{method} of {item!r}" if item is not None else method
-        return f"this token may not use {what} on this server"
+        tool = (message.get("params") or {}).get("name") if method == "tools/call" else None
+        return await self._limit(self.rate, self.limiter, message, tool)
+
+    async def _limit(self, rate: ServerRateLimit, limiter: Limiter, message: Message, tool: Any) -> Message | None:
+        """Issue 10 item 1: the per-minute limits of mcp.json, per principal, server and tool."""
+        method = message["method"]
+        checks: list[tuple[int, str, str | None]] = []
+        if rate.per_minute is not None:
+            checks.append((rate.per_minute, f"{self.principal_id}\x1f{self.server}", None))
+        per_tool = rate.tools.get(tool) if isinstance(tool, str) else None
+        if per_tool is not None:
+            checks.append((per_tool.per_minute, f"{self.principal_id}\x1f{self.server}\x1f{tool}", tool))
+        for amount, key, limited_tool in checks:
+            try:
+                verdict = await limiter.hit(limiter.call_limit(amount), key)
+            except DependencyUnavailable as exc:  # fail closed: a limited call is never let through uncounted
+                self.record("ratelimit.unavailable", outcome="denied", reason=f"{exc.dependency} down", method=method)
+                return error(message["id"], exc.jsonrpc_code, exc.message, {"retryAfterSeconds": exc.retry_after_s})
+            if not verdict.allowed:
+                return self._refuse_limited(message, method, tool, limited_tool, verdict)
+        return None
+
+    def _refuse_limited(
+        self, message: Message, method: str, tool: Any, limited_tool: str | None, verdict: Verdict
+    ) -> Message:
+        retry_after_s = max(1, verdict.reset_s)
+        scope = "tool" if limited_tool is not None else "server"
+        reason = f"per-{scope}"
+        self.record(
+            "ratelimit.exceeded",
+            outcome="denied",
+            reason=reason,
+            method=method,
+            tool=tool if isinstance(tool, str) else None,
+            limit=verdict.limit.amount,
+        )
+        what = f"tool {limited_tool!r} on server {self.server!r}" if limited_tool else f"server {self.server!r}"
+        text = f"Rate limit exceeded for {what}: {verdict.limit.amount} per minute; retry in {retry_after_s} s"
+        data = {"retryAfterSeconds": retry_after_s, "limit": verdict.limit.amount, "scope": scope}
+        return error(message["id"], QUOTA_EXCEEDED, text, data)
 
     def wrap(self, message: Message, sink: Sink) -> Sink:
         """The sink that audits (and, for the lists, filters) this request's answer."""

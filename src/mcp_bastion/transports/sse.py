@@ -64,7 +64,9 @@ class SseTransport:
             raise
         await send_bytes(req.send, 202, b"Accepted", ACCEPTED)
         if kind is Kind.REQUEST:
-            await self._request(session, message, CallPolicy(req, self.gateway.spec(server), self.gateway.audit))
+            await self._request(
+                session, message, CallPolicy(req, self.gateway.spec(server), self.gateway.audit, self.gateway.limiter)
+            )
         elif kind is Kind.NOTIFICATION:
             await dispatch.notification(self.gateway, session, message)
         else:

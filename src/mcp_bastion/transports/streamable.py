@@ -104,7 +104,7 @@ class StreamableTransport:
             self.gateway.inflight_refused(session, exc)
             raise
         slot = ResponseSlot(streaming=has_sse and progress_token(message) is not None)
-        policy = CallPolicy(req, self.gateway.spec(session.server), self.gateway.audit)
+        policy = CallPolicy(req, self.gateway.spec(session.server), self.gateway.audit, self.gateway.limiter)
         await dispatch.request(session.backend, message, slot, session=session, policy=policy)
         if slot.stream is None:
             answer = await slot.future
