@@ -13,26 +13,37 @@ and window (Issue 8 item 8); `failures`, `denied`, `ratelimits` and `summary` un
 totals are the number of refused requests, not of lines.
 """
 
-import datetime as dt
-import fnmatch
-import heapq
 import json
 import math
-import os
 import re
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any, NoReturn
 
-import orjson
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from mcp_bastion.audit_reader import (
+    WEIGHT,
+    Entry,
+    Follower,
+    Scan,
+    Window,
+    by_time,
+    entries,
+    follow_all,
+    iso,
+    matches,
+    open_log,
+    parse_time,
+    rotated_files,
+    stream_entries,
+    unfold,
+)
 from mcp_bastion.cli.base import EXIT_CONFIG, EnvFile, JsonFlag, cli, err, fail, out
 from mcp_bastion.cli.output import MISSING, cell, emit_json, safe, text
 from mcp_bastion.config import load_settings, security_log_for
@@ -46,15 +57,9 @@ audit_cli = typer.Typer(
 )
 cli.add_typer(audit_cli, name="audit")
 
-Entry = tuple[float, dict[str, Any]]  # (UTC epoch seconds, the parsed line)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION = re.compile(r"(\d+)\s*([smhdw])")
-ROTATED = re.compile(r"[0-9]+")
-FOLLOW_POLL_S = 0.1
 ERROR_OUTCOMES = ("error", "tool_error", "cancelled")
-SUPPRESSED = "audit.suppressed"  # one line standing for many refusals of one IP in one window
-WEIGHT = "_suppressed"  # on an entry unfolded from a SUPPRESSED line: how many refusals it stands for
-NO_REASON = "-"  # the reason key the audit log uses for a refusal without one
 TAIL_FIELDS = ("outcome", "ip", "principal", "server", "method", "tool", "reason", "latency_ms", "path", "request_id")
 
 Since = Annotated[
@@ -77,88 +82,6 @@ def die(message: str, hint: str) -> NoReturn:
     """`fail` for the type checker: one line with its hint, exit code 2."""
     fail(message, hint)
     raise typer.Exit(EXIT_CONFIG)  # unreachable: fail() exits
-
-
-@dataclass
-class Window:
-    """The time window a command looks at (epoch seconds, either end open)."""
-
-    since: float | None = None
-    until: float | None = None
-
-    def holds(self, stamp: float) -> bool:
-        return (self.since is None or stamp >= self.since) and (self.until is None or stamp <= self.until)
-
-    def as_json(self) -> dict[str, str | None]:
-        return {"since": iso(self.since), "until": iso(self.until)}
-
-
-@dataclass
-class Scan:
-    """What was read: the files, how many entries fell in the window, which lines were skipped.
-
-    `streams` holds one list per log (the calls file, then the security file), oldest file first.
-    """
-
-    path: Path
-    security_path: Path
-    streams: list[list[Path]]
-    window: Window
-    read: int = 0
-    in_window: int = 0
-    malformed: int = 0
-    first_malformed: str | None = None
-
-    def skip(self, where: str) -> None:
-        self.malformed += 1
-        if self.first_malformed is None:
-            self.first_malformed = where
-
-    @property
-    def files(self) -> list[Path]:
-        """Every file read, the calls log's first."""
-        return [path for stream in self.streams for path in stream]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "log": str(self.path),
-            "security_log": str(self.security_path),
-            "files": [str(f) for f in self.files],
-            **self.window.as_json(),
-            "entries": self.in_window,
-            "malformed": self.malformed,
-        }
-
-    def warn(self) -> None:
-        """One line on stderr when lines were skipped (stdout stays clean for --json)."""
-        if self.malformed:
-            plural = "s" if self.malformed > 1 else ""
-            err.print(
-                Text(f"warning: skipped {self.malformed} malformed line{plural} (first: {self.first_malformed})"),
-                style="yellow",
-                soft_wrap=True,
-            )
-
-
-def iso(stamp: float | None) -> str | None:
-    """Epoch seconds → the audit log's own format (UTC, milliseconds, Z)."""
-    if stamp is None:
-        return None
-    whole, millis = divmod(round(stamp * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
-
-
-def parse_time(text: object) -> float | None:
-    """An ISO 8601 time → epoch seconds (UTC when it carries no offset); None when it is not one."""
-    if not isinstance(text, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
 
 
 def parse_point(option: str, text: str | None, now: float) -> float | None:
@@ -198,103 +121,16 @@ def log_files(path: Path, *, required: bool = True) -> list[Path]:
     one is required)."""
     if path.is_dir():
         die(f"the audit log {path} is a directory", "pass the file, e.g. --audit-log logs/audit.jsonl")
-    rotated: list[tuple[int, Path]] = []
-    prefix = path.name + "."
     try:
-        siblings = list(path.parent.iterdir()) if path.parent.is_dir() else []
+        files = rotated_files(path)
     except OSError as exc:
         die(f"cannot list {path.parent}: {exc.strerror}", "run as the user the gateway runs as")
-    for sibling in siblings:
-        suffix = sibling.name[len(prefix) :]
-        if sibling.name.startswith(prefix) and ROTATED.fullmatch(suffix) and sibling.is_file():
-            rotated.append((int(suffix), sibling))
-    files = [p for _, p in sorted(rotated, reverse=True)]
-    if path.is_file():
-        files.append(path)
     if not files and required:
         die(
             f"no audit log at {path}",
             "the gateway writes it on its first event; pass --audit-log PATH or set AUDIT_LOG (see --env-file)",
         )
     return files
-
-
-def parse_line(line: bytes) -> Entry | None:
-    """One audit entry, or None for a line that is not one (bad JSON, not an object, no event or time)."""
-    try:
-        entry = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("event"), str):
-        return None
-    stamp = parse_time(entry.get("time"))
-    return None if stamp is None else (stamp, entry)
-
-
-def read_lines(handle: IO[bytes], name: str, scan: Scan) -> Iterator[Entry]:
-    """Entries of complete lines from an open file (a last line without its newline is one too: rotated files
-    end where the writer stopped)."""
-    for number, raw in enumerate(handle, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        scan.read += 1
-        entry = parse_line(line)
-        if entry is None:
-            scan.skip(f"{name} line {number}")
-            continue
-        if scan.window.holds(entry[0]):
-            scan.in_window += 1
-            yield entry
-
-
-def open_log(path: Path) -> IO[bytes] | None:
-    """The file, or None when it went away since it was listed (rotated while we read: its lines moved on)."""
-    try:
-        return path.open("rb")
-    except FileNotFoundError:
-        return None
-    except PermissionError:
-        die(f"cannot read {path}: permission denied", "the audit log is mode 0600: run as the gateway's user")
-    except OSError as exc:
-        die(f"cannot read {path}: {exc.strerror}", "check the path given by --audit-log or AUDIT_LOG")
-
-
-def stream_entries(scan: Scan, files: list[Path]) -> Iterator[Entry]:
-    """Every entry in the window of one log's files, oldest file first, streamed (never held in memory)."""
-    for path in files:
-        handle = open_log(path)
-        if handle is not None:
-            with handle:
-                yield from read_lines(handle, path.name, scan)
-
-
-def by_time(streams: Iterable[Iterable[Entry]]) -> Iterator[Entry]:
-    """Several time-ordered streams as one, oldest first (each stream keeps its own order on equal times)."""
-    return heapq.merge(*streams, key=lambda item: item[0])
-
-
-def entries(scan: Scan) -> Iterator[Entry]:
-    """Every entry in the window of the calls and the security logs, merged by time (Issue 9 item 8)."""
-    return by_time(stream_entries(scan, files) for files in scan.streams)
-
-
-def unfold(items: Iterable[Entry]) -> Iterator[Entry]:
-    """Entries as they are, except each `audit.suppressed` line, which becomes one weighted entry per event and
-    reason it counted (its IP, outcome "denied", its time)."""
-    for stamp, entry in items:
-        counted = entry.get("events") if entry["event"] == SUPPRESSED else None
-        if not isinstance(counted, dict):
-            yield stamp, entry
-            continue
-        for event, reasons in counted.items():
-            if not isinstance(reasons, dict):
-                continue
-            for reason, count in reasons.items():
-                if type(count) is int and count > 0:
-                    unfolded = {"time": entry.get("time"), "event": event, "outcome": "denied", "ip": entry.get("ip")}
-                    unfolded["reason"] = None if reason == NO_REASON else reason
-                    yield stamp, {**unfolded, WEIGHT: count}
 
 
 def start_scan(audit_log: Path | None, env_file: Path, since: str | None, until: str | None) -> Scan:
@@ -305,7 +141,28 @@ def start_scan(audit_log: Path | None, env_file: Path, since: str | None, until:
     streams = [log_files(path, required=False), log_files(security, required=False)]
     if not any(streams):
         log_files(path)  # exits with the message and hint for a missing log
-    return Scan(path, security, streams, window)
+    return Scan(path, security, streams, window, opener=open_or_die)
+
+
+def open_or_die(path: Path) -> IO[bytes] | None:
+    """The reader's opener for a command: a file that exists but cannot be read is one error line, exit 2."""
+    try:
+        return open_log(path)
+    except PermissionError:
+        die(f"cannot read {path}: permission denied", "the audit log is mode 0600: run as the gateway's user")
+    except OSError as exc:
+        die(f"cannot read {path}: {exc.strerror}", "check the path given by --audit-log or AUDIT_LOG")
+
+
+def warn_skipped(scan: Scan) -> None:
+    """One line on stderr when lines were skipped (stdout stays clean for --json)."""
+    if scan.malformed:
+        plural = "s" if scan.malformed > 1 else ""
+        err.print(
+            Text(f"warning: skipped {scan.malformed} malformed line{plural} (first: {scan.first_malformed})"),
+            style="yellow",
+            soft_wrap=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -392,13 +249,6 @@ def field_of(entry: dict[str, Any], key: str) -> str:
     return text(entry.get(key))
 
 
-def matches(value: object, patterns: list[str] | None) -> bool:
-    """No patterns: everything; else the value matches one glob (exact names are globs too)."""
-    if not patterns:
-        return True
-    return value is not None and any(fnmatch.fnmatchcase(text(value), p) for p in patterns)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Output
 
@@ -419,7 +269,7 @@ def caption(scan: Scan) -> str:
 
 def show(table: Table, rows: int, top: int, scan: Scan, empty: str) -> None:
     """Print a table (or a one-line 'nothing found'), its caption, and how many rows were left out."""
-    scan.warn()
+    warn_skipped(scan)
     if rows == 0:
         out.print(Text(f"{empty} ({caption(scan)})"), soft_wrap=True)
         return
@@ -479,7 +329,7 @@ def audit_failures(
         for k, g in groups
     ]
     if as_json:
-        scan.warn()
+        warn_skipped(scan)
         emit_json({"command": "failures", **scan.as_json(), "total": sum(r["count"] for r in rows), "groups": rows})
         return
     table = Table("IP", "reason", "event", "count", "last seen", "principals", title="Failed authentication")
@@ -528,7 +378,7 @@ def audit_denied(
         for k, g in groups
     ]
     if as_json:
-        scan.warn()
+        warn_skipped(scan)
         emit_json({"command": "denied", **scan.as_json(), "total": sum(r["count"] for r in rows), "groups": rows})
         return
     table = Table("IP", "count", "ip.denied", "origin.denied", "reasons", "last seen", title="Denied requests")
@@ -566,7 +416,7 @@ def audit_ratelimits(
     )
     rows = [{"ip": k[0], "principal": k[1], "reason": k[2], **g.seen(), "paths": g.counts("path")} for k, g in groups]
     if as_json:
-        scan.warn()
+        warn_skipped(scan)
         emit_json({"command": "ratelimits", **scan.as_json(), "total": sum(r["count"] for r in rows), "groups": rows})
         return
     table = Table("IP", "principal", "limit", "count", "first seen", "last seen", title="Rate limit violations")
@@ -652,7 +502,7 @@ def audit_calls(
         "p95_ms": percentile(latencies, 95),
     }
     if as_json:
-        scan.warn()
+        warn_skipped(scan)
         emit_json({"command": "calls", **scan.as_json(), "total": totals, "groups": rows})
         return
     table = Table(
@@ -751,7 +601,7 @@ def audit_summary(
         "top_principals": busiest(principals, "principal"),
         "errors": error_rows,
     }
-    scan.warn()
+    warn_skipped(scan)
     if as_json:
         emit_json(data)
         return
@@ -834,87 +684,6 @@ class Printer:
         self.printed += 1
 
 
-class Follower:
-    """Reads what is appended to the current file, following it across rotation (rename) and truncation."""
-
-    def __init__(self, path: Path, handle: IO[bytes] | None, scan: Scan, sink: Callable[[Entry], None]) -> None:
-        self.path = path
-        self.handle = handle
-        self.scan = scan
-        self.sink = sink
-        self.pending = b""
-        self.line = 0
-
-    def pump(self) -> bool:
-        """Read what is there; whether anything was."""
-        if self.handle is None:
-            return False
-        chunk = self.handle.read()
-        if not chunk:
-            return False
-        data = self.pending + chunk
-        *complete, self.pending = data.split(b"\n")
-        for raw in complete:
-            self.line += 1
-            line = raw.strip()
-            if not line:
-                continue
-            self.scan.read += 1
-            entry = parse_line(line)
-            if entry is None:
-                self.scan.skip(f"{self.path.name} line {self.line}")
-            elif self.scan.window.holds(entry[0]):
-                self.scan.in_window += 1
-                self.sink(entry)
-        return True
-
-    def reopen_if_moved(self) -> None:
-        try:
-            now = os.stat(self.path)
-        except OSError:
-            return  # rotated and not yet recreated: keep the old handle until a new file appears
-        if self.handle is not None:
-            mine = os.fstat(self.handle.fileno())
-            if (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino):
-                if now.st_size < self.handle.tell():  # truncated in place
-                    self.handle.seek(0)
-                    self.pending, self.line = b"", 0
-                return
-            self.pump()  # the rest of the file that was rotated away
-            self.handle.close()
-        self.handle = open_log(self.path)
-        self.pending, self.line = b"", 0
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-
-def follow_all(
-    followers: list[Follower], batch: list[Entry], sink: Callable[[Entry], None], deadline: float | None
-) -> None:
-    """Follow several files (the calls and the security log) until `deadline`; what each poll finds (the followers
-    append it to `batch`) goes to `sink` in time order."""
-
-    def drain() -> None:
-        batch.sort(key=lambda item: item[0])  # stable: one file's lines keep their order
-        for item in batch:
-            sink(item)
-        batch.clear()
-
-    while deadline is None or time.monotonic() < deadline:
-        if not any([follower.pump() for follower in followers]):
-            for follower in followers:
-                follower.reopen_if_moved()
-                follower.pump()
-            if not batch:
-                time.sleep(FOLLOW_POLL_S)
-        drain()
-    for follower in followers:
-        follower.pump()
-    drain()
-
-
 @audit_cli.command("tail")
 def audit_tail(
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many recent entries to print first.")] = 10,
@@ -948,7 +717,7 @@ def audit_tail(
         ]
         for _, entry in deque(by_time(recents), maxlen=lines):
             printer(entry)
-        scan.warn()
+        warn_skipped(scan)
         if not follow:
             return
         watched = " and ".join(str(f.path) for f in followers)
@@ -961,7 +730,7 @@ def audit_tail(
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         follow_all(followers, batch, lambda item: printer(item[1]) if printer.wants(item[1]) else None, deadline)
         if scan.malformed > malformed:
-            scan.warn()
+            warn_skipped(scan)
     except KeyboardInterrupt:
         pass  # Ctrl-C ends a follow: not an error
     finally:
@@ -982,7 +751,7 @@ def tail_start(
 
     for item in stream_entries(scan, [f for f in files if f != current]):
         keep(item)
-    follower = Follower(current, open_log(current), scan, keep)
+    follower = Follower(current, scan.opener(current), scan, keep)
     followers.append(follower)
     follower.pump()
     return recent

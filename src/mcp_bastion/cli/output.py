@@ -17,6 +17,7 @@ from rich.measure import Measurement
 from rich.table import Column, Table
 from rich.text import Text
 
+from mcp_bastion.audit_reader import as_text
 from mcp_bastion.cli.base import out
 
 UNBOUNDED_WIDTH = 100_000  # a table off a terminal is measured against this, so only its content sets its width
@@ -29,13 +30,7 @@ Row = dict[str, Any]
 
 def text(value: object) -> str:
     """A field as one string (a missing one as `-`, a list or object as compact JSON)."""
-    if value is None:
-        return MISSING
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return str(value)
+    return MISSING if value is None else as_text(value)
 
 
 def safe(value: object) -> str:

@@ -8,8 +8,6 @@ routes is checked here, since /api/* is not an admin path for the pipeline.
 
 import asyncio
 import contextlib
-import heapq
-import os
 import re
 import time
 from collections import deque
@@ -23,6 +21,7 @@ import orjson
 from mcp_bastion import __version__
 from mcp_bastion.access import Principal, context_of, may_see_server, redact_view, valid_scope
 from mcp_bastion.audit import AuditLog
+from mcp_bastion.audit_reader import Cursor, Filter, Matcher, end_of, read_page
 from mcp_bastion.relay import Gateway
 from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash, token_name_problem
 from mcp_bastion.store import DuplicateName, Store, TokenRecord
@@ -241,12 +240,10 @@ class DashboardRoutes:
         principal = _principal(req)
         if ADMIN_SCOPE not in principal.scopes:
             if filters.get("principal", principal.name) != principal.name:
-                await send_json(
-                    req.send, 200, {"events": [], "cursor": _encode([_end_of(p) for p in self.audit.paths])}
-                )
+                await send_json(req.send, 200, {"events": [], "cursor": _encode([end_of(p) for p in self.audit.paths])})
                 return
-            filters["principal_id"] = principal.id  # by stable id: a name can be re-used, an id cannot collide
-        page = await asyncio.to_thread(read_audit, self.audit.paths, limit, after, _matcher(filters))
+            filters["principal_id"] = Filter.exact(principal.id)  # by stable id: a name can be re-used, not an id
+        page = await asyncio.to_thread(read_audit, self.audit.paths, limit, after, _filter(filters))
         await send_json(req.send, 200, {"events": page.events, "cursor": page.cursor}, [NO_STORE])
 
     # ---- tokens -------------------------------------------------------------------------------------------
@@ -372,7 +369,7 @@ def _limit(text: str | None) -> int:
     return min(int(text), AUDIT_MAX)
 
 
-def _cursor(text: str | None) -> list[tuple[int, int]] | None:
+def _cursor(text: str | None) -> list[Cursor] | None:
     if text is None:
         return None
     match = CURSOR.fullmatch(text)
@@ -382,117 +379,21 @@ def _cursor(text: str | None) -> list[tuple[int, int]] | None:
     return list(zip(numbers[::2], numbers[1::2], strict=True))
 
 
-def _encode(ends: Sequence[tuple[int, int]]) -> str:
+def _encode(ends: Sequence[Cursor]) -> str:
     return "v2" + "".join(f".{inode}.{offset}" for inode, offset in ends)
 
 
-def _end_of(path: Path) -> tuple[int, int]:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return 0, 0
-    return info.st_ino, info.st_size
+def _filter(params: dict[str, str]) -> Filter:
+    """The query's filters in the audit reader's language: each value is a glob (an exact name is one too), and an
+    event ending in a dot is the prefix it was before globs (`auth.` = `auth.*`)."""
+    event = params.get("event")
+    if event is not None and event.endswith("."):
+        params = {**params, "event": event + "*"}
+    return Filter({key: [value] for key, value in params.items()})
 
 
-def _matcher(filters: dict[str, str]) -> Callable[[dict[str, Any]], bool]:
-    event = filters.pop("event", None)
-
-    def matches(entry: dict[str, Any]) -> bool:
-        if event is not None:
-            name = entry.get("event")
-            if not isinstance(name, str):
-                return False
-            if not (name == event or (event.endswith(".") and name.startswith(event))):
-                return False
-        return all(entry.get(key) == value for key, value in filters.items())
-
-    return matches
-
-
-def read_audit(
-    paths: Sequence[Path],
-    limit: int,
-    after: Sequence[tuple[int, int]] | None,
-    matches: Callable[[dict[str, Any]], bool],
-) -> AuditPage:
-    """The last `limit` matching events of the audit files (the calls log, then the security log: Issue 9 item 8),
-    merged by time, oldest first.
-
-    The cursor holds an (inode, offset) per file; a file it does not cover (an older one-file cursor) is read from
-    its end. Each file is read as `_read_one` says.
-    """
-    pages: list[list[dict[str, Any]]] = []
-    ends: list[tuple[int, int]] = []
-    for index, path in enumerate(paths):
-        mark = None if after is None else (after[index] if index < len(after) else _end_of(path))
-        found, end = _read_one(path, limit, mark, matches)
-        pages.append(found)
-        ends.append(end)
-    merged = deque(heapq.merge(*pages, key=lambda entry: str(entry.get("time", ""))), maxlen=limit)
-    return AuditPage(list(merged), _encode(ends))
-
-
-def _read_one(
-    path: Path, limit: int, after: tuple[int, int] | None, matches: Callable[[dict[str, Any]], bool]
-) -> tuple[list[dict[str, Any]], tuple[int, int]]:
-    """The last `limit` matching events of one file (and of its `.1` when needed), oldest first, and its end.
-
-    With `after` (inode, offset): only lines written since; when the file rotated meanwhile, the rest of the old
-    file (now `.1`) and then the new file from its start. Malformed lines are skipped. The end points after the last
-    complete line read, so a line being written is read whole by the next poll.
-    """
-    found: deque[dict[str, Any]] = deque(maxlen=limit)
-    backup = path.with_name(f"{path.name}.1")
-    if after is None:
-        end = _scan(path, 0, found, matches, start_inode=None)
-        if len(found) < limit:
-            older: deque[dict[str, Any]] = deque(maxlen=limit - len(found))
-            _scan(backup, 0, older, matches, start_inode=None)
-            found.extendleft(reversed(older))
-        return list(found), end
-    old_inode, offset = after
-    current, size = _end_of(path)
-    if current == old_inode:
-        # The same file: only what was appended (a file shorter than the cursor was rewritten: start over).
-        end = _scan(path, offset if offset <= size else 0, found, matches, start_inode=current)
-    else:
-        _scan(backup, offset, found, matches, start_inode=old_inode)  # the rest of the rotated file, if it is .1
-        end = _scan(path, 0, found, matches, start_inode=None)
-    return list(found), end
-
-
-def _scan(
-    path: Path,
-    offset: int,
-    found: deque[dict[str, Any]],
-    matches: Callable[[dict[str, Any]], bool],
-    *,
-    start_inode: int | None,
-) -> tuple[int, int]:
-    """Append the matching events of `path` from `offset`; returns (inode, offset after the last full line).
-
-    With `start_inode`, the file is read only if it is still that inode (else nothing, and (0, 0)).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return 0, 0
-    with os.fdopen(fd, "rb") as file:
-        inode = os.fstat(fd).st_ino
-        if start_inode is not None and inode != start_inode:
-            return 0, 0
-        file.seek(offset)
-        data = file.read()
-    complete = data.rfind(b"\n") + 1
-    position = offset
-    for raw in data[:complete].split(b"\n")[:-1]:
-        line_id = f"{inode}.{position}"
-        position += len(raw) + 1
-        try:
-            entry = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and matches(entry):
-            entry["line"] = line_id
-            found.append(entry)
-    return inode, offset + complete
+def read_audit(paths: Sequence[Path], limit: int, after: Sequence[Cursor] | None, wanted: Matcher) -> AuditPage:
+    """The last `limit` wanted events of the audit files (the calls log, then the security log: Issue 9 item 8),
+    merged by time, oldest first, and the cursor after them (audit_reader.read_page)."""
+    events, ends = read_page(paths, limit, after, wanted)
+    return AuditPage(events, _encode(ends))
