@@ -12,9 +12,6 @@ Refusals are 429 + Retry-After in the route's dialect (a JSON-RPC error with `da
 When the shared counters (REDIS_URL) cannot count, the request is refused with 503 + Retry-After, never let through.
 """
 
-from collections.abc import Coroutine
-from typing import Any
-
 from mcp_bastion.access import RateClass, RequestContext, context_of
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import DependencyUnavailable
@@ -44,6 +41,10 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.per_ip:
+            # The hot path: an authenticated route from an address that is not over its limit costs one look-up.
+            if rate is not RateClass.IP and self.limiter.flooded(ctx.client_ip) is None:
+                await self.app(scope, receive, send)
+                return
             go_on = await self._address(scope, send, ctx, rate)
         else:
             go_on = await self._principal(scope, send, ctx, rate)
@@ -53,7 +54,12 @@ class RateLimitMiddleware:
     async def _address(self, scope: Scope, send: Send, ctx: RequestContext, rate: RateClass) -> bool:
         """Whether the request goes on (False: refused here)."""
         if rate is RateClass.IP:
-            return await self._count(scope, send, ctx, self.limiter.hit_address(ctx.client_ip), "per-ip")
+            try:
+                verdict = await self.limiter.hit_address(ctx.client_ip)
+            except DependencyUnavailable as exc:
+                await self._unavailable(scope, send, ctx, exc)
+                return False
+            return await self._judge(scope, send, ctx, verdict, "per-ip")
         flooded = self.limiter.flooded(ctx.client_ip)
         if flooded is None:
             return True  # not counted: the authentication stage counts it if it is refused
@@ -69,16 +75,17 @@ class RateLimitMiddleware:
         if principal is None or (rate is RateClass.DASHBOARD and principal.via == "cookie"):
             return True
         limiter = self.limiter
-        return await self._count(scope, send, ctx, limiter.hit(limiter.per_principal, principal.id), "per-principal")
-
-    async def _count(
-        self, scope: Scope, send: Send, ctx: RequestContext, hit: Coroutine[Any, Any, Verdict], reason: str
-    ) -> bool:
         try:
-            verdict = await hit
+            verdict = await limiter.hit(limiter.per_principal, principal.id)
         except DependencyUnavailable as exc:
             await self._unavailable(scope, send, ctx, exc)
             return False
+        if verdict.allowed:  # inline: the hot path of every authenticated request
+            set_response_headers(scope, verdict.headers())
+            return True
+        return await self._judge(scope, send, ctx, verdict, "per-principal")
+
+    async def _judge(self, scope: Scope, send: Send, ctx: RequestContext, verdict: Verdict, reason: str) -> bool:
         if verdict.allowed:
             set_response_headers(scope, verdict.headers())  # the verdict is computed: showing it costs two tuples
             return True
