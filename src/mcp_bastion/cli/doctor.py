@@ -19,7 +19,7 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -54,6 +54,8 @@ RATE_LIMIT_BOUND = 1000  # requests sent at most while looking for the 429
 RATE_LIMIT_TIME_CAP_S = 60.0
 FOREIGN_ORIGIN = "https://doctor.foreign-origin.invalid"
 WRONG_TOKEN = "mcpb_doctor-wrong-token-" + "x" * 24  # deliberately not a valid token
+NO_TOKEN, WRONG, GOOD, ORIGIN = "no token → 401", "wrong token → 401", "good token → 200", "foreign Origin → 403"
+HEADERS, RATE_LIMIT = "security headers", "rate limit → 429"
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy")
 
 # --- secrets in `args` -------------------------------------------------------------------------------------------
@@ -267,109 +269,112 @@ def _status(response: "httpx2.Response") -> str:
     return f"got {response.status_code}"
 
 
+@dataclass
+class Live:
+    """What the live probes share: the client, the server's base URL, the token, and the responses to inspect."""
+
+    client: "httpx2.Client"
+    base: str
+    token: str
+    responses: dict[str, "httpx2.Response"] = field(default_factory=dict)
+
+    @property
+    def health(self) -> str:
+        return f"{self.base}/health"
+
+    @property
+    def tls(self) -> bool:
+        return self.base.lower().startswith("https://")
+
+    def get_health(self, **headers: str) -> "httpx2.Response":
+        return self.client.get(self.health, headers=headers)
+
+
+def probe_no_token(live: Live) -> Check:
+    r = live.responses["401"] = live.get_health()
+    if r.status_code != 401:
+        detail = f"{_status(r)}: the server answers without a token"
+        return Check(NO_TOKEN, "FAIL", detail, "turn authentication on: set AUTH_TOKEN and remove INSECURE_NO_AUTH")
+    if "bearer" not in r.headers.get("www-authenticate", "").lower():
+        return Check(NO_TOKEN, "FAIL", "401 without WWW-Authenticate: Bearer", "upgrade the gateway")
+    return Check(NO_TOKEN, "PASS", "401 with WWW-Authenticate: Bearer")
+
+
+def probe_wrong_token(live: Live) -> Check:
+    r = live.get_health(Authorization=f"Bearer {WRONG_TOKEN}")
+    if r.status_code != 401:
+        detail = f"{_status(r)}: a wrong token is accepted"
+        return Check(WRONG, "FAIL", detail, "turn authentication on: set AUTH_TOKEN and remove INSECURE_NO_AUTH")
+    return Check(WRONG, "PASS", "401")
+
+
+def probe_good_token(live: Live) -> Check:
+    r = live.responses["200"] = live.get_health(Authorization=f"Bearer {live.token}")
+    if r.status_code != 200:
+        hint = "check the token (AUTH_TOKEN, or a named token with the admin scope) and ALLOWED_IPS"
+        return Check(GOOD, "FAIL", f"{_status(r)} for GET /health with the token", hint)
+    return Check(GOOD, "PASS", "200 for GET /health")
+
+
+def probe_foreign_origin(live: Live) -> Check:
+    r = live.get_health(Authorization=f"Bearer {live.token}", Origin=FOREIGN_ORIGIN)
+    if r.status_code != 403:
+        hint = "the Origin check is off: is a proxy stripping or rewriting Origin?"
+        return Check(ORIGIN, "FAIL", f"{_status(r)} for Origin: {FOREIGN_ORIGIN}", hint)
+    return Check(ORIGIN, "PASS", "403")
+
+
+def probe_headers(live: Live) -> Check:
+    """The security headers on the answers the probes before kept (200 and 401)."""
+    if not live.responses:
+        return Check(HEADERS, "FAIL", "no response to inspect", "see the server's log")
+    missing = sorted({name for r in live.responses.values() for name in _missing_headers(r, live.tls)})
+    if missing:
+        return Check(
+            HEADERS, "FAIL", f"missing: {', '.join(missing)}", "a proxy may be stripping them; pass them through"
+        )
+    names = "CSP, X-Content-Type-Options, X-Frame-Options, Referrer-Policy" + (", HSTS" if live.tls else "")
+    return Check(HEADERS, "PASS", f"{names} on 200 and 401")
+
+
+def probe_rate_limit(live: Live) -> Check:
+    return _rate_limit(live.client, f"{live.base}/.well-known/oauth-protected-resource")
+
+
+# The live checks, run in this order (the headers probe inspects what the token probes kept).
+PROBES: list[tuple[str, Callable[[Live], Check]]] = [
+    (NO_TOKEN, probe_no_token),
+    (WRONG, probe_wrong_token),
+    (GOOD, probe_good_token),
+    (ORIGIN, probe_foreign_origin),
+    (HEADERS, probe_headers),
+    (RATE_LIMIT, probe_rate_limit),
+]
+
+
 def live_checks(url: str, token: str, *, skip_rate_limit: bool, verify: bool | ssl.SSLContext) -> list[Check]:
-    base = url.rstrip("/")
-    health = f"{base}/health"
-    good = {"Authorization": f"Bearer {token}"}
-    tls = base.lower().startswith("https://")
-    checks: list[Check] = []
+    """Whether the server answers, then each probe of PROBES in order (a failed request fails only its probe)."""
     import httpx2  # lazily: only `doctor --live` needs an HTTP client, the server never does
 
     with httpx2.Client(timeout=HTTP_TIMEOUT_S, verify=verify, follow_redirects=False) as client:
+        live = Live(client, url.rstrip("/"), token)
         try:
-            live = client.get(f"{base}/livez")
+            answer = client.get(f"{live.base}/livez")
         except httpx2.HTTPError as exc:
             hint = "is the server running, and is the URL (scheme, host, port) right?"
-            return [Check("reachable", "FAIL", f"cannot reach {base}: {type(exc).__name__}", hint)]
-        checks.append(
-            Check("reachable", "PASS", f"GET /livez answered {live.status_code}")
-            if live.status_code < 500
-            else Check("reachable", "FAIL", f"GET /livez answered {live.status_code}", "see the server's log")
-        )
-
-        def probe(name: str, send: Callable[[], httpx2.Response], judge: Callable[[httpx2.Response], Check]) -> None:
+            return [Check("reachable", "FAIL", f"cannot reach {live.base}: {type(exc).__name__}", hint)]
+        checks = [
+            Check("reachable", "PASS", f"GET /livez answered {answer.status_code}")
+            if answer.status_code < 500
+            else Check("reachable", "FAIL", f"GET /livez answered {answer.status_code}", "see the server's log")
+        ]
+        for name, probe in PROBES:
+            if skip_rate_limit and name == RATE_LIMIT:
+                continue
             try:
-                checks.append(judge(send()))
+                checks.append(probe(live))
             except httpx2.HTTPError as exc:
                 checks.append(Check(name, "FAIL", f"request failed: {type(exc).__name__}", "see the server's log"))
-
-        responses: dict[str, httpx2.Response] = {}
-
-        def no_token(r: httpx2.Response) -> Check:
-            responses["401"] = r
-            if r.status_code != 401:
-                return Check(
-                    "no token → 401",
-                    "FAIL",
-                    f"{_status(r)}: the server answers without a token",
-                    "turn authentication on: set AUTH_TOKEN and remove INSECURE_NO_AUTH",
-                )
-            if "bearer" not in r.headers.get("www-authenticate", "").lower():
-                return Check("no token → 401", "FAIL", "401 without WWW-Authenticate: Bearer", "upgrade the gateway")
-            return Check("no token → 401", "PASS", "401 with WWW-Authenticate: Bearer")
-
-        def wrong_token(r: httpx2.Response) -> Check:
-            if r.status_code != 401:
-                return Check(
-                    "wrong token → 401",
-                    "FAIL",
-                    f"{_status(r)}: a wrong token is accepted",
-                    "turn authentication on: set AUTH_TOKEN and remove INSECURE_NO_AUTH",
-                )
-            return Check("wrong token → 401", "PASS", "401")
-
-        def good_token(r: httpx2.Response) -> Check:
-            responses["200"] = r
-            if r.status_code != 200:
-                return Check(
-                    "good token → 200",
-                    "FAIL",
-                    f"{_status(r)} for GET /health with the token",
-                    "check the token (AUTH_TOKEN, or a named token with the admin scope) and ALLOWED_IPS",
-                )
-            return Check("good token → 200", "PASS", "200 for GET /health")
-
-        def foreign_origin(r: httpx2.Response) -> Check:
-            if r.status_code != 403:
-                return Check(
-                    "foreign Origin → 403",
-                    "FAIL",
-                    f"{_status(r)} for Origin: {FOREIGN_ORIGIN}",
-                    "the Origin check is off: is a proxy stripping or rewriting Origin?",
-                )
-            return Check("foreign Origin → 403", "PASS", "403")
-
-        probe("no token → 401", lambda: client.get(health), no_token)
-        probe(
-            "wrong token → 401",
-            lambda: client.get(health, headers={"Authorization": f"Bearer {WRONG_TOKEN}"}),
-            wrong_token,
-        )
-        probe("good token → 200", lambda: client.get(health, headers=good), good_token)
-        probe(
-            "foreign Origin → 403",
-            lambda: client.get(health, headers={**good, "Origin": FOREIGN_ORIGIN}),
-            foreign_origin,
-        )
-        missing: set[str] = set()
-        for response in responses.values():
-            missing.update(_missing_headers(response, tls))
-        if not responses:
-            checks.append(Check("security headers", "FAIL", "no response to inspect", "see the server's log"))
-        elif missing:
-            checks.append(
-                Check(
-                    "security headers",
-                    "FAIL",
-                    f"missing: {', '.join(sorted(missing))}",
-                    "a proxy may be stripping them; pass them through",
-                )
-            )
-        else:
-            names = "CSP, X-Content-Type-Options, X-Frame-Options, Referrer-Policy" + (", HSTS" if tls else "")
-            checks.append(Check("security headers", "PASS", f"{names} on 200 and 401"))
-        if not skip_rate_limit:
-            checks.append(_rate_limit(client, f"{base}/.well-known/oauth-protected-resource"))
     return checks
 
 
