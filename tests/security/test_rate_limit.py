@@ -327,3 +327,25 @@ def test_an_open_sse_stream_counts_once(tmp_path: Path) -> None:
                 if keepalives == 10:
                     break
         assert [session(c, gw, admin).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_flooded_address_keeps_its_known_credentials_and_refuses_new_ones(tmp_path: Path) -> None:
+    """Issue 10 item 1: once an address is over its per-IP limit, a dashboard cookie and a bearer token that already
+    succeeded from it still pass (one bad client behind a NAT cannot lock the others out); a token never seen from
+    there, a cookie never seen and a login attempt get 429 without reaching authentication."""
+    admin = admin_token()
+    settings = {"rate_limit_max_requests": 3, "rate_limit_window_ms": WINDOW_MS}
+    with secure_gateway([spec("toolbox")], tmp_path, auth_token=admin, **settings) as gw, httpx.Client(timeout=10) as c:
+        fresh = add_token(gw, "fresh", "server:toolbox")
+        login = httpx.post(f"{gw.url}/auth/login", json={"token": admin}, timeout=10)  # c keeps no cookie jar
+        cookie = {"Cookie": f"bastion_session={login.cookies['bastion_session']}"}
+        assert c.get(f"{gw.url}/api/overview", headers=cookie).status_code == 200
+        assert session(c, gw, admin).status_code == 200
+        assert [session(c, gw, None).status_code for _ in range(4)] == [401, 401, 429, 429]  # the login counted too
+        assert c.get(f"{gw.url}/api/overview", headers=cookie).status_code == 200
+        assert session(c, gw, admin).status_code == 200
+        before = len(audit_events(tmp_path, "auth.failure"))
+        assert_429(session(c, gw, fresh), "ip", 3)
+        assert_429(c.get(f"{gw.url}/api/overview", headers={"Cookie": "bastion_session=never-issued"}), "ip", 3)
+        assert_429(httpx.post(f"{gw.url}/auth/login", json={"token": fresh}, timeout=10), "ip", 3)
+        assert len(audit_events(tmp_path, "auth.failure")) == before  # none of them reached authentication
