@@ -13,12 +13,10 @@ and window (Issue 8 item 8); `failures`, `denied`, `ratelimits` and `summary` un
 totals are the number of refused requests, not of lines.
 """
 
-import json
 import math
 import re
-import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any, NoReturn
@@ -30,22 +28,18 @@ from rich.text import Text
 from mcp_bastion.audit_reader import (
     WEIGHT,
     Entry,
-    Follower,
+    Filter,
     Scan,
     Window,
-    by_time,
     entries,
-    follow_all,
     iso,
-    matches,
     open_log,
     parse_time,
     rotated_files,
-    stream_entries,
     unfold,
 )
 from mcp_bastion.cli.base import EXIT_CONFIG, EnvFile, JsonFlag, cli, err, fail, out
-from mcp_bastion.cli.output import MISSING, cell, emit_json, safe, text
+from mcp_bastion.cli.output import MISSING, Col, Row, emit_json, new_table, print_table, safe, text
 from mcp_bastion.config import load_settings, security_log_for
 from mcp_bastion.errors import ConfigError
 
@@ -60,7 +54,6 @@ cli.add_typer(audit_cli, name="audit")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION = re.compile(r"(\d+)\s*([smhdw])")
 ERROR_OUTCOMES = ("error", "tool_error", "cancelled")
-TAIL_FIELDS = ("outcome", "ip", "principal", "server", "method", "tool", "reason", "latency_ms", "path", "request_id")
 
 Since = Annotated[
     str | None,
@@ -274,9 +267,33 @@ def show(table: Table, rows: int, top: int, scan: Scan, empty: str) -> None:
         out.print(Text(f"{empty} ({caption(scan)})"), soft_wrap=True)
         return
     table.caption = caption(scan)
-    out.print(table)
+    print_table(table)
     if rows > top:
         out.print(Text(f"… {rows - top} more rows (use --top {rows} or --json)", style="dim"), soft_wrap=True)
+
+
+def report(
+    command: str, scan: Scan, rows: list[Row], columns: list[Col], *, as_json: bool, top: int, **json: Any
+) -> Table | None:
+    """A grouped answer: with --json the whole document (every group, `total` unless given), else the table of the
+    first `top` rows, returned so a caller can add a footer before `show` prints it (None when JSON was printed)."""
+    if as_json:
+        warn_skipped(scan)
+        total = json.pop("total", sum(r["count"] for r in rows))
+        emit_json({"command": command, **scan.as_json(), "total": total, "groups": rows, **json})
+        return None
+    table = new_table(*columns, title=json.pop("title", None))
+    for row in rows[:top]:
+        table.add_row(*(column.cell(row) for column in columns))
+    return table
+
+
+def outcomes_cell(outcomes: dict[str, int]) -> Text:
+    """Outcome counts, each in its colour."""
+    line = Text()
+    for index, (name, count) in enumerate(outcomes.items()):
+        line.append(("  " if index else "") + f"{safe(name)} {count}", style=outcome_style(name))
+    return line
 
 
 def outcome_style(outcome: object) -> str:
@@ -291,6 +308,49 @@ def outcome_style(outcome: object) -> str:
 
 def ms(value: float | None) -> str:
     return MISSING if value is None else f"{value:.1f}"
+
+
+def call_row(key: tuple[str, ...], group: Group) -> Row:
+    outcomes = group.counts("outcome")
+    return {
+        "server": key[0],
+        "method": key[1],
+        "tool": key[2],
+        "principal": key[3],
+        **group.seen(),
+        "outcomes": outcomes,
+        "errors": group.count - outcomes.get("ok", 0),
+        "p50_ms": percentile(group.latencies, 50),
+        "p95_ms": percentile(group.latencies, 95),
+        "max_ms": max(group.latencies or [], default=None),
+    }
+
+
+def call_totals(groups: list[tuple[tuple[str, ...], Group]]) -> dict[str, Any]:
+    outcomes: Counter[str] = Counter()
+    latencies: list[float] = []
+    for _, group in groups:
+        outcomes.update(group.tally.get("outcome", Counter()))
+        latencies += group.latencies or []
+    return {
+        "count": sum(g.count for _, g in groups),
+        "outcomes": dict(outcomes.most_common()),
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+    }
+
+
+CALL_COLUMNS = [
+    Col("server", "server", "bold"),
+    Col("method", "method"),
+    Col("tool", "tool"),
+    Col("principal", "principal"),
+    Col("calls", "count"),
+    Col("outcomes", lambda row: outcomes_cell(row["outcomes"])),
+    Col("p50 ms", lambda row: ms(row["p50_ms"])),
+    Col("p95 ms", lambda row: ms(row["p95_ms"])),
+    Col("last", "last"),
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -328,20 +388,17 @@ def audit_failures(
         }
         for k, g in groups
     ]
-    if as_json:
-        warn_skipped(scan)
-        emit_json({"command": "failures", **scan.as_json(), "total": sum(r["count"] for r in rows), "groups": rows})
+    columns = [
+        Col("IP", "ip", "bold"),
+        Col("reason", "reason"),
+        Col("event", "event"),
+        Col("count", "count", "red"),
+        Col("last seen", "last"),
+        Col("principals", lambda row: ", ".join(row["principals"]) or MISSING),
+    ]
+    table = report("failures", scan, rows, columns, as_json=as_json, top=top, title="Failed authentication")
+    if table is None:
         return
-    table = Table("IP", "reason", "event", "count", "last seen", "principals", title="Failed authentication")
-    for row in rows[:top]:
-        table.add_row(
-            cell(row["ip"], "bold"),
-            cell(row["reason"]),
-            cell(row["event"]),
-            cell(row["count"], "red"),
-            cell(row["last"]),
-            cell(", ".join(row["principals"]) or MISSING),
-        )
     show(table, len(rows), top, scan, "No failed authentication")
 
 
@@ -377,20 +434,17 @@ def audit_denied(
         }
         for k, g in groups
     ]
-    if as_json:
-        warn_skipped(scan)
-        emit_json({"command": "denied", **scan.as_json(), "total": sum(r["count"] for r in rows), "groups": rows})
+    columns = [
+        Col("IP", "ip", "bold"),
+        Col("count", "count", "red"),
+        Col("ip.denied", lambda row: row["events"].get("ip.denied", 0)),
+        Col("origin.denied", lambda row: row["events"].get("origin.denied", 0)),
+        Col("reasons", lambda row: ", ".join(f"{r} ({n})" for r, n in row["reasons"].items()) or MISSING),
+        Col("last seen", "last"),
+    ]
+    table = report("denied", scan, rows, columns, as_json=as_json, top=top, title="Denied requests")
+    if table is None:
         return
-    table = Table("IP", "count", "ip.denied", "origin.denied", "reasons", "last seen", title="Denied requests")
-    for row in rows[:top]:
-        table.add_row(
-            cell(row["ip"], "bold"),
-            cell(row["count"], "red"),
-            cell(row["events"].get("ip.denied", 0)),
-            cell(row["events"].get("origin.denied", 0)),
-            cell(", ".join(f"{r} ({n})" for r, n in row["reasons"].items()) or MISSING),
-            cell(row["last"]),
-        )
     show(table, len(rows), top, scan, "No denied requests")
 
 
@@ -415,20 +469,17 @@ def audit_ratelimits(
         "path",
     )
     rows = [{"ip": k[0], "principal": k[1], "reason": k[2], **g.seen(), "paths": g.counts("path")} for k, g in groups]
-    if as_json:
-        warn_skipped(scan)
-        emit_json({"command": "ratelimits", **scan.as_json(), "total": sum(r["count"] for r in rows), "groups": rows})
+    columns = [
+        Col("IP", "ip", "bold"),
+        Col("principal", "principal"),
+        Col("limit", "reason"),
+        Col("count", "count", "red"),
+        Col("first seen", "first"),
+        Col("last seen", "last"),
+    ]
+    table = report("ratelimits", scan, rows, columns, as_json=as_json, top=top, title="Rate limit violations")
+    if table is None:
         return
-    table = Table("IP", "principal", "limit", "count", "first seen", "last seen", title="Rate limit violations")
-    for row in rows[:top]:
-        table.add_row(
-            cell(row["ip"], "bold"),
-            cell(row["principal"]),
-            cell(row["reason"]),
-            cell(row["count"], "red"),
-            cell(row["first"]),
-            cell(row["last"]),
-        )
     show(table, len(rows), top, scan, "No rate limit violations")
 
 
@@ -458,84 +509,22 @@ def audit_calls(
     Example: mcp-bastion audit calls --server github --tool 'get_*' --since 24h
     """
     scan = start_scan(audit_log, env_file, since, until)
-
-    def wanted(item: Entry) -> bool:
-        entry = item[1]
-        return (
-            matches(entry.get("server"), server)
-            and matches(entry.get("tool"), tool)
-            and matches(entry.get("principal"), principal)
-            and matches(entry.get("method"), method)
-            and matches(entry.get("outcome"), outcome)
-        )
-
+    only = Filter({"server": server, "tool": tool, "principal": principal, "method": method, "outcome": outcome})
     groups = grouped(
-        filter(wanted, of("mcp.call")(entries(scan))),
+        (item for item in of("mcp.call")(entries(scan)) if only(item[1])),
         lambda e: (field_of(e, "server"), field_of(e, "method"), field_of(e, "tool"), field_of(e, "principal")),
         "outcome",
         timed=True,
     )
-    all_outcomes: Counter[str] = Counter()
-    latencies: list[float] = []
-    for _, group in groups:
-        all_outcomes.update(group.tally.get("outcome", Counter()))
-        latencies += group.latencies or []
-    rows = [
-        {
-            "server": k[0],
-            "method": k[1],
-            "tool": k[2],
-            "principal": k[3],
-            **g.seen(),
-            "outcomes": g.counts("outcome"),
-            "errors": g.count - g.counts("outcome").get("ok", 0),
-            "p50_ms": percentile(g.latencies, 50),
-            "p95_ms": percentile(g.latencies, 95),
-            "max_ms": max(g.latencies or [], default=None),
-        }
-        for k, g in groups
-    ]
-    totals: dict[str, Any] = {
-        "count": sum(g.count for _, g in groups),
-        "outcomes": dict(all_outcomes.most_common()),
-        "p50_ms": percentile(latencies, 50),
-        "p95_ms": percentile(latencies, 95),
-    }
-    if as_json:
-        warn_skipped(scan)
-        emit_json({"command": "calls", **scan.as_json(), "total": totals, "groups": rows})
+    rows = [call_row(k, g) for k, g in groups]
+    totals = call_totals(groups)
+    table = report("calls", scan, rows, CALL_COLUMNS, as_json=as_json, top=top, total=totals, title="MCP calls")
+    if table is None:
         return
-    table = Table(
-        "server", "method", "tool", "principal", "calls", "outcomes", "p50 ms", "p95 ms", "last", title="MCP calls"
-    )
-    for row in rows[:top]:
-        outcomes = Text()
-        for index, (name, count) in enumerate(row["outcomes"].items()):
-            outcomes.append(("  " if index else "") + f"{safe(name)} {count}", style=outcome_style(name))
-        table.add_row(
-            cell(row["server"], "bold"),
-            cell(row["method"]),
-            cell(row["tool"]),
-            cell(row["principal"]),
-            cell(row["count"]),
-            outcomes,
-            cell(ms(row["p50_ms"])),
-            cell(ms(row["p95_ms"])),
-            cell(row["last"]),
-        )
     if rows:
         table.add_section()
-        table.add_row(
-            cell("all", "bold"),
-            "",
-            "",
-            "",
-            cell(totals["count"], "bold"),
-            cell("  ".join(f"{k} {v}" for k, v in totals["outcomes"].items())),
-            cell(ms(totals["p50_ms"])),
-            cell(ms(totals["p95_ms"])),
-            "",
-        )
+        footer = {**totals, "server": "all", "method": "", "tool": "", "principal": "", "last": ""}
+        table.add_row(*(column.cell(footer) for column in CALL_COLUMNS))
     show(table, len(rows), top, scan, "No MCP calls")
 
 
@@ -554,53 +543,8 @@ def audit_summary(
     Example: mcp-bastion audit summary --since 24h
     """
     scan = start_scan(audit_log, env_file, since, until)
-    events: dict[str, Group] = {}
-    ips: dict[str, Group] = {}
-    principals: dict[str, Group] = {}
-    errors: dict[tuple[str, ...], Group] = {}
-    first, last = math.inf, -math.inf
-    for stamp, entry in unfold(entries(scan)):
-        if stamp < first:
-            first = stamp
-        if stamp > last:
-            last = stamp
-        event = entry["event"]
-        bucket(events, event).add(stamp, entry, "outcome")
-        if entry.get("ip") is not None:
-            bucket(ips, text(entry["ip"])).add(stamp, entry, "outcome")
-        if entry.get("principal") is not None:
-            bucket(principals, text(entry["principal"])).add(stamp, entry, "outcome")
-        if event == "server.crash" or entry.get("outcome") in ERROR_OUTCOMES:
-            detail = field_of(entry, "reason") if event == "server.crash" else field_of(entry, "code")
-            key = (event, field_of(entry, "outcome"), field_of(entry, "server"), field_of(entry, "tool"), detail)
-            bucket(errors, key).add(stamp, entry)
-
-    def refused(group: Group) -> int:
-        outcomes = group.counts("outcome")
-        return outcomes.get("denied", 0) + outcomes.get("forbidden", 0)
-
-    def busiest(groups: dict[str, Group], name: str) -> list[dict[str, Any]]:
-        ranked = sorted(groups.items(), key=lambda kv: (-kv[1].count, kv[0]))[:top]
-        return [{name: k, "count": g.count, "refused": refused(g), "last": iso(g.last)} for k, g in ranked]
-
-    event_rows: list[dict[str, Any]] = [
-        {"event": name, "count": g.count, "outcomes": g.counts("outcome")}
-        for name, g in sorted(events.items(), key=lambda kv: (-kv[1].count, kv[0]))
-    ]
-    error_rows = [
-        {"event": k[0], "outcome": k[1], "server": k[2], "tool": k[3], "detail": k[4], **g.seen()}
-        for k, g in sorted(errors.items(), key=lambda kv: (-kv[1].count, -kv[1].last, kv[0]))[:top]
-    ]
-    data = {
-        "command": "summary",
-        **scan.as_json(),
-        "first": iso(first) if scan.in_window else None,
-        "last": iso(last) if scan.in_window else None,
-        "events": event_rows,
-        "top_ips": busiest(ips, "ip"),
-        "top_principals": busiest(principals, "principal"),
-        "errors": error_rows,
-    }
+    found = Summary(top).read(unfold(entries(scan)))
+    data = {"command": "summary", **scan.as_json(), **found}  # the scan's counts are final once it was read
     warn_skipped(scan)
     if as_json:
         emit_json(data)
@@ -609,149 +553,91 @@ def audit_summary(
         out.print(Text(f"No audit entries ({caption(scan)})"), soft_wrap=True)
         return
     out.print(Text(f"{caption(scan)}; first {data['first']}, last {data['last']}", style="bold"), soft_wrap=True)
-    table = Table("event", "count", "outcomes", title="Events")
-    for row in event_rows:
-        outcomes = Text()
-        for index, (name, count) in enumerate(row["outcomes"].items()):
-            outcomes.append(("  " if index else "") + f"{safe(name)} {count}", style=outcome_style(name))
-        table.add_row(cell(row["event"]), cell(row["count"]), outcomes)
-    out.print(table)
-    for title, rows, name in (
-        ("Top IPs", data["top_ips"], "ip"),
-        ("Top principals", data["top_principals"], "principal"),
-    ):
-        listing = Table(name, "entries", "refused", "last seen", title=title)
-        for row in rows:
-            listing.add_row(cell(row[name], "bold"), cell(row["count"]), cell(row["refused"], "red"), cell(row["last"]))
-        out.print(listing)
-    if error_rows:
-        failing = Table("event", "outcome", "server", "tool", "code / reason", "count", "last seen", title="Errors")
-        for row in error_rows:
-            failing.add_row(
-                cell(row["event"]),
-                cell(row["outcome"], "yellow"),
-                cell(row["server"]),
-                cell(row["tool"]),
-                cell(row["detail"]),
-                cell(row["count"]),
-                cell(row["last"]),
-            )
-        out.print(failing)
+    print_rows(data["events"], EVENT_COLUMNS, title="Events")
+    print_rows(data["top_ips"], busiest_columns("ip"), title="Top IPs")
+    print_rows(data["top_principals"], busiest_columns("principal"), title="Top principals")
+    if data["errors"]:
+        print_rows(data["errors"], ERROR_COLUMNS, title="Errors")
     else:
         out.print(Text("No errors.", style="green"))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# tail
+class Summary:
+    """What `summary` counts: entries per event, per IP and per principal, and the errors, in one pass."""
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.events: dict[str, Group] = {}
+        self.ips: dict[str, Group] = {}
+        self.principals: dict[str, Group] = {}
+        self.errors: dict[tuple[str, ...], Group] = {}
+        self.first, self.last = math.inf, -math.inf
+
+    def read(self, items: Iterable[Entry]) -> dict[str, Any]:
+        for stamp, entry in items:
+            self.add(stamp, entry)
+        seen = self.first <= self.last
+        return {
+            "first": iso(self.first) if seen else None,
+            "last": iso(self.last) if seen else None,
+            "events": [
+                {"event": name, "count": g.count, "outcomes": g.counts("outcome")}
+                for name, g in sorted(self.events.items(), key=lambda kv: (-kv[1].count, kv[0]))
+            ],
+            "top_ips": self.busiest(self.ips, "ip"),
+            "top_principals": self.busiest(self.principals, "principal"),
+            "errors": [
+                {"event": k[0], "outcome": k[1], "server": k[2], "tool": k[3], "detail": k[4], **g.seen()}
+                for k, g in sorted(self.errors.items(), key=lambda kv: (-kv[1].count, -kv[1].last, kv[0]))[: self.top]
+            ],
+        }
+
+    def add(self, stamp: float, entry: dict[str, Any]) -> None:
+        self.first, self.last = min(self.first, stamp), max(self.last, stamp)
+        event = entry["event"]
+        bucket(self.events, event).add(stamp, entry, "outcome")
+        if entry.get("ip") is not None:
+            bucket(self.ips, text(entry["ip"])).add(stamp, entry, "outcome")
+        if entry.get("principal") is not None:
+            bucket(self.principals, text(entry["principal"])).add(stamp, entry, "outcome")
+        if event == "server.crash" or entry.get("outcome") in ERROR_OUTCOMES:
+            detail = field_of(entry, "reason") if event == "server.crash" else field_of(entry, "code")
+            key = (event, field_of(entry, "outcome"), field_of(entry, "server"), field_of(entry, "tool"), detail)
+            bucket(self.errors, key).add(stamp, entry)
+
+    def busiest(self, groups: dict[str, Group], name: str) -> list[dict[str, Any]]:
+        ranked = sorted(groups.items(), key=lambda kv: (-kv[1].count, kv[0]))[: self.top]
+        return [{name: k, "count": g.count, "refused": refused(g), "last": iso(g.last)} for k, g in ranked]
 
 
-def tail_line(entry: dict[str, Any]) -> Text:
-    """One entry as one terminal line: time, event, then the known fields, then the others."""
-    line = Text()
-    line.append(safe(entry.get("time")), style="dim")
-    line.append("  ")
-    line.append(safe(entry.get("event")), style="bold " + outcome_style(entry.get("outcome")))
-    rest = [k for k in TAIL_FIELDS if k in entry] + [
-        k for k in entry if k not in TAIL_FIELDS and k not in ("time", "event")
+def refused(group: Group) -> int:
+    outcomes = group.counts("outcome")
+    return outcomes.get("denied", 0) + outcomes.get("forbidden", 0)
+
+
+def print_rows(rows: list[Row], columns: list[Col], *, title: str) -> None:
+    table = new_table(*columns, title=title)
+    for row in rows:
+        table.add_row(*(column.cell(row) for column in columns))
+    print_table(table)
+
+
+def busiest_columns(name: str) -> list[Col]:
+    return [
+        Col(name, name, "bold"),
+        Col("entries", "count"),
+        Col("refused", "refused", "red"),
+        Col("last seen", "last"),
     ]
-    for key in rest:
-        value = entry[key]
-        if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
-            value = json.dumps(value, ensure_ascii=False)  # quoted; \r \n and other controls escaped by JSON
-        line.append(f"  {safe(key)}=")
-        line.append(safe(value))
-    return line
 
 
-class Printer:
-    """Prints entries that pass the --event filter, as lines or JSON lines, flushing each."""
-
-    def __init__(self, as_json: bool, events: list[str] | None) -> None:
-        self.as_json = as_json
-        self.events = events
-        self.printed = 0
-
-    def wants(self, entry: dict[str, Any]) -> bool:
-        return matches(entry.get("event"), self.events)
-
-    def __call__(self, entry: dict[str, Any]) -> None:
-        if self.as_json:
-            sys.stdout.write(json.dumps(entry) + "\n")
-            sys.stdout.flush()
-        else:
-            out.print(tail_line(entry), soft_wrap=True)
-            out.file.flush()
-        self.printed += 1
-
-
-@audit_cli.command("tail")
-def audit_tail(
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many recent entries to print first.")] = 10,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing entries as they are written.")] = False,
-    for_seconds: Annotated[
-        float | None, typer.Option("--for", min=0, help="With --follow: stop after this many seconds.")
-    ] = None,
-    event: Annotated[
-        list[str] | None, typer.Option("--event", "-e", help="Only these events (glob, e.g. 'auth.*'; repeatable).")
-    ] = None,
-    since: Since = None,
-    until: Until = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines).")] = False,
-    audit_log: AuditLogPath = None,
-    env_file: EnvFile = Path(".env"),
-) -> None:
-    """Print the most recent entries; with --follow, keep printing new ones (across rotation) until Ctrl-C or
-    --for SECONDS.
-
-    Example: mcp-bastion audit tail --follow --event 'auth.*'
-    """
-    if for_seconds is not None and not follow:
-        die("--for only applies with --follow", "add --follow, e.g. mcp-bastion audit tail --follow --for 60")
-    scan = start_scan(audit_log, env_file, since, until)
-    printer = Printer(as_json, event)
-    followers: list[Follower] = []
-    try:
-        recents = [
-            tail_start(scan, current, files, printer, lines, followers)
-            for current, files in zip((scan.path, scan.security_path), scan.streams, strict=True)
-        ]
-        for _, entry in deque(by_time(recents), maxlen=lines):
-            printer(entry)
-        warn_skipped(scan)
-        if not follow:
-            return
-        watched = " and ".join(str(f.path) for f in followers)
-        err.print(Text(f"following {watched} (Ctrl-C to stop)", style="dim"), soft_wrap=True)
-        err.file.flush()
-        batch: list[Entry] = []
-        for follower in followers:
-            follower.sink = batch.append
-        malformed = scan.malformed
-        deadline = None if for_seconds is None else time.monotonic() + for_seconds
-        follow_all(followers, batch, lambda item: printer(item[1]) if printer.wants(item[1]) else None, deadline)
-        if scan.malformed > malformed:
-            warn_skipped(scan)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C ends a follow: not an error
-    finally:
-        for follower in followers:
-            follower.close()
-
-
-def tail_start(
-    scan: Scan, current: Path, files: list[Path], printer: Printer, lines: int, followers: list[Follower]
-) -> deque[Entry]:
-    """The last `lines` wanted entries of one log (rotated files, then the current file), and a follower (added to
-    `followers`) that carries on from exactly where the current file was read."""
-    recent: deque[Entry] = deque(maxlen=lines)
-
-    def keep(item: Entry) -> None:
-        if printer.wants(item[1]):
-            recent.append(item)
-
-    for item in stream_entries(scan, [f for f in files if f != current]):
-        keep(item)
-    follower = Follower(current, scan.opener(current), scan, keep)
-    followers.append(follower)
-    follower.pump()
-    return recent
+EVENT_COLUMNS = [Col("event", "event"), Col("count", "count"), Col("outcomes", lambda r: outcomes_cell(r["outcomes"]))]
+ERROR_COLUMNS = [
+    Col("event", "event"),
+    Col("outcome", "outcome", "yellow"),
+    Col("server", "server"),
+    Col("tool", "tool"),
+    Col("code / reason", "detail"),
+    Col("count", "count"),
+    Col("last seen", "last"),
+]
