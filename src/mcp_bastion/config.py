@@ -48,7 +48,11 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     # One NDJSON line from a child; large resources (images as base64) must fit.
     child_line_max_bytes: Annotated[int, Field(ge=16 * 1024 * 1024)] = 16 * 1024 * 1024
+    # A call with no answer and no progress notification for this long times out (progress resets it: Issue 11).
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # However much progress it reports, a call ends this long after it was sent: a tool stuck in a progress loop
+    # must not pin a request forever (Issue 11 item 2); maxTotalSeconds per server overrides it.
+    request_max_total_s: Annotated[float, Field(gt=0)] = 3600.0
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
     max_sessions: Annotated[int, Field(ge=1)] = 10_000
     # Legacy sessions one principal may hold open: one token must not fill MAX_SESSIONS for everyone.
@@ -202,6 +206,7 @@ class ServerSpec(BaseModel):
     isolation: Literal["shared", "per-session"] = "shared"
     auto_start: bool = Field(default=True, alias="autoStart")
     timeout_seconds: float | None = Field(default=None, gt=0, alias="timeoutSeconds")
+    max_total_seconds: float | None = Field(default=None, gt=0, alias="maxTotalSeconds")
     allowed_tools: tuple[str, ...] | None = Field(default=None, alias="allowedTools")
     # Once any of the three is set, a kind it leaves out is closed (access.scopes.ServerLimits).
     allowed_resources: tuple[str, ...] | None = Field(default=None, alias="allowedResources")

@@ -114,6 +114,158 @@ def notification(method: str, params: JSON = None) -> Message:
     return msg
 
 
+ID_SCAN_BYTES = 4096  # Issue 11 item 1: how much of each end of an oversized line is kept to find its id
+_QUOTE, _BACKSLASH, _COLON, _COMMA = 0x22, 0x5C, 0x3A, 0x2C
+_OPEN, _CLOSE, _WHITESPACE = frozenset(b"{["), frozenset(b"}]"), frozenset(b" \t\r\n")
+
+Span = tuple[int, int]
+
+
+def line_id(head: bytes, tail: bytes) -> JSON:
+    """The top-level "id" of a JSON-RPC line known only by its first and last bytes, or None (Issue 11 item 1).
+
+    `head` starts where the line starts and `tail` ends where it ends (each `ID_SCAN_BYTES` or so, never the whole
+    line): the Python SDK writes the id first, the TypeScript SDK last. An "id" nested in the result is never taken.
+    """
+    span = head_id_span(head)
+    found = head if span is not None else tail
+    span = span if span is not None else tail_id_span(tail)
+    return _id_value(found, span)
+
+
+def _id_value(data: bytes, span: Span | None) -> JSON:
+    if span is None:
+        return None
+    try:
+        value = orjson.loads(data[span[0] : span[1]])
+    except orjson.JSONDecodeError:
+        return None
+    return value if is_valid_id(value) else None
+
+
+def head_id_span(data: bytes) -> Span | None:
+    """Where the value of the top-level "id" member lies in `data`, the start of one JSON object; None if unseen."""
+    depth, i, n, expect_key = 0, 0, len(data), False
+    while i < n:
+        c = data[i]
+        if c == _QUOTE:
+            end = _string_end(data, i)
+            if end < 0:
+                return None
+            if depth == 1 and expect_key:
+                colon = _skip_space(data, end + 1)
+                if colon >= n or data[colon] != _COLON:
+                    return None
+                if data[i + 1 : end] == b"id":
+                    return _value_span(data, _skip_space(data, colon + 1))
+                i, expect_key = colon + 1, False
+                continue
+            i = end + 1
+            continue
+        if c in _OPEN:
+            depth += 1
+            expect_key = depth == 1
+        elif c in _CLOSE:
+            depth -= 1
+            if depth <= 0:
+                return None
+        elif c == _COMMA and depth == 1:
+            expect_key = True
+        i += 1
+    return None
+
+
+def tail_id_span(data: bytes) -> Span | None:
+    """Where the value of the top-level "id" member lies in `data`, the end of one JSON object; None if unseen.
+
+    Read backwards from the end, so a window that starts mid-string is never misread: a string whose opening quote
+    lies before the window ends the search.
+    """
+    depth, i, value_end, colon, after = 0, len(data) - 1, -1, -1, 0
+    while i >= 0:
+        c = data[i]
+        if c == _QUOTE:
+            start = _string_start(data, i)
+            if start < 0:
+                return None
+            if depth == 1 and after == _COLON and data[start + 1 : i] == b"id":
+                return _trim(data, colon + 1, value_end)
+            i, after = start - 1, _QUOTE
+            continue
+        if c in _CLOSE:
+            depth += 1
+            if depth == 1:
+                value_end = i
+        elif c in _OPEN:
+            depth -= 1
+            if depth <= 0:
+                return None
+        elif depth == 1 and c == _COMMA:
+            value_end = i
+        elif depth == 1 and c == _COLON:
+            colon = i
+        if c not in _WHITESPACE:
+            after = c
+        i -= 1
+    return None
+
+
+def _string_end(data: bytes, start: int) -> int:
+    """The index of the quote closing the string opened at `start`, or -1 if it is not in `data`."""
+    j = start + 1
+    while (j := data.find(b'"', j)) >= 0:
+        if _escapes_before(data, j) % 2 == 0:
+            return j
+        j += 1
+    return -1
+
+
+def _string_start(data: bytes, end: int) -> int:
+    """The index of the quote opening the string closed at `end`, or -1 if it is not in `data`."""
+    j = end
+    while (j := data.rfind(b'"', 0, j)) >= 0:
+        run = _escapes_before(data, j)
+        if run == j:
+            return -1  # the backslashes reach the window's start: their parity is unknown
+        if run % 2 == 0:
+            return j
+    return -1
+
+
+def _escapes_before(data: bytes, index: int) -> int:
+    k = index - 1
+    while k >= 0 and data[k] == _BACKSLASH:
+        k -= 1
+    return index - 1 - k
+
+
+def _skip_space(data: bytes, i: int) -> int:
+    while i < len(data) and data[i] in _WHITESPACE:
+        i += 1
+    return i
+
+
+def _value_span(data: bytes, start: int) -> Span | None:
+    """The span of the scalar value (string or number) starting at `start`, if it ends within `data`."""
+    if start >= len(data):
+        return None
+    if data[start] == _QUOTE:
+        end = _string_end(data, start)
+        return (start, end + 1) if end >= 0 else None
+    end = start
+    while end < len(data) and data[end] not in b",}] \t\r\n":
+        end += 1
+    return (start, end) if end < len(data) else None
+
+
+def _trim(data: bytes, start: int, end: int) -> Span | None:
+    while start < end and data[start] in _WHITESPACE:
+        start += 1
+    while end > start and data[end - 1] in _WHITESPACE:
+        end -= 1
+    return (start, end) if start < end else None
+
+
 def progress_token(message: Message) -> JSON:
     """The `params._meta.progressToken` of a request, or None."""
     params = message.get("params")
@@ -134,6 +286,7 @@ __all__ = [
     "dumps",
     "error",
     "error_bytes",
+    "line_id",
     "loads",
     "notification",
     "progress_token",

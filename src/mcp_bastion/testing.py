@@ -13,6 +13,7 @@ A FakeChild answers initialize, ping, tools/list and tools/call (echo) at once, 
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -51,6 +52,15 @@ class FakeClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
         await future
+
+    def call_later(self, seconds: float, callback: Callable[..., None], *args: Any) -> "asyncio.Task[None]":
+        """Run `callback(*args)` once the clock is advanced past now + `seconds` (cancel the task to call it off)."""
+
+        async def later() -> None:
+            await self.sleep(seconds)
+            callback(*args)
+
+        return asyncio.ensure_future(later())
 
     async def advance(self, seconds: float) -> None:
         """Move time forward, waking each sleeper at its deadline and letting it run before the next one."""
@@ -124,6 +134,11 @@ class FakeChild:
             text = str((params.get("arguments") or {}).get("text", ""))
             value = {"content": [{"type": "text", "text": text}], "isError": False}
         self.listener.child_message({"jsonrpc": "2.0", "id": message["id"], "result": value})
+
+    def progress(self, token: Any, progress: float) -> None:
+        """Report progress on a call (its `params._meta.progressToken`), as a long tool does while it works."""
+        params = {"progressToken": token, "progress": progress}
+        self.listener.child_message({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
 
     def crash(self, code: int = 3) -> None:
         """Exit now with `code`."""

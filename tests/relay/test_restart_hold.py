@@ -110,7 +110,8 @@ async def test_call_timeouts_in_a_row_make_the_child_unresponsive_and_it_is_rest
     slots = [ResponseSlot() for _ in range(3)]
     for number, slot in enumerate(slots):
         await fake.backend.forward(call("t", number + 1), slot)
-        await slot.future  # the real-time call timeout (10 ms)
+        await fake.clock.advance(0.01)  # the call timeout, on the injected clock since Issue 11 item 2
+        assert slot.future.done()
     assert [s.future.result()["error"]["code"] for s in slots] == [REQUEST_TIMEOUT] * 3
     await fake.clock.advance(1)
     assert first.stopped_hung is True

@@ -1,5 +1,6 @@
 """A shared server wired to the shipped fakes: FakeChildren behind the supervisor's ChildFactory, a FakeClock."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ class Supervised:
         return [(name, fields) for name, fields in self.events if name in names]
 
 
-def supervised(*, timeout_s: float = CALL_TIMEOUT_S, **settings: Any) -> Supervised:
+def supervised(*, timeout_s: float = CALL_TIMEOUT_S, max_total_s: float = math.inf, **settings: Any) -> Supervised:
     """One shared server `fake` (not started) on fake children and a fake clock; `settings` override Settings."""
     config = Settings(**settings)
     events: list[tuple[str, dict[str, Any]]] = []
@@ -31,6 +32,6 @@ def supervised(*, timeout_s: float = CALL_TIMEOUT_S, **settings: Any) -> Supervi
     supervisor = Supervisor(
         config, base_env={}, events=lambda e, **f: events.append((e, f)), children=children, clock=clock
     )
-    backend = Backend("fake", timeout_s=timeout_s, hold_s=config.restart_hold_s)
+    backend = Backend("fake", timeout_s=timeout_s, max_total_s=max_total_s, clock=clock, hold_s=config.restart_hold_s)
     backend.handle = supervisor.add(ServerSpec(name="fake", command="fake"), backend)
     return Supervised(backend.handle, backend, children, clock, events)

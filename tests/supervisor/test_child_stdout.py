@@ -42,7 +42,7 @@ async def test_an_answer_over_the_line_cap_fails_that_call_quickly_and_the_next_
                 after = await client.call_tool("echo", {"text": "next"})
         view = gateway.health()["servers"]["toolbox"]
     assert caught.value.code == INTERNAL_ERROR
-    assert caught.value.message == "the server's answer exceeded the line cap"
+    assert "too large to relay" in caught.value.message
     assert elapsed < 10, f"the oversize call took {elapsed:.1f} s; it must not wait for the 30 s request timeout"
     assert len(fits.content[0].text) == 1_000_000
     assert after.content[0].text == "next"

@@ -7,6 +7,7 @@ number their requests 1, 2, 3 never see each other's answers. Pure bookkeeping p
 import asyncio
 import contextlib
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from mcp_bastion import __version__
@@ -22,7 +23,8 @@ from mcp_bastion.errors import (
 from mcp_bastion.jsonrpc import Message, dumps, error, notification, progress_token, result
 from mcp_bastion.protocol import LATEST_HANDSHAKE_VERSION, LIST_CHANGED, MODERN_META_KEYS
 from mcp_bastion.relay.sinks import ResponseSlot, Sink
-from mcp_bastion.supervisor import Child, ServerHandle
+from mcp_bastion.supervisor import Child, Clock, ServerHandle, SystemClock
+from mcp_bastion.supervisor.clock import Cancellable
 
 if TYPE_CHECKING:
     from mcp_bastion.relay.sessions import ClientSession
@@ -47,7 +49,7 @@ class ToolSchema:
 class Pending:
     """A request in flight to the child."""
 
-    __slots__ = ("client_id", "client_token", "method", "session", "sink", "timer")
+    __slots__ = ("client_id", "client_token", "heard", "method", "sent", "session", "sink", "timer")
 
     def __init__(self, sink: Sink, client_id: Any, method: str, session: "ClientSession | None") -> None:
         self.sink = sink
@@ -55,15 +57,28 @@ class Pending:
         self.method = method
         self.session = session
         self.client_token: Any = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Cancellable | None = None
+        self.sent = 0.0  # when it went to the child (the total maximum counts from here)
+        self.heard = 0.0  # its last sign of life: sent, or a progress notification (the idle timeout counts from here)
 
 
 class Backend:
     """The relay state of one child process (shared by many clients, or owned by one session)."""
 
-    def __init__(self, name: str, *, timeout_s: float, init_params: Message | None = None, hold_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout_s: float,
+        max_total_s: float = math.inf,
+        clock: Clock | None = None,
+        init_params: Message | None = None,
+        hold_s: float = 0.0,
+    ) -> None:
         self.name = name
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # idle: no answer and no progress for this long (Issue 11 item 2)
+        self.max_total_s = max_total_s  # however much progress it reports, a call ends this long after it was sent
+        self.clock: Clock = clock or SystemClock()
         self.hold_s = hold_s  # RESTART_HOLD_S: how long a call may wait for a restarting child (Issue 9 item 2)
         self.handle: ServerHandle | None = None  # the supervisor's handle of a shared server (None: per-session)
         self.init_params = init_params or {
@@ -176,13 +191,15 @@ class Backend:
         elif method == "notifications/cancelled" and self.owner is not None:
             self.owner.push(message)
 
-    def child_oversize(self, request_id: Any) -> None:
-        """Fail the call whose answer was too large to relay."""
+    def child_oversize(self, request_id: Any, limit_bytes: int) -> None:
+        """Fail at once the call whose answer was too large to relay (Issue 11 item 1), not at its timeout."""
         pending = self.pending.get(request_id)
         if pending is not None:
-            self._finish(
-                request_id, error(pending.client_id, INTERNAL_ERROR, "the server's answer exceeded the line cap")
+            text = (
+                f"the answer of server {self.name!r} to {pending.method} was too large to relay: over "
+                f"{limit_bytes} bytes (CHILD_LINE_MAX_BYTES)"
             )
+            self._finish(request_id, error(pending.client_id, INTERNAL_ERROR, text, {"maxBytes": limit_bytes}))
 
     def child_exited(self, reason: str) -> None:
         """Fail every pending call at once; the client learns now, not at its timeout."""
@@ -226,7 +243,8 @@ class Backend:
         self.pending[request_id] = pending
         if session is not None:
             session.inflight[client_id] = request_id
-        pending.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, request_id)
+        pending.sent = pending.heard = self.clock.now()
+        pending.timer = self.clock.call_later(min(self.timeout_s, self.max_total_s), self._expire, request_id)
         self.calls += 1
         try:
             await child.send(dumps(message))
@@ -332,15 +350,39 @@ class Backend:
                     self.tool_schemas[tool["name"]] = ToolSchema(tool.get("inputSchema"))
 
     def _expire(self, request_id: int) -> None:
+        """A call's timer fired: time it out, or re-arm it if progress arrived since (Issue 11 item 2).
+
+        Progress only moves `heard`; the timer is re-armed here, once per period, not on every notification.
+        """
         pending = self.pending.get(request_id)
         if pending is None:
             return
-        text = f"server {self.name!r} did not answer {pending.method} within {self.timeout_s:g} s"
-        self._finish(request_id, error(pending.client_id, REQUEST_TIMEOUT, text))
+        now = self.clock.now()
+        limit = expired_limit(pending.sent, pending.heard, now, self.timeout_s, self.max_total_s)
+        if limit is None:
+            due = min(pending.heard + self.timeout_s, pending.sent + self.max_total_s)
+            pending.timer = self.clock.call_later(max(due - now, 0.0), self._expire, request_id)
+            return
+        self._finish(request_id, error(pending.client_id, REQUEST_TIMEOUT, *self._timeout_text(pending, limit)))
         if self.handle is not None:
             self.handle.liveness.unanswered()  # Issue 9 item 3: call timeouts count towards `unresponsive`
         cancelled = notification("notifications/cancelled", {"requestId": request_id, "reason": "timeout"})
         self._spawn(self.notify_child(cancelled))
+
+    def _timeout_text(self, pending: Pending, limit: str) -> tuple[str, Message]:
+        """The timeout error's message and data, naming the limit that fired (Issue 11 item 2)."""
+        if limit == TOTAL:
+            seconds = self.max_total_s
+            text = (
+                f"server {self.name!r} did not finish {pending.method} within {seconds:g} s, its maximum total time "
+                "(maxTotalSeconds / REQUEST_MAX_TOTAL_S), although it reported progress"
+            )
+        else:
+            seconds = self.timeout_s
+            since = "of its last progress notification" if pending.heard > pending.sent else ""
+            text = f"server {self.name!r} did not answer {pending.method} within {seconds:g} s {since}".rstrip()
+            text += " (idle timeout: timeoutSeconds / REQUEST_TIMEOUT_S)"
+        return text, {"timeout": limit, "seconds": seconds}
 
     def _child_progress(self, message: Message) -> None:
         params = message.get("params")
@@ -349,6 +391,7 @@ class Backend:
         pending = self._by_token.get(params.get("progressToken"))  # type: ignore[arg-type]
         if pending is None:
             return
+        pending.heard = self.clock.now()  # progress resets the idle timeout (the spec's MAY), not the total maximum
         params["progressToken"] = pending.client_token
         pending.sink.notify(message)
 
@@ -367,6 +410,20 @@ class Backend:
 
 
 _MISSING = object()
+IDLE, TOTAL = "idle", "total"  # which limit timed a call out (the error's data.timeout)
+
+
+def expired_limit(sent: float, heard: float, now: float, idle_s: float, max_total_s: float) -> str | None:
+    """Which limit a call in flight has passed at `now`: TOTAL first, then IDLE; None while it may go on.
+
+    Pure (Issue 11 item 2): `sent` is when the call went to the child, `heard` its last progress notification (or
+    `sent`). A call reporting progress lives past `idle_s`, never past `max_total_s`.
+    """
+    if now >= sent + max_total_s:
+        return TOTAL
+    if now >= heard + idle_s:
+        return IDLE
+    return None
 
 
 def _strip_modern_meta(params: Message) -> None:

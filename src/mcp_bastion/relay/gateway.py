@@ -59,12 +59,19 @@ class Gateway:
         self.closing = False  # set by begin_shutdown: new requests are refused, long streams end
         self._grace: asyncio.TimerHandle | None = None
         for name, spec in self.specs.items():
-            backend = Backend(name, timeout_s=self._timeout(spec), hold_s=settings.restart_hold_s)
+            backend = self._backend(spec, hold_s=settings.restart_hold_s)
             self.backends[name] = backend
             self.handles[name] = backend.handle = supervisor.add(spec, backend)
 
-    def _timeout(self, spec: ServerSpec) -> float:
-        return spec.timeout_seconds or self.settings.request_timeout_s
+    def _backend(self, spec: ServerSpec, hold_s: float = 0.0) -> Backend:
+        """The relay state of a child of `spec`, with its call limits (idle timeout, total maximum: Issue 11 item 2)."""
+        return Backend(
+            spec.name,
+            timeout_s=spec.timeout_seconds or self.settings.request_timeout_s,
+            max_total_s=spec.max_total_seconds or self.settings.request_max_total_s,
+            clock=self.supervisor.clock,
+            hold_s=hold_s,
+        )
 
     async def start(self) -> None:
         """Start every auto-start server and the idle-session reaper."""
@@ -230,7 +237,7 @@ class Gateway:
         self, spec: ServerSpec, era: str, principal: str | None, init: Message | None
     ) -> ClientSession:
         own = spec.isolation != "shared"
-        backend = Backend(spec.name, timeout_s=self._timeout(spec)) if own else await self.shared_backend(spec.name)
+        backend = self._backend(spec) if own else await self.shared_backend(spec.name)
         session = ClientSession(
             server=spec.name,
             era=era,

@@ -5,8 +5,15 @@
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+
+class Cancellable(Protocol):
+    """A scheduled callback that can be called off (asyncio.TimerHandle, or a fake clock's task)."""
+
+    def cancel(self) -> Any:
+        """Do not run it."""
 
 
 class Clock(Protocol):
@@ -17,6 +24,9 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Return after `seconds` on this clock."""
+
+    def call_later(self, seconds: float, callback: Callable[..., None], *args: Any) -> Cancellable:
+        """Run `callback(*args)` after `seconds` on this clock (the relay's call timers, Issue 11 item 2)."""
 
 
 class SystemClock:
@@ -29,6 +39,10 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """asyncio.sleep."""
         await asyncio.sleep(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[..., None], *args: Any) -> Cancellable:
+        """loop.call_later: a timer handle, no task (one per call in flight on the hot path)."""
+        return asyncio.get_running_loop().call_later(seconds, callback, *args)
 
 
 async def within(clock: Clock, awaitable: Awaitable[Any], seconds: float) -> bool:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ import orjson
 from mcp_bastion.config import ServerSpec
 from mcp_bastion.errors import ChildUnavailable
 from mcp_bastion.files import open_append
+from mcp_bastion.jsonrpc import ID_SCAN_BYTES, line_id
 
 log = logging.getLogger("mcp_bastion.child")
 
@@ -27,10 +27,9 @@ STDERR_LOG_MAX_BYTES = 10 * 1024 * 1024  # per-server stderr log rotates past th
 STDERR_LINE_MAX_BYTES = 64 * 1024  # a longer stderr line is cut; it is a log, not data
 EXIT_DRAIN_S = 0.5  # how long a dead child's last stdout may take to arrive; pending calls fail after it
 SECRET_MIN_LEN = 6  # shorter env values ("1", "true") are not worth masking and would mangle logs
-_ID_HEAD = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.){0,200}")')
 
 MessageCallback = Callable[[dict[str, Any]], None]
-OversizeCallback = Callable[[Any], None]
+OversizeCallback = Callable[[Any, int], None]  # (request id, the cap it passed)
 
 
 class Child(Protocol):
@@ -150,51 +149,84 @@ class ChildProcess:
         proc.stdin.write(b"\n".join(lines) + b"\n")
 
     async def _pump_stdout(self) -> None:
+        """Split stdout into lines without copying a long line more than once (Issue 11 item 1).
+
+        A line's pieces are kept in a list and joined once at its newline (not re-concatenated per read, which
+        copied a 17 MB answer ~70 times and held two copies at the end); a line over the cap is dropped as it
+        streams in, keeping only its first and last `ID_SCAN_BYTES` to find the call it answered.
+        """
         assert self._proc is not None
         assert self._proc.stdout is not None
         stdout = self._proc.stdout
-        buffer = b""
-        discarding = False
+        pieces: list[bytes] = []
+        size = 0
+        dropped: _DroppedLine | None = None
         try:
             while chunk := await stdout.read(READ_CHUNK_BYTES):
-                buffer += chunk
                 start = 0
-                while (end := buffer.find(b"\n", start)) != -1:
-                    if discarding:
-                        discarding = False
+                while (end := chunk.find(b"\n", start)) != -1:
+                    if dropped is not None:
+                        dropped.ends(chunk[start:end])
+                        dropped = None
+                    elif pieces:
+                        pieces.append(chunk[start:end])
+                        line = b"".join(pieces)
+                        pieces, size = [], 0
+                        message = self._parse(line)
+                        line = b""  # the parsed message alone stays alive while it is routed (peak RSS)
+                        self._route(message)
                     else:
-                        self._line(buffer[start:end])
+                        self._route(self._parse(chunk[start:end]))
                     start = end + 1
-                buffer = buffer[start:]
-                if len(buffer) > self._line_max:
-                    if not discarding:
-                        self._oversize(buffer)
-                    discarding, buffer = True, b""
+                rest = chunk[start:] if start else chunk
+                if not rest:
+                    continue
+                if dropped is not None:
+                    dropped.grows(rest)
+                    continue
+                pieces.append(rest)
+                size += len(rest)
+                if size > self._line_max:
+                    dropped = _DroppedLine(pieces, size, self._dropped)
+                    pieces, size = [], 0
         except Exception:  # a pump must never die silently; _watch still reaps
             log.exception("server %s: stdout reader failed", self.spec.name)
 
-    def _line(self, line: bytes) -> None:
+    def _parse(self, line: bytes) -> dict[str, Any] | None:
         if not line.strip():
-            return
+            return None
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:
             log.warning("server %s: skipped a stdout line that is not JSON (%d bytes)", self.spec.name, len(line))
-            return
+            return None
         if not isinstance(message, dict):
             log.warning("server %s: skipped a stdout line that is not a JSON-RPC object", self.spec.name)
+            return None
+        return message
+
+    def _route(self, message: dict[str, Any] | None) -> None:
+        if message is None:
             return
         try:
             self._on_message(message)
         except Exception:
             log.exception("server %s: failed to route a message", self.spec.name)
 
-    def _oversize(self, head: bytes) -> None:
-        log.warning("server %s: dropped a stdout line over %d bytes", self.spec.name, self._line_max)
-        match = _ID_HEAD.search(head[:512])
-        if match:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                self._on_oversize(orjson.loads(match.group(1)))
+    def _dropped(self, request_id: Any, size: int | None) -> None:
+        """A line over the cap: fail the call it answers (`size` is None while the line is still arriving)."""
+        if size is not None:
+            log.warning(
+                "server %s: dropped a stdout line of %d bytes (over CHILD_LINE_MAX_BYTES, %d)",
+                self.spec.name,
+                size,
+                self._line_max,
+            )
+        if request_id is not None:
+            try:
+                self._on_oversize(request_id, self._line_max)
+            except Exception:
+                log.exception("server %s: failed to fail an oversized answer", self.spec.name)
 
     async def _pump_stderr(self) -> None:
         assert self._proc is not None
@@ -285,3 +317,40 @@ class ChildProcess:
         except TimeoutError:
             return False
         return True
+
+
+class _DroppedLine:
+    """A stdout line over the cap, dropped as it arrives: only its ends are kept, to find the call it answers.
+
+    The Python SDK writes "id" first, the TypeScript SDK last (Issue 11 item 1): an id in the head fails the call at
+    once, one in the tail when the line ends. Either way the call fails with "too large", never by its timeout.
+    """
+
+    __slots__ = ("head", "report", "reported", "size", "tail")
+
+    def __init__(self, pieces: list[bytes], size: int, report: Callable[[Any, int | None], None]) -> None:
+        first = pieces[0]
+        self.head = first[:ID_SCAN_BYTES] if len(first) >= ID_SCAN_BYTES else b"".join(pieces)[:ID_SCAN_BYTES]
+        self.tail = b""
+        self.size = size
+        self.report = report
+        self._keep_tail(pieces[-2:])
+        request_id = line_id(self.head, b"")
+        self.reported = request_id is not None
+        if self.reported:
+            report(request_id, None)
+
+    def grows(self, data: bytes) -> None:
+        """More of the line (no newline in it)."""
+        self.size += len(data)
+        self._keep_tail([data])
+
+    def ends(self, data: bytes) -> None:
+        """The last part of the line, up to its newline."""
+        self.grows(data)
+        request_id = None if self.reported else line_id(self.head, self.tail.rstrip())
+        self.report(request_id, self.size)
+
+    def _keep_tail(self, parts: list[bytes]) -> None:
+        joined = b"".join([self.tail, *parts]) if len(parts[-1]) < ID_SCAN_BYTES else parts[-1]
+        self.tail = joined[-ID_SCAN_BYTES:]

@@ -47,8 +47,8 @@ class ChildListener(Protocol):
     def child_message(self, message: dict[str, Any]) -> None:
         """A parsed stdout message."""
 
-    def child_oversize(self, request_id: Any) -> None:
-        """A stdout line over the cap was dropped; `request_id` is the id it seemed to answer."""
+    def child_oversize(self, request_id: Any, limit_bytes: int) -> None:
+        """A stdout line over the cap (`limit_bytes`) was dropped; `request_id` is the top-level id it carried."""
 
     async def child_started(self, child: Child) -> None:
         """The child runs; do the MCP handshake or raise."""
