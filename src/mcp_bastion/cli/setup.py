@@ -568,13 +568,7 @@ def init(
     directory = directory.resolve()
     env_path = directory / ".env"
     allowed_to_replace(env_path, interactive, yes, "Replace it (settings init does not manage are kept)")
-    detected = detect_addresses()
-    if lookup_public_ip:
-        public = lookup_public_address()
-        if public is None:
-            err.print(Text.assemble(("warning:", "yellow"), " the public address lookup failed (offline?); skipped"))
-        elif public not in detected:
-            detected.append(public)
+    detected = this_machines_addresses(lookup_public_ip)
     answers = Answers(
         host,
         port,
@@ -588,15 +582,7 @@ def init(
     )
     previous = read_env(env_path)
     try:
-        if interactive:
-            answers = ask_answers(answers, detected)
-        else:
-            validate_flags(answers, allow_any_ip)
-        if answers.tls is TlsMode.self_signed:
-            answers.tls_cert, answers.tls_key = directory / "tls" / "bastion.crt", directory / "tls" / "bastion.key"
-            for path in (answers.tls_cert, answers.tls_key):
-                allowed_to_replace(path, interactive, yes, "Replace it with a new self-signed certificate")
-        plan_config(answers, directory / "mcp.json", previous, interactive, Flags(yes=yes, demo=demo))
+        answers = settle(answers, directory, previous, detected, interactive, Flags(yes=yes, demo=demo), allow_any_ip)
     except (EOFError, KeyboardInterrupt):
         fail("setup interrupted; nothing was written")
     if not is_loopback(answers.host) and answers.tls is TlsMode.none:
@@ -610,6 +596,44 @@ def init(
         fail(f"cannot write: {exc}", "files written before this one are complete; .env is written last")
         return
     report(answers, values, written, env_path, as_json)
+
+
+def this_machines_addresses(lookup_public_ip: bool) -> list[str]:
+    """This machine's addresses, and its public one when asked for (a network call; skipped with a warning)."""
+    detected = detect_addresses()
+    if lookup_public_ip:
+        public = lookup_public_address()
+        if public is None:
+            err.print(Text.assemble(("warning:", "yellow"), " the public address lookup failed (offline?); skipped"))
+        elif public not in detected:
+            detected.append(public)
+    return detected
+
+
+def settle(
+    answers: Answers,
+    directory: Path,
+    previous: dict[str, str],
+    detected: list[str],
+    interactive: bool,
+    flags: Flags,
+    allow_any_ip: bool,
+) -> Answers:
+    """The answers asked for (or the flags checked), the TLS files to make, and the mcp.json plan.
+
+    Raises:
+        EOFError, KeyboardInterrupt: the person stopped answering (nothing is written).
+    """
+    if interactive:
+        answers = ask_answers(answers, detected)
+    else:
+        validate_flags(answers, allow_any_ip)
+    if answers.tls is TlsMode.self_signed:
+        answers.tls_cert, answers.tls_key = directory / "tls" / "bastion.crt", directory / "tls" / "bastion.key"
+        for path in (answers.tls_cert, answers.tls_key):
+            allowed_to_replace(path, interactive, flags.yes, "Replace it with a new self-signed certificate")
+    plan_config(answers, directory / "mcp.json", previous, interactive, flags)
+    return answers
 
 
 def report(answers: Answers, values: dict[str, str], written: list[Path], env_path: Path, as_json: bool) -> None:
