@@ -1,8 +1,9 @@
 """Legacy client sessions: one per HTTP+SSE stream or per Streamable HTTP `Mcp-Session-Id`.
 
 A session is bound to the principal that opened it; an id is a capability only together with that principal.
-Its outbox holds ready SSE events (bytes, serialized once when queued) under a byte budget: a client that stops
-reading its stream loses the stream and the session instead of growing the gateway's memory.
+Its outbox holds messages (bytes, serialized once when queued, framed as SSE events when written) under a byte
+budget: a client that stops reading its stream loses the stream and the session instead of growing the gateway's
+memory.
 """
 
 import asyncio
@@ -26,6 +27,10 @@ INFLIGHT_RETRY_AFTER_S = 1  # a request in flight ends within a call's time: a s
 PUBLIC_ID_CHARS = 16  # audit lines name a session by a prefix of its id's hash, never by the id (a capability)
 EVENT_HEAD = b"event: message\ndata: "
 EVENT_TAIL = b"\n\n"  # orjson output has no newline, so one JSON-RPC message is one `data:` line
+EVENT_FRAME_BYTES = len(EVENT_HEAD) + len(EVENT_TAIL)
+# A queued message this large is written as its own bytes between its frame's head and tail, never copied into one
+# chunk with them (Issue 11 item 1: an 8 MiB result was serialized, then copied again to frame it).
+LARGE_EVENT_BYTES = 64 * 1024
 SHUTDOWN_RETRY_AFTER_S = 5  # a restarted or replacement gateway is usually answering within a few seconds
 # The last thing a long stream carries when the gateway shuts down (Issue 9 item 6): an SSE comment every client
 # ignores but a person can read, and the reconnection delay in milliseconds for clients that reconnect on their own.
@@ -44,11 +49,6 @@ class SessionGone(GatewayError):
 
     http_status = 404
     jsonrpc_code = SESSION_NOT_FOUND
-
-
-def message_event(message: Message) -> bytes:
-    """One SSE `message` event carrying one JSON-RPC message."""
-    return b"".join((EVENT_HEAD, dumps(message), EVENT_TAIL))
 
 
 class ClientSession:
@@ -76,7 +76,7 @@ class ClientSession:
         self.client_info: Any = None
         self.created = time.monotonic()
         self.last_seen = self.created
-        self.outbox: collections.deque[bytes] = collections.deque()  # SSE events, bounded by outbox_max_bytes
+        self.outbox: collections.deque[bytes] = collections.deque()  # messages (JSON), framed as SSE by take()
         self.outbox_bytes = 0
         self.outbox_max_bytes = outbox_max_bytes
         self.overflowed = 0  # the byte count that ended the session (0: it did not overflow)
@@ -158,8 +158,8 @@ class ClientSession:
         """
         if self.closed.is_set():
             return
-        event = message_event(message)
-        size = len(event) + OUTBOX_ENTRY_BYTES
+        event = dumps(message)  # framed when taken: a large answer is not copied once more to add 23 bytes
+        size = len(event) + EVENT_FRAME_BYTES + OUTBOX_ENTRY_BYTES
         if self.outbox_bytes + size > self.outbox_max_bytes and self.outbox:
             if self.readers:
                 self.overflow(self.outbox_bytes + size)
@@ -169,13 +169,25 @@ class ClientSession:
         self.outbox_bytes += size
         self.wakeup.set()
 
-    def take(self) -> bytes:
-        """Everything queued, as one chunk for the stream (the budget is free again)."""
-        outbox = self.outbox
-        chunk = outbox[0] if len(outbox) == 1 else b"".join(outbox)
-        outbox.clear()
+    def take(self) -> list[bytes]:
+        """Everything queued as SSE events, in the chunks to write (the budget is free again).
+
+        Small events are framed and joined into one chunk (one write per wake-up under load); a large message is a
+        chunk of its own, its frame's head and tail joined to its neighbours instead (Issue 11 item 1).
+        """
+        chunks: list[bytes] = []
+        joining: list[bytes] = []
+        for body in self.outbox:
+            joining += (EVENT_HEAD, body, EVENT_TAIL)
+            if len(body) >= LARGE_EVENT_BYTES:
+                joining.pop()
+                joining.pop()
+                chunks += (b"".join(joining), body)
+                joining = [EVENT_TAIL]
+        chunks.append(b"".join(joining))
+        self.outbox.clear()
         self.outbox_bytes = 0
-        return chunk
+        return chunks
 
     def overflow(self, size: int) -> None:
         """End the session: its reader stopped reading with `size` bytes owed; cut its streams off."""
@@ -191,4 +203,4 @@ class ClientSession:
     def _make_room(self, size: int) -> None:
         outbox = self.outbox
         while outbox and self.outbox_bytes + size > self.outbox_max_bytes:
-            self.outbox_bytes -= len(outbox.popleft()) + OUTBOX_ENTRY_BYTES
+            self.outbox_bytes -= len(outbox.popleft()) + EVENT_FRAME_BYTES + OUTBOX_ENTRY_BYTES

@@ -108,7 +108,9 @@ class StreamableTransport:
         await dispatch.request(session.backend, message, slot, session=session, policy=policy)
         if slot.stream is None:
             answer = await slot.future
-            await send_bytes(req.send, 200, dumps(answer), JSON_HEADERS + retry_after(answer))
+            body, headers = dumps(answer), JSON_HEADERS + retry_after(answer)
+            del answer, slot  # the parsed answer goes before its bytes are sent: one copy in flight (Issue 11 item 1)
+            await send_bytes(req.send, 200, body, headers)
             return
         await start_stream(req.send)
         while True:
@@ -186,7 +188,8 @@ async def pump_outbox(
             await stream_chunk(req.send, first)
         while True:
             if session.outbox:
-                await _write(req, session.take())
+                for chunk in session.take():
+                    await _write(req, chunk)
             if session.closed.is_set() or disconnect.event.is_set():
                 break
             if session.streams_may_end:  # the gateway is shutting down (Issue 9 item 6)
