@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any, NoReturn
+from typing import IO, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -38,7 +38,7 @@ from mcp_bastion.audit_reader import (
     rotated_files,
     unfold,
 )
-from mcp_bastion.cli.base import EXIT_CONFIG, EnvFile, JsonFlag, cli, err, fail, out
+from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, err, fail, out
 from mcp_bastion.cli.output import MISSING, Col, Row, emit_json, new_table, print_table, safe, text
 from mcp_bastion.config import load_settings, security_log_for
 from mcp_bastion.errors import ConfigError
@@ -71,12 +71,6 @@ Top = Annotated[int, typer.Option("--top", min=1, help="Rows per table (JSON lis
 # Reading
 
 
-def die(message: str, hint: str) -> NoReturn:
-    """`fail` for the type checker: one line with its hint, exit code 2."""
-    fail(message, hint)
-    raise typer.Exit(EXIT_CONFIG)  # unreachable: fail() exits
-
-
 def parse_point(option: str, text: str | None, now: float) -> float | None:
     """`--since`/`--until`: a duration back from now (15m, 24h, 7d, 2w, 30s) or an ISO time."""
     if text is None:
@@ -86,7 +80,9 @@ def parse_point(option: str, text: str | None, now: float) -> float | None:
         return now - int(match[1]) * UNITS[match[2]]
     stamp = parse_time(text)
     if stamp is None:
-        die(f"{option} {text!r} is neither a duration nor an ISO time", "use e.g. 15m, 24h, 7d or 2025-05-01T12:00:00Z")
+        fail(
+            f"{option} {text!r} is neither a duration nor an ISO time", "use e.g. 15m, 24h, 7d or 2025-05-01T12:00:00Z"
+        )
     return stamp
 
 
@@ -97,7 +93,7 @@ def resolve_log(audit_log: Path | None, env_file: Path) -> Path:
     try:
         return load_settings(env_file).audit_log
     except ConfigError as exc:
-        die(exc.message, f"fix {env_file} or pass --audit-log PATH")
+        fail(exc.message, f"fix {env_file} or pass --audit-log PATH")
 
 
 def resolve_security_log(audit_log: Path, env_file: Path) -> Path:
@@ -113,13 +109,13 @@ def log_files(path: Path, *, required: bool = True) -> list[Path]:
     """The rotated files, oldest (highest number) first, then the current file; exit 2 when there is none (and
     one is required)."""
     if path.is_dir():
-        die(f"the audit log {path} is a directory", "pass the file, e.g. --audit-log logs/audit.jsonl")
+        fail(f"the audit log {path} is a directory", "pass the file, e.g. --audit-log logs/audit.jsonl")
     try:
         files = rotated_files(path)
     except OSError as exc:
-        die(f"cannot list {path.parent}: {exc.strerror}", "run as the user the gateway runs as")
+        fail(f"cannot list {path.parent}: {exc.strerror}", "run as the user the gateway runs as")
     if not files and required:
-        die(
+        fail(
             f"no audit log at {path}",
             "the gateway writes it on its first event; pass --audit-log PATH or set AUDIT_LOG (see --env-file)",
         )
@@ -142,9 +138,9 @@ def open_or_die(path: Path) -> IO[bytes] | None:
     try:
         return open_log(path)
     except PermissionError:
-        die(f"cannot read {path}: permission denied", "the audit log is mode 0600: run as the gateway's user")
+        fail(f"cannot read {path}: permission denied", "the audit log is mode 0600: run as the gateway's user")
     except OSError as exc:
-        die(f"cannot read {path}: {exc.strerror}", "check the path given by --audit-log or AUDIT_LOG")
+        fail(f"cannot read {path}: {exc.strerror}", "check the path given by --audit-log or AUDIT_LOG")
 
 
 def warn_skipped(scan: Scan) -> None:

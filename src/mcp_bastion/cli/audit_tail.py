@@ -19,12 +19,11 @@ from mcp_bastion.cli.audit_query import (
     Since,
     Until,
     audit_cli,
-    die,
     outcome_style,
     start_scan,
     warn_skipped,
 )
-from mcp_bastion.cli.base import EnvFile, err, out
+from mcp_bastion.cli.base import EnvFile, err, fail, out
 from mcp_bastion.cli.output import safe
 
 TAIL_FIELDS = ("outcome", "ip", "principal", "server", "method", "tool", "reason", "latency_ms", "path", "request_id")
@@ -91,7 +90,7 @@ def audit_tail(
     Example: mcp-bastion audit tail --follow --event 'auth.*'
     """
     if for_seconds is not None and not follow:
-        die("--for only applies with --follow", "add --follow, e.g. mcp-bastion audit tail --follow --for 60")
+        fail("--for only applies with --follow", "add --follow, e.g. mcp-bastion audit tail --follow --for 60")
     scan = start_scan(audit_log, env_file, since, until)
     printer = Printer(as_json, event)
     followers: list[Follower] = []

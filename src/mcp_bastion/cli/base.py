@@ -81,7 +81,7 @@ def error_line(message: str, hint: str | None = None) -> Text:
     return line
 
 
-def fail(message: str, hint: str | None = None) -> None:
+def fail(message: str, hint: str) -> NoReturn:
     """One clear line (with its hint on the same line), exit code 2, no traceback. User text is never markup."""
     err.print(error_line(message, hint), soft_wrap=True)
     raise typer.Exit(EXIT_CONFIG)
@@ -142,7 +142,6 @@ def settings_from(env_file: Path, **flags: Any) -> Settings:
         return load_settings(env_file, **flags)
     except ConfigError as exc:
         fail(exc.message, f"fix it in {env_file}, the environment or the flag; `mcp-bastion COMMAND --help` lists them")
-        raise  # unreachable: fail() exits
 
 
 def load(env_file: Path, **flags: Any) -> tuple[Settings, dict[str, ServerSpec]]:
@@ -159,7 +158,6 @@ def load(env_file: Path, **flags: Any) -> tuple[Settings, dict[str, ServerSpec]]
         servers = load_servers(path, variables(env_file))
     except ConfigError as exc:
         fail(exc.message, f"fix {path}; `mcp-bastion check-config` checks it without starting anything")
-        raise  # unreachable: fail() exits
     return settings, servers
 
 

@@ -143,7 +143,7 @@ def clients(
     try:
         check_url(url)
     except ConfigError as exc:
-        fail(exc.message)
+        fail(exc.message, "pass --url with the gateway's https:// URL, or http:// on this machine")
     for snippet in snippets(name, url, token_env, launcher()):
         out.print(f"# {snippet.client}: {snippet.where}", soft_wrap=True, style="bold")
         out.print(snippet.text, soft_wrap=True)

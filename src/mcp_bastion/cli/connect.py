@@ -499,10 +499,10 @@ def connect(
         check_url(url)
         token, source = choose_token(token_env, token_file)
     except ConfigError as exc:
-        fail(exc.message)
+        fail(exc.message, "see `mcp-bastion connect --help` for the URL and token rules")
         return
     if ca_file is not None and not ca_file.is_file():
-        fail(f"--ca-file {ca_file}: no such file")
+        fail(f"--ca-file {ca_file}: no such file", "pass the PEM file of the CA that signed the gateway's certificate")
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     say_to_stderr(f"forwarding stdio to {url} ({source})")
     try:

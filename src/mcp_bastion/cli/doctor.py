@@ -506,14 +506,14 @@ def doctor(
         try:
             settings = load_settings(env_file)
         except ConfigError as exc:
-            fail(exc.message)
+            fail(exc.message, "fix the setting, or pass --token")
             return
         if settings.auth_token is None:
             fail("--live needs a token", f"pass --token or set AUTH_TOKEN in {env_file}")
             return
         token = settings.auth_token.get_secret_value()
     if ca_file is not None and not ca_file.is_file():
-        fail(f"--ca-file {ca_file}: no such file")
+        fail(f"--ca-file {ca_file}: no such file", "pass the PEM file of the CA that signed the gateway's certificate")
     checks = live_checks(
         live,
         token,

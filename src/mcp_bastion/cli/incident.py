@@ -272,7 +272,10 @@ def sessions_revoke(
     try:
         ended = api.end_session(public_id)
     except ServerUnavailable as exc:
-        fail(f"no login session {public_id} in the store, and MCP sessions cannot be checked: {exc}")
+        fail(
+            f"no login session {public_id} in the store, and MCP sessions cannot be checked: {exc}",
+            "start the gateway, or pass --url with its address",
+        )
         return
     if not ended:
         fail(f"no session {public_id}", "see `mcp-bastion sessions list`")

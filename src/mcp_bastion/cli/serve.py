@@ -144,7 +144,6 @@ def listen(settings: Settings, feedback: "StartFeedback") -> list[socket.socket]
             console_log.error("cannot listen on %s: %s (hint: %s)", where, reason, hint)
             raise typer.Exit(EXIT_CONFIG) from None
         fail(f"cannot listen on {where}: {reason}", hint)
-        raise  # unreachable: fail() exits
 
 
 def bind_sockets(host: str, port: int) -> list[socket.socket]:

@@ -144,7 +144,7 @@ def _inside(path: Path, roots: tuple[str, ...]) -> bool:
 def _directory(directory: Path) -> Path:
     resolved = directory.expanduser().absolute()
     if not resolved.is_dir():
-        fail(f"--dir {directory}: not a directory")
+        fail(f"--dir {directory}: not a directory", "pass the directory that holds .env and mcp.json")
     if not SAFE_PATH.fullmatch(str(resolved)):
         fail(f"--dir {resolved}: the path has spaces or special characters", "use a path of A-Z a-z 0-9 _ . / -")
     for name in (".env", "mcp.json"):
@@ -163,7 +163,10 @@ def _write(path: Path, text: str, force: bool) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        fail(f"{path}: cannot write ({exc.strerror})")
+        fail(
+            f"{path}: cannot write ({exc.strerror})",
+            "choose a writable --output path, or run with the rights to write there",
+        )
     out.print(f"wrote {path}")
 
 
@@ -184,7 +187,9 @@ def service_systemd(
         fail(f"{command[0]}: the venv path has spaces or special characters", "install it under a plain path")
     account = user or getpass.getuser()
     if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}\$?", account, re.IGNORECASE):
-        fail(f"--user {account!r} is not a valid account name")
+        fail(
+            f"--user {account!r} is not a valid account name", "use an existing system account, e.g. --user mcp-bastion"
+        )
     if account == "root":
         _warn(
             "the service would run as root; create an account for it "

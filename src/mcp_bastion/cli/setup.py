@@ -358,7 +358,10 @@ def validate_flags(answers: Answers, allow_any_ip: bool) -> None:
         if (problem := check_tls_files(answers.tls_cert, answers.tls_key)) is not None:
             fail(problem, "pass a readable PEM certificate and its key, or --tls self-signed")
     elif answers.tls_cert is not None or answers.tls_key is not None:
-        fail(f"--tls-cert and --tls-key need --tls files (got --tls {answers.tls.value})")
+        fail(
+            f"--tls-cert and --tls-key need --tls files (got --tls {answers.tls.value})",
+            "add --tls files, or drop --tls-cert and --tls-key",
+        )
 
 
 def may_replace(path: Path, interactive: bool, yes: bool, what: str) -> bool:
@@ -390,7 +393,7 @@ def read_config(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         fail(f"{path}: cannot read it as JSON ({exc.__class__.__name__})", "fix it, or move it away to start fresh")
     if not isinstance(document, dict) or not isinstance(document.get("mcpServers"), dict):
-        fail(f'{path}: expected an object with an "mcpServers" object')
+        fail(f'{path}: expected an object with an "mcpServers" object', "fix it, or move it away to start fresh")
     return dict(document)
 
 
@@ -412,7 +415,7 @@ def gather_secrets(answers: Answers, refs: list[SecretRef], interactive: bool) -
         else:
             value = environment.get(ref.var, "") or ref.literal or ""
             if (problem := secret_problem(value)) is not None:
-                fail(f"the value for {ref.var}: {problem}")
+                fail(f"the value for {ref.var}: {problem}", f"set {ref.var} in the environment or .env yourself")
         if value:
             answers.secrets[ref.var] = value
         else:
@@ -564,7 +567,7 @@ def init(
     if interactive and not sys.stdin.isatty():
         fail("stdin is not a terminal, so init cannot ask", "pass --non-interactive and the settings as flags")
     if not directory.is_dir():
-        fail(f"--dir {directory}: not a directory")
+        fail(f"--dir {directory}: not a directory", "create it first, or pass an existing directory")
     directory = directory.resolve()
     env_path = directory / ".env"
     allowed_to_replace(env_path, interactive, yes, "Replace it (settings init does not manage are kept)")
@@ -584,7 +587,7 @@ def init(
     try:
         answers = settle(answers, directory, previous, detected, interactive, Flags(yes=yes, demo=demo), allow_any_ip)
     except (EOFError, KeyboardInterrupt):
-        fail("setup interrupted; nothing was written")
+        fail("setup interrupted; nothing was written", "run `mcp-bastion init` again when ready")
     if not is_loopback(answers.host) and answers.tls is TlsMode.none:
         answers.warnings.append(f"{answers.host} is served over plain HTTP: tokens cross the network in clear text")
     if everyone(answers.allowed_ips):
