@@ -23,7 +23,7 @@ from mcp_bastion.security import token_hash
 from mcp_bastion.store import LoginSession
 from mcp_bastion.types import Receive, Scope, Send
 
-TOKEN = "bench-" + "x" * 40  # noqa: S105 - a throwaway admin token for an in-process benchmark
+TOKEN = "bench-" + "x" * 40
 COOKIE = "bench-cookie-" + "y" * 32
 BODY = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
 
