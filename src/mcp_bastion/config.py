@@ -213,6 +213,8 @@ class ServerSpec(BaseModel):
     allowed_resources: tuple[str, ...] | None = Field(default=None, alias="allowedResources")
     allowed_prompts: tuple[str, ...] | None = Field(default=None, alias="allowedPrompts")
     rate_limit: ServerRateLimit | None = Field(default=None, alias="rateLimit")
+    # A shared child's log messages go only to the client they provably belong to; true sends every one to everyone.
+    share_logs: bool = Field(default=False, alias="shareLogs")
 
     @field_validator("rate_limit")
     @classmethod

@@ -31,9 +31,11 @@ def method_of(message: dict[str, object]) -> object:
 async def test_list_changed_reaches_every_client_of_the_server_and_none_of_another(tmp_path: Path) -> None:
     """toolbox: two SSE sessions and one Streamable GET stream all get it; other: its SSE and GET streams do not.
 
-    For `other`, a marker log message sent after toolbox's notification must be the first thing its streams see.
+    For `other`, a marker log message sent after toolbox's notification must be the first thing its streams see
+    (`other` shares its logs with every session, Issue 11 item 4: by default a line goes to its caller only).
     """
-    with run_gateway([spec("toolbox"), recorder("other", tmp_path / "other.jsonl")], tmp_path) as gateway:
+    other = recorder("other", tmp_path / "other.jsonl", shareLogs=True)
+    with run_gateway([spec("toolbox"), other], tmp_path) as gateway:
         async with (
             http_client() as client,
             sse_session(client, gateway.url, "toolbox") as (sse_1, messages_1),

@@ -2,6 +2,11 @@
 
 Every request gets a fresh integer id on the way in and its own id back on the way out, so clients that all
 number their requests 1, 2, 3 never see each other's answers. Pure bookkeeping plus `child.send`.
+
+Session state a shared child holds once for everyone is kept per client session here (Issue 11 items 3 and 4):
+resource subscriptions are reference-counted (the child is subscribed to a URI while any session is), log levels
+are filtered per session (the child runs at the most verbose level anyone asked for), and a child's log message
+goes only to the client it provably belongs to (see `_child_log`).
 """
 
 import asyncio
@@ -13,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mcp_bastion import __version__
 from mcp_bastion.errors import (
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     REQUEST_CANCELLED,
     REQUEST_TIMEOUT,
@@ -32,7 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcp_bastion.relay")
 
 GATEWAY_INFO = {"name": "mcp-bastion", "version": __version__}
-BROADCAST = frozenset({*LIST_CHANGED, "notifications/message"})
+BROADCAST = frozenset(LIST_CHANGED)
+# RFC 5424 severities as MCP names them, most verbose first (Issue 11 item 4: a session gets a level and above).
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+SEVERITY = {name: rank for rank, name in enumerate(LOG_LEVELS)}
 HELD = 0  # the gateway id a held call has in its session's in-flight map (no real id is 0): it still counts
 
 
@@ -49,10 +58,13 @@ class ToolSchema:
 class Pending:
     """A request in flight to the child."""
 
-    __slots__ = ("client_id", "client_token", "heard", "method", "sent", "session", "sink", "timer")
+    __slots__ = ("client_id", "client_token", "heard", "internal", "method", "sent", "session", "sink", "timer")
 
-    def __init__(self, sink: Sink, client_id: Any, method: str, session: "ClientSession | None") -> None:
+    def __init__(
+        self, sink: Sink, client_id: Any, method: str, session: "ClientSession | None", *, internal: bool = False
+    ) -> None:
         self.sink = sink
+        self.internal = internal  # the gateway's own request (initialize, ping, a refcounted subscribe): no client's
         self.client_id = client_id
         self.method = method
         self.session = session
@@ -74,8 +86,11 @@ class Backend:
         clock: Clock | None = None,
         init_params: Message | None = None,
         hold_s: float = 0.0,
+        share_logs: bool = False,
     ) -> None:
         self.name = name
+        self.share_logs = share_logs  # mcp.json "shareLogs": every session gets every log message (Issue 11 item 4)
+        self.child_log_level: str | None = None  # the level last set on the child (None: never set since it started)
         self.timeout_s = timeout_s  # idle: no answer and no progress for this long (Issue 11 item 2)
         self.max_total_s = max_total_s  # however much progress it reports, a call ends this long after it was sent
         self.clock: Clock = clock or SystemClock()
@@ -116,7 +131,7 @@ class Backend:
         self.init_result = None
         slot = ResponseSlot()
         request_id = self._new_id()
-        self.pending[request_id] = Pending(slot, request_id, "initialize", None)
+        self.pending[request_id] = Pending(slot, request_id, "initialize", None, internal=True)
         await child.send(
             dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": self.init_params})
         )
@@ -130,6 +145,14 @@ class Backend:
         self.tool_schemas = {}
         if "tools" in (self.init_result.get("capabilities") or {}):
             self._spawn(self._learn_tools())
+        self._spawn(self._restore_state())
+
+    async def _restore_state(self) -> None:
+        """A (re)started child knows no subscription and no level: give it what the sessions still hold."""
+        self.child_log_level = None
+        for uri in sorted({uri for session in self.sessions for uri in session.subscriptions}):
+            await self._tell("resources/subscribe", {"uri": uri})
+        await self._apply_log_level()
 
     async def _learn_tools(self) -> None:
         """Ask the child for its tools once, so header checks know the schemas before any client lists them."""
@@ -138,7 +161,7 @@ class Backend:
             return
         slot = ResponseSlot()
         request_id = self._new_id()
-        self.pending[request_id] = Pending(slot, request_id, "tools/list", None)
+        self.pending[request_id] = Pending(slot, request_id, "tools/list", None, internal=True)
         try:
             await child.send(dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}))
         except ChildUnavailable:
@@ -155,7 +178,7 @@ class Backend:
             raise ChildUnavailable(f"server {self.name!r} is not running")
         slot = ResponseSlot()
         request_id = self._new_id()
-        self.pending[request_id] = Pending(slot, request_id, "ping", None)
+        self.pending[request_id] = Pending(slot, request_id, "ping", None, internal=True)
         try:
             await child.send(dumps({"jsonrpc": "2.0", "id": request_id, "method": "ping"}))
             await slot.future
@@ -175,6 +198,8 @@ class Backend:
         method = message.get("method")
         if method == "notifications/progress":
             self._child_progress(message)
+        elif method == "notifications/message":
+            self._child_log(message)
         elif method in BROADCAST:
             if method == "notifications/tools/list_changed":
                 self.tool_schemas = {}
@@ -205,6 +230,7 @@ class Backend:
         """Fail every pending call at once; the client learns now, not at its timeout."""
         self.child = None
         self.init_result = None
+        self.child_log_level = None
         for request_id in list(self.pending):
             pending = self.pending[request_id]
             message = f"server {self.name!r} stopped before answering ({reason})"
@@ -259,6 +285,124 @@ class Backend:
                 params["_meta"]["progressToken"] = token  # type: ignore[index]
             return await self.forward(message, sink, session=session)
         return request_id
+
+    # --- session state a shared child holds once (Issue 11 items 3 and 4) -----------------------------------
+
+    async def subscribe(self, message: Message, sink: Sink, session: "ClientSession") -> int:
+        """Issue 11 item 3: only a URI's first subscriber reaches the child; the rest are answered here."""
+        uri = _uri_of(message, sink)
+        if uri is None:
+            return 0
+        if self._subscribed(uri):  # this session already (idempotent), or another one
+            session.subscriptions.add(uri)
+            sink.deliver(result(message["id"], {}))
+            return 0
+        session.subscriptions.add(uri)  # before the child answers: a second subscriber meanwhile is not forwarded
+        return await self.forward(message, _Subscribing(sink, session, uri), session=session)
+
+    async def unsubscribe(self, message: Message, sink: Sink, session: "ClientSession") -> int:
+        """Issue 11 item 3: only a URI's last subscriber leaving reaches the child; the others keep their updates."""
+        uri = _uri_of(message, sink)
+        if uri is None:
+            return 0
+        held = uri in session.subscriptions
+        session.subscriptions.discard(uri)
+        if not held or self._subscribed(uri):
+            sink.deliver(result(message["id"], {}))
+            return 0
+        return await self.forward(message, sink, session=session)
+
+    async def set_log_level(self, message: Message, sink: Sink, session: "ClientSession") -> None:
+        """Issue 11 item 4: a session's level filters what it gets; the child runs at the most verbose one asked."""
+        level = (message.get("params") or {}).get("level")
+        if level not in SEVERITY:
+            sink.deliver(error(message["id"], INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}"))
+            return
+        session.log_level = level
+        sink.deliver(result(message["id"], {}))
+        await self._apply_log_level()
+
+    async def release(self, session: "ClientSession") -> None:
+        """A session left (ended, expired, its client vanished): unsubscribe the child from URIs nobody else holds
+        and move its level to what the remaining sessions asked for. Call after removing it from `sessions`."""
+        for uri in sorted(session.subscriptions):
+            if not self._subscribed(uri):
+                await self._tell("resources/unsubscribe", {"uri": uri})
+        session.subscriptions.clear()
+        await self._apply_log_level()
+
+    def _subscribed(self, uri: str) -> bool:
+        """Whether any session of this child holds `uri` (the refcount is the sessions' own sets)."""
+        return any(uri in session.subscriptions for session in self.sessions)
+
+    async def _apply_log_level(self) -> None:
+        """Set the child to the most verbose level any session asked for, if it changed and the child logs."""
+        asked = [session.log_level for session in self.sessions if session.log_level is not None]
+        capabilities = (self.init_result or {}).get("capabilities") or {}
+        if not asked or "logging" not in capabilities:
+            return
+        lowest = min(asked, key=SEVERITY.__getitem__)
+        if lowest != self.child_log_level:
+            self.child_log_level = lowest
+            await self._tell("logging/setLevel", {"level": lowest})
+
+    async def _tell(self, method: str, params: Message) -> None:
+        """Send the child a request of the gateway's own; its answer is dropped (it still times out, bounded)."""
+        child = self.child
+        if not self.ready or child is None:
+            return
+        request_id = self._new_id()
+        pending = Pending(ResponseSlot(), request_id, method, None, internal=True)
+        pending.sent = pending.heard = self.clock.now()
+        pending.timer = self.clock.call_later(self.timeout_s, self._expire, request_id)
+        self.pending[request_id] = pending
+        try:
+            await child.send(dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
+        except ChildUnavailable:
+            if request_id in self.pending:
+                self._finish(request_id, None)
+
+    def _child_log(self, message: Message) -> None:
+        """Issue 11 item 4: a log message goes where it provably belongs, never to a client it may not concern.
+
+        A per-session child's logs are its owner's; with "shareLogs" every session gets them. Otherwise: the call
+        whose progress token the message carries in `params._meta.progressToken` (on that call's stream), else the
+        one client call in flight on the child; with none or several, no client gets it. Each session's own
+        `logging/setLevel` filters what reaches it.
+        """
+        params = message.get("params")
+        level = params.get("level") if isinstance(params, dict) else None
+        if self.share_logs or self.owner is not None:
+            for session in self.sessions:
+                if _wants(session, level):
+                    session.push(message)
+            return
+        pending = self._log_owner(params)
+        if pending is None:
+            log.debug("server %s: a log message (level %r) belongs to no one call; kept from clients", self.name, level)
+            return
+        owner = pending.session
+        if owner is not None and not _wants(owner, level):
+            return
+        if pending.client_token is not None and pending is self._by_token.get(_meta_token(params)):
+            pending.sink.notify(message)  # the call's own stream (Streamable POST, HTTP+SSE session, modern SSE)
+        elif owner is not None:
+            owner.push(message)  # the session's stream (Streamable GET, HTTP+SSE)
+        else:
+            pending.sink.notify(message)
+
+    def _log_owner(self, params: Any) -> Pending | None:
+        """The one client call a log message belongs to: named by its progress token, or the only one in flight."""
+        named = self._by_token.get(_meta_token(params))
+        if named is not None:
+            return named
+        found: Pending | None = None
+        for pending in self.pending.values():
+            if not pending.internal:
+                if found is not None:
+                    return None
+                found = pending
+        return found
 
     async def _hold(self, client_id: Any, session: "ClientSession | None") -> bool:
         """Wait for a restarting shared child to be ready again (Issue 9 item 2); True if it is, in time."""
@@ -406,10 +550,55 @@ class Backend:
             return
         our_id = f"bastion-{self._new_id()}"
         self._server_requests[our_id] = message["id"]
-        owner.push({**message, "id": our_id})
+        owner.server_request({**message, "id": our_id})  # on the stream of its call (Issue 11 item 6)
 
 
 _MISSING = object()
+
+
+class _Subscribing:
+    """The sink of a forwarded first subscribe: a refusal by the child takes the session's subscription back."""
+
+    __slots__ = ("inner", "session", "uri")
+
+    def __init__(self, inner: Sink, session: "ClientSession", uri: str) -> None:
+        self.inner, self.session, self.uri = inner, session, uri
+
+    def deliver(self, message: Message) -> None:
+        if "error" in message:
+            self.session.subscriptions.discard(self.uri)
+        self.inner.deliver(message)
+
+    def notify(self, message: Message) -> None:
+        self.inner.notify(message)
+
+    def cancelled(self, message: Message) -> None:
+        self.session.subscriptions.discard(self.uri)
+        self.inner.cancelled(message)
+
+
+def _uri_of(message: Message, sink: Sink) -> str | None:
+    """The URI of a subscribe / unsubscribe; a missing or non-string one is answered invalid params here."""
+    uri = (message.get("params") or {}).get("uri")
+    if isinstance(uri, str):
+        return uri
+    sink.deliver(error(message["id"], INVALID_PARAMS, "params.uri must be a string"))
+    return None
+
+
+def _wants(session: "ClientSession", level: Any) -> bool:
+    """Whether `session` asked for messages of `level` (all until it sets one; an unknown level counts as severe)."""
+    floor = session.log_level
+    return floor is None or SEVERITY.get(level, len(LOG_LEVELS)) >= SEVERITY[floor]
+
+
+def _meta_token(params: Any) -> Any:
+    """The progress token a child put in a notification's `params._meta` to name the call it belongs to."""
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, int) and not isinstance(token, bool) else None
+
+
 IDLE, TOTAL = "idle", "total"  # which limit timed a call out (the error's data.timeout)
 
 

@@ -71,6 +71,7 @@ class Gateway:
             max_total_s=spec.max_total_seconds or self.settings.request_max_total_s,
             clock=self.supervisor.clock,
             hold_s=hold_s,
+            share_logs=spec.share_logs,
         )
 
     async def start(self) -> None:
@@ -357,6 +358,8 @@ class Gateway:
         backend.sessions.discard(session)
         for request_id in list(session.inflight.values()):
             await backend.cancel(request_id, "session ended")
+        if not session.own_backend:
+            await backend.release(session)  # Issue 11 items 3 and 4: its subscriptions and log level leave with it
         if session.own_backend and backend.child is not None:
             child = backend.child
             await child.stop()

@@ -85,7 +85,8 @@ class ClientSession:
         self.inflight: dict[Any, int] = {}  # the client's request id → gateway id, for cancellation
         self.max_inflight = max_inflight
         self.inflight_refused = False  # the first refusal is audited, not every one of a flood
-        self.subscriptions: set[str] = set()
+        self.subscriptions: set[str] = set()  # URIs; the backend refcounts them across sessions (Issue 11 item 3)
+        self.log_level: str | None = None  # its logging/setLevel (Issue 11 item 4); None: every level
         self.readers: set[asyncio.Task[Any]] = set()  # the tasks writing this session's open GET / SSE streams
         self.closed = asyncio.Event()
         self.farewell = b""  # set when the gateway shuts down: written last on the session's streams, which then end

@@ -40,10 +40,14 @@ async def request(
     if method == "initialize":
         sink.deliver(error(message["id"], INVALID_REQUEST, "the session is already initialized"))
         return 0
-    if session is not None and method in ("resources/subscribe", "resources/unsubscribe"):
-        uri = (message.get("params") or {}).get("uri")
-        if isinstance(uri, str):
-            (session.subscriptions.add if method == "resources/subscribe" else session.subscriptions.discard)(uri)
+    if session is not None:  # session state a shared child holds once, kept per session (Issue 11 items 3 and 4)
+        if method == "resources/subscribe":
+            return await backend.subscribe(message, sink, session)
+        if method == "resources/unsubscribe":
+            return await backend.unsubscribe(message, sink, session)
+        if method == "logging/setLevel":
+            await backend.set_log_level(message, sink, session)
+            return 0
     return await backend.forward(message, sink, session=session, strip_modern=modern)
 
 
