@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # Bytes queued for one session's stream; a client that stops reading past it loses the stream and the session.
     outbox_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
     sse_keepalive_s: Annotated[float, Field(gt=0)] = 15.0
+    # SSE resumability (Issue 11 item 7): events kept per Streamable session for Last-Event-ID replay (0: no ids).
+    sse_replay_max_events: Annotated[int, Field(ge=0)] = 256
+    # Bytes of those kept events per session: an answer larger than this is written but cannot be replayed.
+    sse_replay_max_bytes: Annotated[int, Field(ge=0)] = 4 * 1024 * 1024
     restart_backoff_initial_s: Annotated[float, Field(gt=0)] = 0.5
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
     restart_max_attempts: Annotated[int, Field(ge=0)] = 5

@@ -117,9 +117,13 @@ class SseReader:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self._lines = response.aiter_lines()
+        self.last_id: str | None = None  # the last `id:` seen, as a browser keeps it for Last-Event-ID
 
     async def item(self) -> tuple[str, str]:
-        """The next event as (event name, data), or ("comment", text) for a comment line."""
+        """The next event as (event name, data), or ("comment", text) for a comment line.
+
+        As the SSE spec says, an event whose data is empty (a priming event: an id only) is not dispatched.
+        """
         event, data = "message", []
         async for line in self._lines:
             if line.startswith(":"):
@@ -127,8 +131,9 @@ class SseReader:
                     return "comment", line[1:].strip()
                 continue
             if line == "":
-                if data:
+                if "\n".join(data):
                     return event, "\n".join(data)
+                event, data = "message", []
                 continue
             field, _, value = line.partition(":")
             value = value[1:] if value.startswith(" ") else value
@@ -136,6 +141,8 @@ class SseReader:
                 event = value
             elif field == "data":
                 data.append(value)
+            elif field == "id":
+                self.last_id = value
         raise EOFError("the stream ended")
 
     async def event(self) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from mcp_bastion.jsonrpc import Message, error
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay.backend import Backend
 from mcp_bastion.relay.quotas import PrincipalQuota, Slot
+from mcp_bastion.relay.replay import ReplayBuffer
 from mcp_bastion.relay.sessions import SHUTDOWN_EVENT, SHUTDOWN_RETRY_AFTER_S, ClientSession, SessionGone
 from mcp_bastion.supervisor import ServerHandle, Supervisor
 
@@ -247,6 +248,7 @@ class Gateway:
             own_backend=own,
             outbox_max_bytes=self.settings.outbox_max_bytes,
             max_inflight=self.settings.max_inflight_per_session,
+            replay=self._replay_buffer(era),
         )
         session.on_overflow = self._overflowed
         if own:
@@ -307,6 +309,13 @@ class Gateway:
             limit=session.outbox_max_bytes,
         )
         self._spawn(self.end_session(session))
+
+    def _replay_buffer(self, era: str) -> ReplayBuffer | None:
+        """A Streamable session's event ids and replay buffer (Issue 11 item 7); HTTP+SSE has no resumption."""
+        settings = self.settings
+        if era != "streamable" or settings.sse_replay_max_events == 0:
+            return None
+        return ReplayBuffer(settings.sse_replay_max_events, settings.sse_replay_max_bytes)
 
     def _record(self, event: str, **fields: Any) -> None:
         if self.audit is not None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_bastion.errors import SESSION_NOT_FOUND, GatewayError, ProtocolError, QuotaExceeded
 from mcp_bastion.jsonrpc import Message, dumps
+from mcp_bastion.relay.replay import GET_STREAM, ReplayBuffer
+from mcp_bastion.relay.sinks import ResponseSlot
 from mcp_bastion.security import token_hash
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class ClientSession:
         own_backend: bool,
         outbox_max_bytes: int = OUTBOX_MAX_BYTES,
         max_inflight: int = MAX_INFLIGHT,
+        replay: ReplayBuffer | None = None,
     ) -> None:
         self.id = secrets.token_hex(16)
         self.server = server
@@ -90,6 +93,8 @@ class ClientSession:
         self.readers: set[asyncio.Task[Any]] = set()  # the tasks writing this session's open GET / SSE streams
         self.closed = asyncio.Event()
         self.farewell = b""  # set when the gateway shuts down: written last on the session's streams, which then end
+        self.replay = replay  # event ids and replay (Issue 11 item 7): Streamable sessions only (None: no ids)
+        self.post_streams: dict[Any, ResponseSlot] = {}  # client request id → its POST's streaming answer
 
     @property
     def streams(self) -> int:
@@ -105,6 +110,8 @@ class ClientSession:
         """Mark the session ended and wake its stream so that it finishes (after writing what is queued)."""
         self.closed.set()
         self.wakeup.set()
+        if self.replay is not None:
+            self.replay.changed.set()  # resumed POST streams end too
 
     def end_streams(self, farewell: bytes) -> None:
         """Make the session's open streams write `farewell` and end (an HTTP+SSE one once its calls are answered)."""
@@ -151,6 +158,25 @@ class ClientSession:
     def cancelled(self, message: Message) -> None:
         """Sink: nothing is sent for a cancelled request on a stream (MCP cancellation rules)."""
 
+    def server_request(self, message: Message) -> None:
+        """Sink for a child→client request (Issue 11 item 6): on the stream of the call it belongs to, as the spec
+        says SHOULD, else on the GET stream.
+
+        A per-session child asks while handling a call (the MCP SDKs send it as part of that call), so with one call
+        in flight it belongs to that call. With several it is ambiguous: the GET stream if one is open, else the
+        newest streaming POST (a client that never opens GET would otherwise wait forever).
+        """
+        streams = self.post_streams
+        target: ResponseSlot | None = None
+        if len(self.inflight) == 1:
+            target = streams.get(next(iter(self.inflight)))
+        elif streams and not self.readers:
+            target = next(reversed(streams.values()))
+        if target is None:
+            self.push(message)
+        else:
+            target.notify(message)
+
     def push(self, message: Message) -> None:
         """Queue a message for the client's stream, within the byte budget.
 
@@ -178,8 +204,9 @@ class ClientSession:
         """
         chunks: list[bytes] = []
         joining: list[bytes] = []
-        for body in self.outbox:
-            joining += (EVENT_HEAD, body, EVENT_TAIL)
+        replay = self.replay
+        for body in self.outbox:  # with an id per event when the session is resumable (Issue 11 item 7)
+            joining += (EVENT_HEAD if replay is None else replay.head(GET_STREAM, body), body, EVENT_TAIL)
             if len(body) >= LARGE_EVENT_BYTES:
                 joining.pop()
                 joining.pop()

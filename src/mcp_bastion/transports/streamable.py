@@ -7,6 +7,8 @@ from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, progress_
 from mcp_bastion.protocol import HANDSHAKE_VERSIONS, negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway, ResponseSlot
 from mcp_bastion.relay.quotas import Slot
+from mcp_bastion.relay.replay import GET_STREAM, ReplayBuffer, frame, parse_event_id
+from mcp_bastion.relay.sessions import EVENT_HEAD, EVENT_TAIL
 from mcp_bastion.transports import dispatch
 from mcp_bastion.transports.http import (
     JSON_HEADERS,
@@ -18,13 +20,16 @@ from mcp_bastion.transports.http import (
     send_bytes,
     send_empty,
     send_error,
-    sse_event,
     start_stream,
     stream_chunk,
 )
 from mcp_bastion.transports.policy import CallPolicy
 
 SESSION_HEADER = b"mcp-session-id"
+LAST_EVENT_ID = b"last-event-id"
+# From this revision on, clients accept an event with an id and empty data (a priming event); older SDKs fail on it
+# (the TypeScript SDK server primes POST streams only from this revision on too).
+PRIMING_VERSION = "2025-11-25"
 # One write to a stream at most: the server pauses a writer whose client lags only between writes, so this bounds
 # what a client that stops reading leaves in the server's send buffer.
 STREAM_WRITE_MAX_BYTES = 256 * 1024
@@ -103,30 +108,62 @@ class StreamableTransport:
         except QuotaExceeded as exc:
             self.gateway.inflight_refused(session, exc)
             raise
-        slot = ResponseSlot(streaming=has_sse and progress_token(message) is not None)
-        policy = CallPolicy(req, self.gateway.spec(session.server), self.gateway.audit, self.gateway.limiter)
-        await dispatch.request(session.backend, message, slot, session=session, policy=policy)
-        if slot.stream is None:
-            answer = await slot.future
-            body, headers = dumps(answer), JSON_HEADERS + retry_after(answer)
-            del answer, slot  # the parsed answer goes before its bytes are sent: one copy in flight (Issue 11 item 1)
-            await send_bytes(req.send, 200, body, headers)
-            return
-        await start_stream(req.send)
-        while True:
-            if slot.future.done() and slot.stream.empty():
-                break
-            getter = asyncio.ensure_future(slot.stream.get())
-            done, _ = await asyncio.wait(
-                {getter, slot.future}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter in done:
-                await stream_chunk(req.send, sse_event(getter.result()))
-            else:
-                getter.cancel()
-                if not done:
-                    await stream_chunk(req.send, KEEPALIVE)
-        await stream_chunk(req.send, sse_event(slot.future.result()))
+        eager = has_sse and progress_token(message) is not None
+        # Issue 11 item 6: a per-session child may ask the client something during the call; the answer's slot
+        # takes it, and the answer turns into an SSE stream if it comes before the result.
+        slot = ResponseSlot(streaming=eager or (has_sse and session.own_backend))
+        client_id = message["id"]
+        if slot.stream is not None:
+            session.post_streams[client_id] = slot
+        try:
+            policy = CallPolicy(req, self.gateway.spec(session.server), self.gateway.audit, self.gateway.limiter)
+            await dispatch.request(session.backend, message, slot, session=session, policy=policy)
+            first = None if eager or slot.stream is None else await _first_message(slot)
+            if slot.stream is None or (not eager and first is None):
+                answer = await slot.future
+                body, headers = dumps(answer), JSON_HEADERS + retry_after(answer)
+                del answer, slot  # the parsed answer goes before its bytes are sent: one copy (Issue 11 item 1)
+                await send_bytes(req.send, 200, body, headers)
+                return
+            await self._stream_answer(req, session, slot, first)
+        finally:
+            if session.post_streams.get(client_id) is not None:
+                del session.post_streams[client_id]
+
+    async def _stream_answer(
+        self, req: Request, session: ClientSession, slot: ResponseSlot, first: Message | None
+    ) -> None:
+        """The answer as an SSE stream: related messages as they come, then the result.
+
+        Issue 11 item 7: each event carries an id and is kept for replay, so a client whose connection drops
+        resumes this stream with GET + Last-Event-ID (this keeps writing, into the void, until the answer).
+        """
+        assert slot.stream is not None
+        replay = session.replay
+        stream = replay.open_stream() if replay is not None else 0
+        try:
+            await start_stream(req.send)
+            if replay is not None and (session.protocol_version or "") >= PRIMING_VERSION:
+                await stream_chunk(req.send, replay.priming(stream))
+            if first is not None:
+                await _send_event(req, replay, stream, first)
+            while True:
+                if slot.future.done() and slot.stream.empty():
+                    break
+                getter = asyncio.ensure_future(slot.stream.get())
+                done, _ = await asyncio.wait(
+                    {getter, slot.future}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    await _send_event(req, replay, stream, getter.result())
+                else:
+                    getter.cancel()
+                    if not done:
+                        await stream_chunk(req.send, KEEPALIVE)
+            await _send_event(req, replay, stream, slot.future.result(), final=True)
+        finally:
+            if replay is not None:
+                replay.close_stream(stream)
         await end_stream(req.send)
 
     async def get(self, req: Request, server: str) -> None:
@@ -135,12 +172,23 @@ class StreamableTransport:
         if not has_sse:
             raise ProtocolError("Accept must list text/event-stream", status=406)
         session = self._session(req, server, req.header(SESSION_HEADER))
+        resume = _resume_point(session, req.header(LAST_EVENT_ID))
         try:
             slot = self.gateway.claim_stream(session.principal, server)
         except QuotaExceeded as exc:
             await refuse(req, exc)
             return
-        await pump_outbox(req, session, self.keepalive_s, [(SESSION_HEADER, session.id.encode())], slot=slot)
+        headers = [(SESSION_HEADER, session.id.encode())]
+        if resume is None:
+            await pump_outbox(req, session, self.keepalive_s, headers, slot=slot)
+            return
+        stream, seq = resume
+        assert session.replay is not None  # a resume point needs the session's buffer
+        if stream != GET_STREAM:
+            await follow_stream(req, session.replay, session, resume, self.keepalive_s, headers, slot=slot)
+            return
+        replayed = b"".join(b"".join(frame(event)) for event in session.replay.after(GET_STREAM, seq))
+        await pump_outbox(req, session, self.keepalive_s, headers, slot=slot, first=replayed)
 
     async def delete(self, req: Request, server: str) -> None:
         """End the session."""
@@ -225,6 +273,89 @@ async def _write(req: Request, chunk: bytes) -> None:
         return
     for start in range(0, len(chunk), STREAM_WRITE_MAX_BYTES):
         await stream_chunk(req.send, chunk[start : start + STREAM_WRITE_MAX_BYTES])
+
+
+async def follow_stream(
+    req: Request,
+    replay: ReplayBuffer,
+    session: ClientSession,
+    resume: tuple[int, int],
+    keepalive_s: float,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    slot: Slot,
+) -> None:
+    """Resume a POST's answer stream on a GET (Issue 11 item 7): the events after the client's Last-Event-ID, then
+    the rest as the call goes on, until its answer; only that stream's events, never another's."""
+    stream, seq = resume
+    disconnect = Disconnect(req.receive)
+    disconnect.on_disconnect = replay.changed.set
+    try:
+        await start_stream(req.send, headers)
+        while not (session.closed.is_set() or disconnect.event.is_set()):
+            replay.changed.clear()
+            for event in replay.after(stream, seq):
+                for chunk in frame(event):
+                    await _write(req, chunk)
+                seq = event.seq
+                if event.final:
+                    return
+            if stream not in replay.open:
+                return  # it ended with an answer too large to keep: the client hears the stream end
+            try:
+                await asyncio.wait_for(replay.changed.wait(), keepalive_s)
+            except TimeoutError:
+                await stream_chunk(req.send, KEEPALIVE)
+    finally:
+        disconnect.close()
+        slot.release()
+        await end_stream(req.send)
+
+
+def _resume_point(session: ClientSession, last_event_id: str | None) -> tuple[int, int] | None:
+    """Where a GET with Last-Event-ID resumes (stream, last event seen), or None for a fresh GET stream.
+
+    Raises:
+        ProtocolError: the id is not one of this session's, or names a POST stream whose events are gone.
+    """
+    replay = session.replay
+    if last_event_id is None or replay is None:
+        return None
+    resume = parse_event_id(last_event_id)
+    if resume is None or resume[1] > replay.seq or not replay.resumable(resume[0]):
+        raise ProtocolError("Last-Event-ID names no event this session can replay")
+    return resume
+
+
+async def _first_message(slot: ResponseSlot) -> Message | None:
+    """Hold the head (Issue 11 item 6): the first related message if one comes before the answer, else None.
+
+    A JSON answer already waits for the result before its head is sent, so holding costs a fast call nothing;
+    a child→client request arriving first turns the answer into an SSE stream that carries it.
+    """
+    assert slot.stream is not None
+    if not slot.stream.empty():
+        return slot.stream.get_nowait()
+    getter = asyncio.ensure_future(slot.stream.get())
+    await asyncio.wait({getter, slot.future}, return_when=asyncio.FIRST_COMPLETED)
+    if getter.done():
+        return getter.result()
+    getter.cancel()  # a message queued as the answer came stays queued, and still turns the answer into a stream
+    return None if slot.stream.empty() else slot.stream.get_nowait()
+
+
+async def _send_event(
+    req: Request, replay: ReplayBuffer | None, stream: int, message: Message, *, final: bool = False
+) -> None:
+    """One message on a POST's answer stream, with an id and kept for replay when the session is resumable."""
+    body = dumps(message)
+    head = EVENT_HEAD if replay is None else replay.head(stream, body, final=final)
+    if len(body) < STREAM_WRITE_MAX_BYTES:
+        await stream_chunk(req.send, head + body + EVENT_TAIL)
+        return
+    await stream_chunk(req.send, head)
+    await _write(req, body)
+    await stream_chunk(req.send, EVENT_TAIL)
 
 
 def _release_on_disconnect(disconnect: Disconnect, slot: Slot) -> None:
