@@ -10,8 +10,17 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextContent
+from mcp.shared.message import ClientMessageMetadata
+from mcp.types import (
+    CallToolRequest,
+    CallToolRequestParams,
+    CallToolResult,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    TextContent,
+)
 
+from mcp_bastion.relay.replay import GET_STREAM, ReplayBuffer, parse_event_id
 from tests.harness import TOOLBOX, run_gateway, spec
 from tests.transports.wire import SseReader, http_client, open_legacy, session_headers, text_of, tool_call
 
@@ -163,3 +172,55 @@ async def test_a_last_event_id_this_session_cannot_replay_is_refused(tmp_path: P
             refused = await client.get(url, headers=sse_headers(session, **{"Last-Event-ID": last_event_id}))
     assert refused.status_code == 400
     assert "Last-Event-ID" in refused.json()["error"]["message"]
+
+
+async def test_the_sdk_client_resumes_a_call_from_its_resumption_token_through_the_gateway(tmp_path: Path) -> None:
+    """Issue 11 item 7 with the official Python SDK: the tokens its POST stream reported (our event ids) let a later
+    request resume that call's stream by GET + Last-Event-ID and get its progress and answer again."""
+    tokens: list[str] = []
+
+    async def remember(token: str) -> None:
+        tokens.append(token)
+
+    async def progressed(progress: float, total: float | None, message: str | None) -> None:
+        pass
+
+    def slow() -> CallToolRequest:
+        return CallToolRequest(params=CallToolRequestParams(name="slow", arguments={"steps": 3, "seconds": 0.01}))
+
+    with run_gateway([spec("tools")], tmp_path) as gateway:
+        http = httpx2.AsyncClient(timeout=10)
+        with anyio.fail_after(20):
+            async with Client(streamable_http_client(gateway.mcp("tools"), http_client=http), mode="legacy") as client:
+                first = await client.session.send_request(
+                    slow(),
+                    CallToolResult,
+                    metadata=ClientMessageMetadata(on_resumption_token_update=remember),
+                    progress_callback=progressed,
+                )
+                again = await client.session.send_request(
+                    slow(), CallToolResult, metadata=ClientMessageMetadata(resumption_token=tokens[0])
+                )
+    assert len(tokens) == 5  # the priming event, three progress notifications, the answer
+    assert first.content == again.content
+    block = again.content[0]
+    assert isinstance(block, TextContent)
+    assert block.text == "slept 3"
+
+
+def test_the_replay_buffer_keeps_the_newest_events_within_its_count_and_byte_budget() -> None:
+    """Issue 11 item 7: bounded per session; an event larger than the whole budget is written but not kept."""
+    replay = ReplayBuffer(max_events=3, max_bytes=1000)
+    for n in range(5):
+        replay.head(GET_STREAM, b"x%d" % n)
+    assert [event.body for event in replay.after(GET_STREAM, 0)] == [b"x2", b"x3", b"x4"]
+    replay.head(GET_STREAM, b"y" * 2000)
+    assert len(replay.events) == 3
+    assert replay.held_bytes <= 1000
+    stream = replay.open_stream()
+    replay.head(stream, b"z" * 900, final=True)
+    replay.close_stream(stream)
+    assert [event.body[:1] for event in replay.events] == [b"z"]
+    assert replay.resumable(stream)
+    assert replay.after(GET_STREAM, 0) == []
+    assert parse_event_id(f"{stream}-{replay.seq}") == (stream, replay.seq)
