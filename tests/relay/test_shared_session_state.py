@@ -1,7 +1,7 @@
 """Session state a shared child holds once, kept per client session (Issue 11 items 3 and 4), in process.
 
 Fast: real ClientSessions on the shipped FakeChildren and FakeClock (tests/supervisor/fake.py). The same scenarios
-through real processes and official SDK clients are in tests/interop/test_shared_subscriptions_and_logs.py.
+through real processes and official SDK clients are in tests/relay/test_shared_subscriptions_and_logs.py.
 """
 
 from typing import Any
