@@ -173,7 +173,8 @@ def test_killed_redis_answers_503_with_retry_after_in_milliseconds_and_recovers_
     tmp_path: Path, redis: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 9 item 1: store and shared rate limits on one Redis, SIGKILLed under load: every answer is a 503 with
-    Retry-After naming the rate limiter (the first stage that needs Redis), never a 500, no tool call reaches the
+    Retry-After naming the store (the token lookup is the first Redis call an authenticated request makes: it never
+    counts per address since issue 10), never a 500, no tool call reaches the
     child, p99 in milliseconds, one warning (not one per request), refusals audited (aggregated per IP); /health's
     503 names the dependency; a restarted Redis is picked up without restarting the gateway."""
     token = admin_token()
@@ -185,14 +186,15 @@ def test_killed_redis_answers_503_with_retry_after_in_milliseconds_and_recovers_
 
         redis.kill()
         outage = clients.load()
-        assert_outage_answers(outage, "ratelimit")
+        # Authenticated requests never count per address, so the token lookup is the first Redis call they make.
+        assert_outage_answers(outage, "store")
         assert p99(outage) < P99_BOUND_S, sorted(a.latency_s for a in outage)[-10:]
         health = clients.one(httpx.Client(timeout=CLIENT_TIMEOUT_S), "health")
         assert health.status == 503
-        assert health.body["dependencies"] == {"ratelimit": "down"}
+        assert health.body["dependencies"] == {"store": "down"}
         down = [line for line in breaker_lines(caplog) if "is down" in line]
         assert len(down) == 1, down
-        assert down[0].startswith("dependency ratelimit is down (StorageError: "), down
+        assert down[0].startswith("dependency store is down ("), down
         assert down[0].endswith("requests that need it get 503 + Retry-After; probing every 1.0s"), down
 
         redis.start()
@@ -203,15 +205,15 @@ def test_killed_redis_answers_503_with_retry_after_in_milliseconds_and_recovers_
         assert {a.status for a in after} == {200}, [a.body for a in after if a.status != 200]
         recoveries = [line for line in breaker_lines(caplog) if "recovered" in line]
         assert len(recoveries) == 1, recoveries
-        assert recoveries[0].startswith("dependency ratelimit recovered after "), recoveries
+        assert recoveries[0].startswith("dependency store recovered after "), recoveries
         assert_no_tracebacks(caplog)
 
     lines = audit_lines(tmp_path)
     transitions = [(x["event"], x["dependency"]) for x in lines if x["event"].startswith("dependency.")]
-    assert transitions == [("dependency.down", "ratelimit"), ("dependency.up", "ratelimit")]
+    assert transitions == [("dependency.down", "store"), ("dependency.up", "store")]
     refused = sum(1 for a in clients.answers if a.status == 503)
-    assert refusals_recorded(lines, "ratelimit.unavailable") == refused
-    assert sum(1 for x in lines if x["event"] == "ratelimit.unavailable") <= REFUSALS_PER_IP  # aggregated per IP
+    assert refusals_recorded(lines, "auth.failure") == refused  # "store unavailable": valid tokens, no guesses
+    assert sum(1 for x in lines if x["event"] == "auth.failure") <= REFUSALS_PER_IP  # aggregated per IP
     calls_answered = sum(1 for a in clients.answers if a.route == "mcp" and a.status == 200)
     assert sum(1 for x in lines if x["event"] == "mcp.call") == calls_answered  # none reached the child in between
 
@@ -232,7 +234,8 @@ def test_frozen_redis_answers_within_the_timeout_bound_and_recovers_on_sigcont(
         started = time.monotonic()
         outage = clients.load()
         probes = math.ceil((time.monotonic() - started) / OPEN_S)  # at most one probe per open period
-        assert_outage_answers(outage, "ratelimit")
+        # Authenticated requests never count per address, so the token lookup is the first Redis call they make.
+        assert_outage_answers(outage, "store")
         slowest = max(a.latency_s for a in outage)
         assert slowest < FROZEN_BOUND_S, slowest
         waited = sum(1 for a in outage if a.latency_s >= TIMEOUT_S)
@@ -283,3 +286,37 @@ def test_store_outage_fails_closed_and_health_names_the_store(
     assert reasons == {"store unavailable"}
     transitions = [(x["event"], x["dependency"]) for x in lines if x["event"].startswith("dependency.")]
     assert transitions == [("dependency.down", "store"), ("dependency.up", "store")]
+
+
+def test_shared_rate_limits_on_a_dead_redis_refuse_after_authentication_and_name_the_limiter(
+    tmp_path: Path, redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9 item 1, the common deployment: tokens in the default SQLite store, only the shared rate limits on
+    Redis (REDIS_URL). Redis SIGKILLed under load: authentication still works, the per-principal limit cannot count,
+    so every answer is a 503 with Retry-After naming the rate limiter, never a request let through; one warning,
+    refusals audited as ratelimit.unavailable; Redis back, calls succeed without a gateway restart."""
+    token = admin_token()
+    values = {**settings(redis.url, shared_limits=True), "store_url": f"sqlite://{tmp_path / 'data' / 'bastion.db'}"}
+    gateway = secure_gateway([spec("toolbox")], tmp_path, auth_token=token, **values)
+    with gateway as gw:
+        clients = Clients(gw, token)
+        assert {a.status for a in clients.load(per_thread=6)} == {200}
+
+        redis.kill()
+        outage = clients.load()
+        assert_outage_answers(outage, "ratelimit")
+        assert p99(outage) < P99_BOUND_S, sorted(a.latency_s for a in outage)[-10:]
+        down = [line for line in breaker_lines(caplog) if "is down" in line]
+        assert len(down) == 1, down
+        assert down[0].startswith("dependency ratelimit is down ("), down
+
+        redis.start()
+        clients.wait_for_health()
+        assert {a.status for a in clients.load(per_thread=6)} == {200}
+        assert_no_tracebacks(caplog)
+
+    lines = audit_lines(tmp_path)
+    refused = sum(1 for a in clients.answers if a.status == 503)
+    assert refusals_recorded(lines, "ratelimit.unavailable") == refused
+    calls_answered = sum(1 for a in clients.answers if a.route == "mcp" and a.status == 200)
+    assert sum(1 for x in lines if x["event"] == "mcp.call") == calls_answered  # none reached the child in between
