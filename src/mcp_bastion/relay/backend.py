@@ -28,7 +28,7 @@ from mcp_bastion.errors import (
 )
 from mcp_bastion.jsonrpc import Message, dumps, error, notification, progress_token, result
 from mcp_bastion.protocol import LATEST_HANDSHAKE_VERSION, LIST_CHANGED, MODERN_META_KEYS
-from mcp_bastion.relay.sinks import ResponseSlot, Sink
+from mcp_bastion.relay.sinks import Listening, ResponseSlot, Sink
 from mcp_bastion.supervisor import Child, Clock, ServerHandle, SystemClock
 from mcp_bastion.supervisor.clock import Cancellable
 
@@ -104,7 +104,7 @@ class Backend:
         self.child: Child | None = None
         self.init_result: Message | None = None
         self.sessions: set[ClientSession] = set()
-        self.listeners: set[Any] = set()  # 2026-07-28 subscriptions/listen streams (see transports.modern)
+        self.listeners: set[Listening] = set()  # 2026-07-28 subscriptions/listen streams (see transports.modern)
         self.owner: ClientSession | None = None  # set for isolation: per-session
         self.pending: dict[int, Pending] = {}
         self._by_token: dict[int, Pending] = {}
@@ -150,7 +150,9 @@ class Backend:
     async def _restore_state(self) -> None:
         """A (re)started child knows no subscription and no level: give it what the sessions still hold."""
         self.child_log_level = None
-        for uri in sorted({uri for session in self.sessions for uri in session.subscriptions}):
+        held = {uri for session in self.sessions for uri in session.subscriptions}
+        held.update(uri for listener in self.listeners for uri in listener.uris)  # Issue 11 item 5
+        for uri in sorted(held):
             await self._tell("resources/subscribe", {"uri": uri})
         await self._apply_log_level()
 
@@ -213,6 +215,9 @@ class Backend:
             for session in self.sessions:
                 if uri in session.subscriptions:
                     session.push(message)
+            for listener in self.listeners:
+                if uri in listener.uris:  # Issue 11 item 5: the listen streams that asked for this URI
+                    listener.push(message)
         elif method == "notifications/cancelled" and self.owner is not None:
             self.owner.push(message)
 
@@ -332,8 +337,31 @@ class Backend:
         await self._apply_log_level()
 
     def _subscribed(self, uri: str) -> bool:
-        """Whether any session of this child holds `uri` (the refcount is the sessions' own sets)."""
-        return any(uri in session.subscriptions for session in self.sessions)
+        """Whether any session or listen stream of this child holds `uri` (the refcount is their own sets)."""
+        return any(uri in session.subscriptions for session in self.sessions) or any(
+            uri in listener.uris for listener in self.listeners
+        )
+
+    async def listen(self, listener: Listening) -> None:
+        """Issue 11 item 5: a listen stream joins; the child is subscribed to each URI nobody held yet.
+
+        Returns once the child answered those subscribes (each bounded by the call timeout), so an update the
+        child sends after the stream's acknowledgment is one it knows to send. A URI the child refuses leaves
+        `listener.uris` (the acknowledgment does not list it).
+        """
+        new = [uri for uri in sorted(listener.uris) if not self._subscribed(uri)]
+        self.listeners.add(listener)
+        answers = await asyncio.gather(*(self._ask("resources/subscribe", {"uri": uri}) for uri in new))
+        for uri, answer in zip(new, answers, strict=True):
+            if answer is None or "error" in answer:
+                listener.uris.discard(uri)
+
+    def unlisten(self, listener: Listening) -> None:
+        """Issue 11 item 5: a listen stream left; the child is unsubscribed from URIs nobody else holds."""
+        self.listeners.discard(listener)
+        for uri in sorted(listener.uris):
+            if not self._subscribed(uri):
+                self._spawn(self._tell("resources/unsubscribe", {"uri": uri}))
 
     async def _apply_log_level(self) -> None:
         """Set the child to the most verbose level any session asked for, if it changed and the child logs."""
@@ -346,13 +374,20 @@ class Backend:
             self.child_log_level = lowest
             await self._tell("logging/setLevel", {"level": lowest})
 
-    async def _tell(self, method: str, params: Message) -> None:
-        """Send the child a request of the gateway's own; its answer is dropped (it still times out, bounded)."""
+    async def _ask(self, method: str, params: Message) -> Message | None:
+        """A request of the gateway's own and the child's answer (an error on timeout); None if it was not sent."""
+        slot = await self._tell(method, params)
+        return await slot.future if slot is not None else None
+
+    async def _tell(self, method: str, params: Message) -> ResponseSlot | None:
+        """Send the child a request of the gateway's own; its answer reaches the returned slot (bounded by the
+        call timeout, failed at once if the child exits), None if it could not be sent."""
         child = self.child
         if not self.ready or child is None:
-            return
+            return None
         request_id = self._new_id()
-        pending = Pending(ResponseSlot(), request_id, method, None, internal=True)
+        slot = ResponseSlot()
+        pending = Pending(slot, request_id, method, None, internal=True)
         pending.sent = pending.heard = self.clock.now()
         pending.timer = self.clock.call_later(self.timeout_s, self._expire, request_id)
         self.pending[request_id] = pending
@@ -361,6 +396,8 @@ class Backend:
         except ChildUnavailable:
             if request_id in self.pending:
                 self._finish(request_id, None)
+            return None
+        return slot
 
     def _child_log(self, message: Message) -> None:
         """Issue 11 item 4: a log message goes where it provably belongs, never to a client it may not concern.

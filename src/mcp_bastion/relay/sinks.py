@@ -46,3 +46,16 @@ class ResponseSlot:
         if self.stream.full():
             self.stream.get_nowait()
         self.stream.put_nowait(message)
+
+
+class Listening(Protocol):
+    """A 2026-07-28 `subscriptions/listen` stream, as the relay sees it (Issue 11 item 5).
+
+    `uris` are its `resourceSubscriptions` (already authorized): they count in the same per-URI refcount as the
+    legacy sessions' `resources/subscribe`, so the child is subscribed while any session or stream holds a URI.
+    """
+
+    uris: set[str]
+
+    def push(self, message: Message) -> None:
+        """A broadcast notification (list changed, resource updated); the stream keeps what it asked for."""

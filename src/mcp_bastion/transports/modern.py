@@ -47,6 +47,7 @@ from mcp_bastion.transports.policy import FORBIDDEN, CallPolicy
 
 ROUTING_HEADERS = (b"mcp-protocol-version", b"mcp-method", b"mcp-name")
 LISTEN_QUEUE_MAX = 256  # list-changed notifications buffered for one slow listener
+LISTEN_URIS_MAX = 256  # resourceSubscriptions on one listen stream: each is a subscribe to the child
 # HTTP status of a JSON-RPC error code on this wire (spec table; anything else is 200).
 ERROR_STATUS = {
     PARSE_ERROR: 400,
@@ -130,18 +131,40 @@ def check_envelope(req: Request, message: Message) -> None:
         raise unsupported(version)
 
 
-class Listener:
-    """One subscriptions/listen stream: receives the list-changed types it opted in to."""
+def resource_subscriptions(filters: Message) -> list[str]:
+    """The `resourceSubscriptions` of a listen filter, in order, without repeats (Issue 11 item 5).
 
-    def __init__(self, subscription_id: Any, wanted: set[str]) -> None:
+    Raises:
+        ProtocolError: -32602 if it is not a list of strings, or lists more than LISTEN_URIS_MAX URIs.
+    """
+    asked = filters.get("resourceSubscriptions")
+    if asked is None:
+        return []
+    if not isinstance(asked, list) or not all(isinstance(uri, str) for uri in asked):
+        raise ProtocolError("notifications.resourceSubscriptions must be a list of URIs", code=INVALID_PARAMS)
+    uris = list(dict.fromkeys(asked))
+    if len(uris) > LISTEN_URIS_MAX:
+        raise ProtocolError(f"at most {LISTEN_URIS_MAX} resourceSubscriptions per stream", code=INVALID_PARAMS)
+    return uris
+
+
+class Listener:
+    """One subscriptions/listen stream: the list-changed types it opted in to and the resource URIs it may hear of."""
+
+    def __init__(self, subscription_id: Any, wanted: set[str], uris: set[str]) -> None:
         self.subscription_id = subscription_id
         self.wanted = wanted
+        self.uris = uris  # Issue 11 item 5: authorized resourceSubscriptions (the child refused none of them)
         self.queue: asyncio.Queue[Message] = asyncio.Queue(LISTEN_QUEUE_MAX)
 
     def push(self, message: Message) -> None:
-        """Called by the backend for every broadcast notification."""
-        kind = LIST_CHANGED.get(message.get("method", ""))
-        if kind is None or kind not in self.wanted or self.queue.full():
+        """Called by the backend for every broadcast notification and the resource updates of its URIs."""
+        method = message.get("method", "")
+        if method == "notifications/resources/updated":
+            wanted = (message.get("params") or {}).get("uri") in self.uris
+        else:
+            wanted = LIST_CHANGED.get(method) in self.wanted
+        if not wanted or self.queue.full():
             return
         params = dict(message.get("params") or {})
         params["_meta"] = {**(params.get("_meta") or {}), SUBSCRIPTION_ID_META: self.subscription_id}
@@ -194,7 +217,7 @@ class ModernTransport:
         elif method == "subscriptions/listen":
             if not has_sse:
                 raise ProtocolError("subscriptions/listen needs Accept: text/event-stream", status=406)
-            await self._listen(req, backend, message)
+            await self._listen(req, backend, message, policy)
         else:
             if method == "tools/call":
                 check_param_headers(req, backend, message)
@@ -260,18 +283,26 @@ class ModernTransport:
         headers = JSON_HEADERS + retry_after(answer)
         await send_bytes(req.send, status, dumps(finish(answer, method, backend)), headers)
 
-    async def _listen(self, req: Request, backend: Backend, message: Message) -> None:
+    async def _listen(self, req: Request, backend: Backend, message: Message, policy: CallPolicy) -> None:
         filters = (message.get("params") or {}).get("notifications") or {}
         wanted = {key for key in LIST_CHANGED.values() if filters.get(key) is True}
-        listener = Listener(message["id"], wanted)
-        backend.listeners.add(listener)
+        asked = resource_subscriptions(filters)
+        listener = Listener(message["id"], wanted, authorized_uris(asked, policy))
+        try:
+            await backend.listen(listener)  # subscribes the child to URIs nobody held (refcounted with sessions)
+        except BaseException:
+            backend.unlisten(listener)
+            raise
         disconnect = Disconnect(req.receive)
         ended = self.gateway.watch(req.credential)  # set when the client leaves, its token is revoked or we shut down
         disconnect.on_disconnect = ended.set
         gone = asyncio.ensure_future(ended.wait())
+        honored: Message = {k: True for k in wanted}
+        if listener.uris:
+            honored["resourceSubscriptions"] = [uri for uri in asked if uri in listener.uris]
         ack = notification(
             "notifications/subscriptions/acknowledged",
-            {"notifications": {k: True for k in wanted}, "_meta": {SUBSCRIPTION_ID_META: message["id"]}},
+            {"notifications": honored, "_meta": {SUBSCRIPTION_ID_META: message["id"]}},
         )
         try:
             await start_stream(req.send)
@@ -291,11 +322,22 @@ class ModernTransport:
                     return
                 await stream_chunk(req.send, KEEPALIVE)
         finally:
-            backend.listeners.discard(listener)
+            backend.unlisten(listener)
             self.gateway.unwatch(ended)
             gone.cancel()
             disconnect.close()
             await end_stream(req.send)
+
+
+def authorized_uris(asked: list[str], policy: CallPolicy) -> set[str]:
+    """The URIs of `asked` this caller may read (the one authorizer); each refused one is audited, none listened to."""
+    allowed = set()
+    for uri in asked:
+        if policy.grant.allows("resource", uri):
+            allowed.add(uri)
+        else:
+            policy.record("mcp.call", method="subscriptions/listen", outcome="forbidden", uri=uri[:256])
+    return allowed
 
 
 def finish(answer: Message, method: str, backend: Backend) -> Message:
