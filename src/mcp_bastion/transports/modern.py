@@ -18,6 +18,7 @@ from mcp_bastion.protocol import (
     ALL_VERSIONS,
     CACHEABLE,
     CLIENT_CAPABILITIES_META,
+    HANDSHAKE_VERSIONS,
     LIST_CHANGED,
     MODERN_METHODS,
     MODERN_VERSIONS,
@@ -64,6 +65,23 @@ def unsupported(requested: Any) -> ProtocolError:
     """The -32022 rejection naming what we speak."""
     data = {"supported": list(ALL_VERSIONS), "requested": requested}
     return ProtocolError("Unsupported protocol version", code=UNSUPPORTED_PROTOCOL_VERSION, data=data)
+
+
+def per_session_unsupported(server: str, requested: Any) -> ProtocolError:
+    """Issue 11 item 5 (not done yet): a per-session server is not served to 2026-07-28 requests.
+
+    Its child may ask its client for sampling, elicitation or roots, which this revision carries as multi-round-trip
+    `InputRequiredResult`s the gateway does not bridge yet. The -32022 names only the handshake versions, so an
+    auto-mode client (the SDKs' default) falls back to `initialize` by itself; a pinned one is told what to do.
+    """
+    text = (
+        f"server {server!r} runs one child per client session (isolation: per-session), which the gateway serves "
+        f"only over the initialize handshake ({', '.join(HANDSHAKE_VERSIONS)}), not to stateless 2026-07-28 "
+        "requests: connect in legacy or auto mode (e.g. the Python SDK's Client(..., mode='auto')), or set "
+        '"isolation": "shared" in mcp.json if the server never asks its client for sampling, elicitation or roots'
+    )
+    data = {"supported": list(HANDSHAKE_VERSIONS), "requested": requested, "isolation": "per-session"}
+    return ProtocolError(text, code=UNSUPPORTED_PROTOCOL_VERSION, data=data)
 
 
 def header_value(req: Request, name: bytes) -> str | None:
@@ -211,6 +229,8 @@ class ModernTransport:
         method = message["method"]
         if method not in MODERN_METHODS:
             raise ProtocolError(f"Method not found: {method[:80]}", code=METHOD_NOT_FOUND, status=404)
+        if self.gateway.spec(server).isolation != "shared":
+            raise per_session_unsupported(server, header_value(req, b"mcp-protocol-version"))
         backend = await self.gateway.shared_backend(server)
         if method == "server/discover":
             await self._send(req, result(message["id"], self._discover(backend)), method, backend)
