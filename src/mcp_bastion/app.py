@@ -127,6 +127,7 @@ class BastionApp:
                 await self.revocation.close()
                 await self.gateway.close()
                 await self.store.close()
+                await self.limiter.close()
                 self.audit.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

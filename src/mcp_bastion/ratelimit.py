@@ -23,6 +23,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
+from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as LostConnection
@@ -125,10 +126,16 @@ class LocalCounters:
 class SharedCounters:
     """The `limits` library's fixed-window strategy on shared (Redis) storage, behind a circuit breaker."""
 
-    def __init__(self, storage: Storage, breaker: Breaker) -> None:
+    def __init__(self, storage: Storage, breaker: Breaker, pool: ConnectionPool | None = None) -> None:
         self.strategy = FixedWindowRateLimiter(storage)
         self.breaker = breaker
+        self.pool = pool  # the storage's Redis connections: `limits` has no close of its own, so we own the pool
         self._items: dict[Limit, RateLimitItemPerSecond] = {}
+
+    async def close(self) -> None:
+        """Close the Redis connections (left open, each is an unclosed socket at the event loop's end)."""
+        if self.pool is not None:
+            await self.pool.aclose()
 
     def _item(self, limit: Limit) -> RateLimitItemPerSecond:
         item = self._items.get(limit)
@@ -192,6 +199,11 @@ class Limiter:
         self._call_limits: dict[int, Limit] = {}
         self.known = KnownCredentials(window_s, self.counters)  # the lockout's exception (Issue 9 item 10)
 
+    async def close(self) -> None:
+        """Release the shared counters' connections (nothing to do for in-process counters)."""
+        if isinstance(self.counters, SharedCounters):
+            await self.counters.close()
+
     @property
     def breaker(self) -> Breaker | None:
         """The breaker guarding shared counters (None when they are in-process)."""
@@ -213,13 +225,15 @@ class Limiter:
         # Errors are wrapped in limits' StorageError, which the breaker turns into DependencyUnavailable.
         retry = Retry(NoBackoff(), 1, supported_errors=(LostConnection,))
         options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": retry}
-        found = storage_from_string(f"async+{url}", implementation="redispy", wrap_exceptions=True, **options)
+        pool = ConnectionPool.from_url(url, **options)  # a pool's retry and timeouts are its connections'
+        owned: dict[str, Any] = {"connection_pool": pool}  # `limits` types its options as scalars; it passes this on
+        found = storage_from_string(f"async+{url}", implementation="redispy", wrap_exceptions=True, **owned)
         if not isinstance(found, Storage):
             raise ConfigError("REDIS_URL: the rate-limit storage is not asynchronous")
         breaker = Breaker(
             DEPENDENCY, failures=(StorageError,), timeout_s=timeout_s, open_s=settings.redis_breaker_open_s
         )
-        return SharedCounters(found, breaker)
+        return SharedCounters(found, breaker, pool)
 
     def call_limit(self, per_minute: int) -> Limit:
         """The limit object of a `perMinute` from mcp.json (one per distinct amount; the key tells callers apart)."""
