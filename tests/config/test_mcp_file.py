@@ -124,9 +124,10 @@ async def test_the_child_of_a_claude_desktop_file_sees_the_substituted_env(tmp_p
         assert gateway.state("toolbox") == "running"
         assert gateway.state("typed") == "running"
         with anyio.fail_after(20):
-            transport = streamable_http_client(gateway.mcp("toolbox"), http_client=httpx2.AsyncClient(timeout=10))
-            async with Client(transport, mode="legacy") as client:
-                answer = await client.call_tool("env", {})
+            async with httpx2.AsyncClient(timeout=10) as http:
+                transport = streamable_http_client(gateway.mcp("toolbox"), http_client=http)
+                async with Client(transport, mode="legacy") as client:
+                    answer = await client.call_tool("env", {})
     child_env = json.loads(answer.content[0].text)
     assert child_env["TOOLBOX_API_KEY"] == "key-from-environment"
     assert child_env["TOOLBOX_REGION"] == "eu-west-1"

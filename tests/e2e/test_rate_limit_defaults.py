@@ -43,9 +43,11 @@ def poll_dashboard(url: str, cookie: dict[str, str], stop: threading.Event, stat
 
 
 async def call_tools(url: str, token: str) -> list[str]:
-    http = httpx2.AsyncClient(timeout=30, headers=bearer(token))
     texts = []
-    async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+    async with (
+        httpx2.AsyncClient(timeout=30, headers=bearer(token)) as http,  # the SDK leaves a client it was given open
+        Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+    ):
         for i in range(CALLS):
             answer = await client.call_tool("echo", {"text": str(i)})
             assert not answer.is_error, answer

@@ -1,5 +1,8 @@
 """The official MCP SDK client drives the gateway over every transport."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 import httpx2
 import pytest
@@ -12,8 +15,13 @@ from tests.harness import RunningGateway
 pytestmark = pytest.mark.anyio
 
 
-def streamable(url: str, mode: str) -> Client:
-    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(timeout=10)), mode=mode)
+@asynccontextmanager
+async def streamable(url: str, mode: str) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(timeout=10) as http,  # the SDK leaves a client it was given open
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        yield client
 
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])

@@ -189,7 +189,8 @@ def test_killed_redis_answers_503_with_retry_after_in_milliseconds_and_recovers_
         # Authenticated requests never count per address, so the token lookup is the first Redis call they make.
         assert_outage_answers(outage, "store")
         assert p99(outage) < P99_BOUND_S, sorted(a.latency_s for a in outage)[-10:]
-        health = clients.one(httpx.Client(timeout=CLIENT_TIMEOUT_S), "health")
+        with httpx.Client(timeout=CLIENT_TIMEOUT_S) as http:
+            health = clients.one(http, "health")
         assert health.status == 503
         assert health.body["dependencies"] == {"store": "down"}
         down = [line for line in breaker_lines(caplog) if "is down" in line]

@@ -1,7 +1,8 @@
 """npm @modelcontextprotocol/server-everything as a stdio child of the gateway, driven by the official SDK client
 over Streamable HTTP (legacy sessions and stateless 2026-07-28) and HTTP+SSE."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import anyio
 import httpx2
@@ -25,12 +26,18 @@ def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGate
         yield running
 
 
-def client(gateway: RunningGateway, mode: str) -> Client:
+@asynccontextmanager
+async def client(gateway: RunningGateway, mode: str) -> AsyncIterator[Client]:
     if mode == "sse":
-        return Client(sse_client(gateway.mcp("everything") + "/sse"), mode="legacy")
-    return Client(
-        streamable_http_client(gateway.mcp("everything"), http_client=httpx2.AsyncClient(timeout=30)), mode=mode
-    )
+        async with Client(sse_client(gateway.mcp("everything") + "/sse"), mode="legacy") as session:
+            yield session
+        return
+    # The SDK leaves an http_client it was given open: close it here so no connection outlives the test.
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        Client(streamable_http_client(gateway.mcp("everything"), http_client=http), mode=mode) as session,
+    ):
+        yield session
 
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28", "sse"])

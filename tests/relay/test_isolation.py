@@ -73,9 +73,15 @@ async def test_a_childs_sampling_request_reaches_the_sdk_clients_callback_and_it
         )
 
     with run_gateway([spec("isolated", isolation="per-session")], tmp_path) as gateway:
-        transport = streamable_http_client(gateway.mcp("isolated"), http_client=httpx2.AsyncClient(timeout=10))
         with anyio.fail_after(20):
-            async with Client(transport, mode="legacy", sampling_callback=sampling) as client:
+            async with (
+                httpx2.AsyncClient(timeout=10) as http,
+                Client(
+                    streamable_http_client(gateway.mcp("isolated"), http_client=http),
+                    mode="legacy",
+                    sampling_callback=sampling,
+                ) as client,
+            ):
                 answer = await client.call_tool("sample", {"prompt": "unique-prompt-41"})
         assert prompts == ["unique-prompt-41"]
         returned = json.loads(answer.content[0].text)

@@ -34,8 +34,10 @@ MARKER = "toolbox://marker"
 async def over_gateway(
     gateway: RunningGateway, mode: str = "auto", headers: dict[str, str] | None = None, **options: Any
 ) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(timeout=WAIT_S, headers=headers or {})
-    async with Client(streamable_http_client(gateway.mcp("toolbox"), http_client=http), mode=mode, **options) as c:
+    async with (
+        httpx2.AsyncClient(timeout=WAIT_S, headers=headers or {}) as http,  # the SDK leaves a given client open
+        Client(streamable_http_client(gateway.mcp("toolbox"), http_client=http), mode=mode, **options) as c,
+    ):
         yield c
 
 

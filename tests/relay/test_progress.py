@@ -40,8 +40,10 @@ async def test_two_sdk_clients_with_the_same_progress_token_each_get_only_their_
             return hook
 
         async def run(who: str, steps: int) -> None:
-            http = httpx2.AsyncClient(timeout=10, event_hooks={"request": [token_recorder(who)]})
-            async with Client(streamable_http_client(gateway.mcp("toolbox"), http_client=http), mode="legacy") as c:
+            async with (
+                httpx2.AsyncClient(timeout=10, event_hooks={"request": [token_recorder(who)]}) as http,
+                Client(streamable_http_client(gateway.mcp("toolbox"), http_client=http), mode="legacy") as c,
+            ):
 
                 async def on_progress(value: float, total: float | None, message: str | None) -> None:
                     progress[who].append((value, total))

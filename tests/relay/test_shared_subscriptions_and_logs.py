@@ -57,10 +57,10 @@ class Seen:
 async def over_gateway(gateway: RunningGateway, seen: Seen) -> AsyncIterator[Client]:
     from mcp.client.streamable_http import streamable_http_client
 
-    http = httpx2.AsyncClient(timeout=WAIT_S)
-    transport = streamable_http_client(gateway.mcp("toolbox"), http_client=http)
-    async with Client(transport, mode="legacy", message_handler=seen.on_message, logging_callback=seen.on_log) as c:
-        yield c
+    async with httpx2.AsyncClient(timeout=WAIT_S) as http:  # the SDK leaves a client it was given open
+        transport = streamable_http_client(gateway.mcp("toolbox"), http_client=http)
+        async with Client(transport, mode="legacy", message_handler=seen.on_message, logging_callback=seen.on_log) as c:
+            yield c
 
 
 @asynccontextmanager

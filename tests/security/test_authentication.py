@@ -308,13 +308,14 @@ def leaves(exc: BaseException) -> list[BaseException]:
 async def sdk_failure(url: str, mode: str) -> list[BaseException]:
     """Connect the SDK client without a token and list tools; returns the errors it raised (none: the test fails)."""
     try:
-        if mode == "sse":
-            transport = sse_client(url)
-            mode = "legacy"
-        else:
-            transport = streamable_http_client(url, http_client=httpx2.AsyncClient(timeout=10))
-        async with Client(transport, mode=mode) as client:
-            await client.list_tools()
+        async with httpx2.AsyncClient(timeout=10) as http:  # the SDK leaves a client it was given open
+            if mode == "sse":
+                transport = sse_client(url)
+                mode = "legacy"
+            else:
+                transport = streamable_http_client(url, http_client=http)
+            async with Client(transport, mode=mode) as client:
+                await client.list_tools()
     except Exception as exc:
         return leaves(exc)
     return []
@@ -327,8 +328,10 @@ async def test_sdk_streamable_client_with_and_without_token(tmp_path: Path, mode
     admin = admin_token()
     with secure_gateway([spec("toolbox")], tmp_path, auth_token=admin) as gw:
         with anyio.fail_after(20):
-            http = httpx2.AsyncClient(timeout=10, headers=bearer(admin))
-            async with Client(streamable_http_client(gw.mcp("toolbox"), http_client=http), mode=mode) as client:
+            async with (
+                httpx2.AsyncClient(timeout=10, headers=bearer(admin)) as http,
+                Client(streamable_http_client(gw.mcp("toolbox"), http_client=http), mode=mode) as client,
+            ):
                 answer = await client.call_tool("echo", {"text": "sdk"})
                 assert answer.content[0].text == "sdk"
         before = len(audit_events(tmp_path, "auth.failure"))

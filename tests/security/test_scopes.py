@@ -201,8 +201,10 @@ async def test_sdk_client_sees_only_scoped_tools(tmp_path: Path) -> None:
     with secure_gateway(servers(), tmp_path, auth_token=admin_token()) as gw:
         token = add_token(gw, "echo-only", "tool:toolbox/echo")
         with anyio.fail_after(20):
-            http = httpx2.AsyncClient(timeout=10, headers=bearer(token))
-            async with Client(streamable_http_client(gw.mcp("toolbox"), http_client=http), mode="legacy") as client:
+            async with (
+                httpx2.AsyncClient(timeout=10, headers=bearer(token)) as http,
+                Client(streamable_http_client(gw.mcp("toolbox"), http_client=http), mode="legacy") as client,
+            ):
                 tools = await client.list_tools()
                 assert [t.name for t in tools.tools] == ["echo"]
                 with pytest.raises(Exception, match="may not use tools/call"):

@@ -1,6 +1,7 @@
 """What the supervisor tests share: an SDK client over Streamable HTTP and bounded async polling."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -14,9 +15,17 @@ from tests.harness import RunningGateway
 POLL_S = 0.02
 
 
-def sdk_client(gateway: RunningGateway, name: str) -> Client:
-    """The official SDK client on /mcp/{name} (Streamable HTTP, legacy session era)."""
-    return Client(streamable_http_client(gateway.mcp(name), http_client=httpx2.AsyncClient(timeout=30)), mode="legacy")
+@asynccontextmanager
+async def sdk_client(gateway: RunningGateway, name: str) -> AsyncIterator[Client]:
+    """The official SDK client on /mcp/{name} (Streamable HTTP, legacy session era).
+
+    The SDK leaves an http_client it was given open: it is closed here, so no connection outlives the test.
+    """
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        Client(streamable_http_client(gateway.mcp(name), http_client=http), mode="legacy") as client,
+    ):
+        yield client
 
 
 async def server_view(http: httpx.AsyncClient, gateway: RunningGateway, name: str) -> dict[str, Any]:

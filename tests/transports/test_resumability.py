@@ -91,8 +91,8 @@ async def test_the_sdk_sampling_scenario_works_over_stdio_and_through_the_gatewa
         with (tmp_path / "stderr.log").open("w") as sink:
             direct = await sample(stdio_client(params, errlog=sink))
         with run_gateway([spec("own", isolation="per-session")], tmp_path) as gateway:
-            http = httpx2.AsyncClient(timeout=10)
-            relayed = await sample(streamable_http_client(gateway.mcp("own"), http_client=http))
+            async with httpx2.AsyncClient(timeout=10) as http:
+                relayed = await sample(streamable_http_client(gateway.mcp("own"), http_client=http))
     assert direct == relayed == "re p-11-6"
 
 
@@ -189,9 +189,11 @@ async def test_the_sdk_client_resumes_a_call_from_its_resumption_token_through_t
         return CallToolRequest(params=CallToolRequestParams(name="slow", arguments={"steps": 3, "seconds": 0.01}))
 
     with run_gateway([spec("tools")], tmp_path) as gateway:
-        http = httpx2.AsyncClient(timeout=10)
         with anyio.fail_after(20):
-            async with Client(streamable_http_client(gateway.mcp("tools"), http_client=http), mode="legacy") as client:
+            async with (
+                httpx2.AsyncClient(timeout=10) as http,
+                Client(streamable_http_client(gateway.mcp("tools"), http_client=http), mode="legacy") as client,
+            ):
                 first = await client.session.send_request(
                     slow(),
                     CallToolResult,

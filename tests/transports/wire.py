@@ -21,7 +21,6 @@ TIMEOUT = httpx.Timeout(10.0)
 # Built once and shared: every client here speaks plain HTTP on loopback, and httpx would otherwise build a
 # fresh TLS context (~70 ms) for each of the hundreds of clients these tests open.
 TLS = ssl.create_default_context()
-_health_client = httpx.Client(timeout=5, verify=TLS)
 
 
 def http_client() -> httpx.AsyncClient:
@@ -185,7 +184,8 @@ async def sse_initialize(client: httpx.AsyncClient, reader: SseReader, messages:
 
 
 def health(base: str, server: str) -> dict[str, Any]:
-    return dict(_health_client.get(f"{base}/health").json()["servers"][server])
+    with httpx.Client(timeout=5, verify=TLS) as client:  # closed each time: a pooled socket would outlive its gateway
+        return dict(client.get(f"{base}/health").json()["servers"][server])
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
