@@ -51,7 +51,8 @@ async def test_an_auto_mode_client_falls_back_to_the_handshake_on_a_per_session_
         with (tmp_path / "stderr.log").open("w") as sink:
             direct = await sample(stdio_client(params, errlog=sink))
         with run_gateway([spec("own", isolation="per-session")], tmp_path) as gateway:
-            relayed = await sample(streamable_http_client(gateway.mcp("own"), http_client=httpx2.AsyncClient()))
+            async with httpx2.AsyncClient() as http:  # the SDK leaves a client it was given open
+                relayed = await sample(streamable_http_client(gateway.mcp("own"), http_client=http))
     assert direct[0] == relayed[0] == "re p-11-5"
     assert relayed[1] in HANDSHAKE_VERSIONS
 
@@ -61,8 +62,14 @@ async def test_a_pinned_2026_07_28_client_is_told_why_a_per_session_server_refus
 ) -> None:
     """Issue 11 item 5: -32022 (HTTP 400) listing the handshake versions, naming isolation and the way out."""
     with run_gateway([spec("own", isolation="per-session")], tmp_path) as gateway, anyio.fail_after(30):
-        transport = streamable_http_client(gateway.mcp("own"), http_client=httpx2.AsyncClient())
-        async with Client(transport, mode="2026-07-28", sampling_callback=sampling) as client:
+        async with (
+            httpx2.AsyncClient() as http,  # the SDK leaves a client it was given open
+            Client(
+                streamable_http_client(gateway.mcp("own"), http_client=http),
+                mode="2026-07-28",
+                sampling_callback=sampling,
+            ) as client,
+        ):
             with pytest.raises(MCPError) as refused:
                 await client.call_tool("echo", {"text": "x"})
     error = refused.value.error
