@@ -58,6 +58,9 @@ class Route:
     dialect: Dialect = Dialect.JSON
     rate: RateClass = RateClass.PRINCIPAL
     choices: dict[str, frozenset[str]] = field(default_factory=dict)  # allowed values of a capture
+    # The handler caps the body itself, so a refusal can also reach the client where it waits for the answer
+    # (HTTP+SSE: on the session's stream); the body-limit stage leaves this route's declared length alone.
+    body_cap_in_handler: bool = False
 
     def match(self, segments: tuple[str, ...]) -> dict[str, str] | None:
         """The captures if `segments` fit the template, else None."""
@@ -121,7 +124,9 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("mcp", ("mcp", "{server}"), frozenset({"GET", "POST", "DELETE"}), Access.SERVER, dialect=JSONRPC),
     Route("mcp.sse", ("mcp", "{server}", "sse"), GET, Access.SERVER, dialect=JSONRPC),
-    Route("mcp.messages", ("mcp", "{server}", "messages"), POST, Access.SERVER, dialect=JSONRPC),
+    Route(
+        "mcp.messages", ("mcp", "{server}", "messages"), POST, Access.SERVER, dialect=JSONRPC, body_cap_in_handler=True
+    ),
 )
 RESERVED_SERVER_NAMES = frozenset({"servers"})  # literal segments that a `{server}` capture must never shadow
 

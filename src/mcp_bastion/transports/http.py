@@ -13,7 +13,7 @@ import orjson
 
 from mcp_bastion.access import CONTEXT_KEY, Principal, RequestContext
 from mcp_bastion.errors import GatewayError, ProtocolError
-from mcp_bastion.jsonrpc import Message, error_bytes
+from mcp_bastion.jsonrpc import ID_SCAN_BYTES, Message, error_bytes
 from mcp_bastion.types import Receive as Receive
 from mcp_bastion.types import Scope as Scope
 from mcp_bastion.types import Send as Send
@@ -121,6 +121,41 @@ class Request:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+OVERSIZE_DRAIN_MAX_BYTES = 64 * 1024 * 1024  # read (never kept) past the cap to find an id written last; then stop
+
+
+async def read_ends(req: "Request", limit: int) -> tuple[bytes | None, bytes, bytes]:
+    """The body if it fits `limit`; else (None, its first and last ID_SCAN_BYTES), for the request's id.
+
+    An oversized body is drained without being kept, up to OVERSIZE_DRAIN_MAX_BYTES (past that, only its head
+    counts), so a client that waits for the answer on another stream can be told (HTTP+SSE).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    head = tail = b""
+    while True:
+        message = await req.receive()
+        if message["type"] == "http.disconnect":
+            raise ProtocolError("client disconnected", status=499)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        more = bool(message.get("more_body", False))
+        if size <= limit:
+            chunks.append(chunk)
+            if not more:
+                return b"".join(chunks), b"", b""
+            continue
+        if chunks:
+            joined = b"".join(chunks)
+            head, tail, chunks = joined[:ID_SCAN_BYTES], joined[-ID_SCAN_BYTES:], []
+        head = head or chunk[:ID_SCAN_BYTES]
+        tail = (tail + chunk)[-ID_SCAN_BYTES:]
+        if not more:
+            return None, head, tail
+        if size > OVERSIZE_DRAIN_MAX_BYTES:
+            return None, head, b""
 
 
 async def send_bytes(

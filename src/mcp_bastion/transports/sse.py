@@ -1,11 +1,11 @@
 """HTTP+SSE (2024-11-05): GET /mcp/{server}/sse opens a session, POST /mcp/{server}/messages?session_id= feeds it."""
 
-from mcp_bastion.errors import GatewayError, ProtocolError, QuotaExceeded
-from mcp_bastion.jsonrpc import Kind, Message, classify, error, loads, result
+from mcp_bastion.errors import INVALID_REQUEST, GatewayError, ProtocolError, QuotaExceeded
+from mcp_bastion.jsonrpc import Kind, Message, classify, error, line_id, loads, result
 from mcp_bastion.protocol import negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway
 from mcp_bastion.transports import dispatch
-from mcp_bastion.transports.http import Request, send_bytes
+from mcp_bastion.transports.http import BodyTooLarge, Request, read_ends, send_bytes
 from mcp_bastion.transports.policy import CallPolicy
 from mcp_bastion.transports.streamable import pump_outbox, refuse
 
@@ -56,7 +56,18 @@ class SseTransport:
             raise ProtocolError("that session is not an HTTP+SSE session", status=404)
         if not req.is_json():
             raise ProtocolError("Content-Type must be application/json", status=415)
-        message = loads(await req.body(self.max_body))
+        body, head, tail = await read_ends(req, self.max_body)
+        if body is None:
+            # The client waits for the answer on the stream, and SDK clients drop the session on a POST error:
+            # with an id, the error is the answer (on the stream) and the POST is accepted; without one, 413.
+            request_id = line_id(head, tail)
+            if request_id is None:
+                raise BodyTooLarge(self.max_body)
+            limit = f"over {self.max_body} bytes (MAX_BODY_BYTES)"
+            session.push(error(request_id, INVALID_REQUEST, f"the request was too large: {limit}"))
+            await send_bytes(req.send, 202, b"Accepted", ACCEPTED)
+            return
+        message = loads(body)
         try:
             kind = classify(message)
         except ProtocolError as exc:
