@@ -335,10 +335,10 @@ class AuditLog:
         kind = type(value)
         if kind is str:
             text: str = value if value.isascii() else _clean(value)
+            if self._secrets is not None and self._secrets.search(text):  # before the cut: a secret across it leaks
+                text = self._secrets.sub("****", text)
             if len(text) > limit:
                 text = text[:limit]
-            if self._secrets is not None and self._secrets.search(text):
-                text = self._secrets.sub("****", text)
             return text
         if kind is int or kind is float or kind is bool:
             return value

@@ -3,6 +3,7 @@
 Precedence, pinned by a test: CLI flag > environment > `.env` > default.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -27,7 +28,6 @@ from mcp_bastion.access.routes import RESERVED_SERVER_NAMES
 from mcp_bastion.breaker import BREAKER_OPEN_S, DEPENDENCY_TIMEOUT_S
 from mcp_bastion.errors import ConfigError
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SECURITY_LOG_NAME = "security.jsonl"  # the default security audit file, next to AUDIT_LOG
 SERVER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -337,8 +337,14 @@ def _check_command(where: str, spec: ServerSpec) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """True when binding `host` exposes the gateway to this machine only."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True when `host` is this machine only: `localhost` or a loopback address, never a name that starts like one
+    (`127.0.0.1.nip.io` resolves anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # What a child inherits from the gateway's environment: enough to find programs and speak a locale,

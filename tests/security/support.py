@@ -244,3 +244,28 @@ def run_cli(tmp_path: Path, env_file: Path, *args: str, **env: str) -> subproces
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
+
+
+class OpenStream:
+    """Reads one SSE response in a thread until the server ends it; `ended` is set then."""
+
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: Any = None) -> None:
+        self.ended = threading.Event()
+        self.status: int | None = None
+        self.opened = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(method, url, headers, body), daemon=True)
+        self._thread.start()
+        assert self.opened.wait(10), "the stream did not open"
+
+    def _read(self, method: str, url: str, headers: dict[str, str], body: Any) -> None:
+        try:
+            with httpx.stream(method, url, headers=headers, json=body, timeout=30) as answer:
+                self.status = answer.status_code
+                self.opened.set()
+                for _ in answer.iter_raw():
+                    pass
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.opened.set()
+            self.ended.set()

@@ -1,6 +1,5 @@
 """Issue 8 item 10: revoking a token ends its MCP sessions, its open streams and its login sessions, audited."""
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ import httpx
 from tests.harness import DEMO, spec, wait_until
 from tests.security.support import (
     JSON_ACCEPT,
+    OpenStream,
     add_token,
     admin_token,
     audit_events,
@@ -21,31 +21,6 @@ from tests.security.support import (
 )
 
 END_BOUND_S = 5.0  # a stream must end within this after the revocation is seen
-
-
-class OpenStream:
-    """Reads one SSE response in a thread until the server ends it; `ended` is set then."""
-
-    def __init__(self, method: str, url: str, headers: dict[str, str], body: Any = None) -> None:
-        self.ended = threading.Event()
-        self.status: int | None = None
-        self.opened = threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(method, url, headers, body), daemon=True)
-        self._thread.start()
-        assert self.opened.wait(10), "the stream did not open"
-
-    def _read(self, method: str, url: str, headers: dict[str, str], body: Any) -> None:
-        try:
-            with httpx.stream(method, url, headers=headers, json=body, timeout=30) as answer:
-                self.status = answer.status_code
-                self.opened.set()
-                for _ in answer.iter_raw():
-                    pass
-        except httpx.HTTPError:
-            pass
-        finally:
-            self.opened.set()
-            self.ended.set()
 
 
 def open_streams(gw: Any, token: str) -> list[OpenStream]:

@@ -86,10 +86,22 @@ class ServerLimits:
         if not self.restricted:
             return True
         patterns: tuple[str, ...] | None = getattr(self, kind + "s")
-        return patterns is not None and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        return patterns is not None and any(item_matches(kind, name, p) for p in patterns)
 
 
 NO_LIMITS = ServerLimits()
+DOT_SEGMENT = re.compile(r"(^|[/\\])(\.|%2e){1,2}([/\\?#]|$)", re.IGNORECASE)
+
+
+def item_matches(kind: str, name: str, pattern: str) -> bool:
+    """Whether `name` fits a scope's item glob.
+
+    A resource URI with a dot segment (`..`, `.`, encoded or with `\\`) fits no pattern: a child that resolves it
+    would reach outside the prefix the glob names (`resource:files/file:///srv/public/*`).
+    """
+    if kind == "resource" and ("\\" in name or DOT_SEGMENT.search(name)):
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 class Grant:
@@ -123,7 +135,7 @@ class Grant:
             return True
         if not isinstance(name, str):
             return False
-        if not self.server_wide and not any(fnmatch.fnmatchcase(name, p) for p in self.patterns[kind]):
+        if not self.server_wide and not any(item_matches(kind, name, p) for p in self.patterns[kind]):
             return False
         return self.limits.allows(kind, name)
 

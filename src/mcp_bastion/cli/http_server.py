@@ -196,7 +196,7 @@ class BastionHttpProtocol(HttpToolsProtocol):
             outcome="denied",
             reason="websocket upgrade refused",
             ip=self.client[0] if self.client else None,
-            path=self.url[:AUDIT_PATH_MAX_CHARS].decode("latin-1"),
+            path=self.url.split(b"?", 1)[0][:AUDIT_PATH_MAX_CHARS].decode("latin-1"),  # a query may hold a token
             status=403,
         )
 

@@ -304,6 +304,14 @@ class ModernTransport:
         await send_bytes(req.send, status, dumps(finish(answer, method, backend)), headers)
 
     async def _listen(self, req: Request, backend: Backend, message: Message, policy: CallPolicy) -> None:
+        """A listen stream holds one of the principal's stream slots, as GET and HTTP+SSE streams do (429 past it)."""
+        slot = self.gateway.claim_stream(req.principal, backend.name)
+        try:
+            await self._listen_stream(req, backend, message, policy)
+        finally:
+            slot.release()
+
+    async def _listen_stream(self, req: Request, backend: Backend, message: Message, policy: CallPolicy) -> None:
         filters = (message.get("params") or {}).get("notifications") or {}
         wanted = {key for key in LIST_CHANGED.values() if filters.get(key) is True}
         asked = resource_subscriptions(filters)
