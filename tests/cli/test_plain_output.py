@@ -15,10 +15,8 @@ from mcp_bastion.audit import AuditLog
 from mcp_bastion.security import token_hash
 from tests.harness import spec
 from tests.security.support import (
-    JSON_ACCEPT,
     admin_token,
-    bearer,
-    rpc,
+    open_legacy_session,
     run_cli,
     secure_gateway,
     write_env,
@@ -31,17 +29,7 @@ WIDE = {"COLUMNS": "250"}  # no cell is wrapped, so each value appears whole on 
 
 def initialize_as(client: httpx.Client, url: str, token: str, name: str) -> str:
     """A Streamable HTTP session whose clientInfo.name is `name`; returns its Mcp-Session-Id."""
-    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": name, "version": "0"}}
-    answer = client.post(url, json=rpc(0, "initialize", params), headers={**JSON_ACCEPT, **bearer(token)})
-    assert answer.status_code == 200, answer.text
-    session = answer.headers["mcp-session-id"]
-    ack = client.post(
-        url,
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-        headers={**JSON_ACCEPT, **bearer(token), "Mcp-Session-Id": session},
-    )
-    assert ack.status_code == 202, ack.text
-    return session
+    return open_legacy_session(client, url, token, client_name=name)
 
 
 def test_sessions_list_shows_a_client_name_made_of_markup_literally(tmp_path: Path) -> None:

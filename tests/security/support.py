@@ -167,12 +167,12 @@ def modern_call(
     return client.post(url, json=modern_body(1, method, params), headers=modern_headers(token, method, name))
 
 
-def open_legacy_session(client: httpx.Client, url: str, token: str) -> str:
+def open_legacy_session(client: httpx.Client, url: str, token: str, client_name: str = "security-test") -> str:
     """initialize + notifications/initialized on Streamable HTTP (2025-11-25); returns the Mcp-Session-Id."""
     init = rpc(
         0,
         "initialize",
-        {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "security-test", "version": "0"}},
+        {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": client_name, "version": "0"}},
     )
     answer = client.post(url, json=init, headers={**JSON_ACCEPT, **bearer(token)})
     assert answer.status_code == 200, answer.text
