@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -145,6 +146,16 @@ class Settings(BaseSettings):
     allow_plaintext: bool = False
     # Loopback only, loudly warned: for the conformance suite and local experiments, never for a deploy.
     insecure_no_auth: bool = False
+
+    # --- cluster (Issue 12): on when REDIS_URL is set ---
+    # Seals session ids and signs forwarded hops between instances; required (>= 32 chars) in cluster mode.
+    cluster_secret: SecretStr | None = None
+    # The base URL other instances reach this one at; defaults to http://127.0.0.1:PORT for a loopback bind.
+    cluster_advertise_url: str | None = None
+    # This instance's name in audit lines, /health and `status`; generated at start when unset.
+    instance_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = Field(
+        default_factory=lambda: secrets.token_hex(4)
+    )
 
     @property
     def security_audit_log(self) -> Path:
