@@ -5,7 +5,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mcp_bastion.audit_reader import Filter, Scan, Window, entries, read_page, rotated_files
+from mcp_bastion.audit_reader import (
+    Filter,
+    Log,
+    Scan,
+    Window,
+    entries,
+    log_paths,
+    read_page,
+    rotated_files,
+    with_security,
+)
 from mcp_bastion.dashboard.routes import _filter
 
 
@@ -27,7 +37,7 @@ def test_both_logs_are_read_across_rotation_merged_by_time_with_bad_lines_counte
     (tmp_path / "audit.jsonl.1").write_text(line(1, "mcp.call") + "not json\n")
     calls.write_text(line(4, "mcp.call") + line(6, "mcp.call"))
     security.write_text(line(2, "auth.failure") + line(5, "auth.success") + '{"event": "no.time"}\n')
-    scan = Scan(calls, security, [rotated_files(calls), rotated_files(security)], Window(since=None, until=None))
+    scan = Scan([Log(p, rotated_files(p)) for p in (calls, security)], Window(since=None, until=None))
     assert [(e["time"][17:19], e["event"]) for _, e in entries(scan)] == [
         ("01", "mcp.call"),
         ("02", "auth.failure"),
@@ -64,3 +74,30 @@ def test_a_page_and_its_cursor_cover_both_files(tmp_path: Path) -> None:
         f.write(line(4, "auth.success") + line(5, "auth.failure"))
     events, _ = read_page([calls, security], 10, cursor, Filter({"event": ["auth.success"]}))
     assert [e["event"] for e in events] == ["auth.success"]
+
+
+def test_several_instances_logs_from_globs_each_with_its_security_file_merged_by_time(tmp_path: Path) -> None:
+    """Issue 12 item 6: a glob may also match the security files and rotated files; each is read once, as part of
+    its log, and every instance's lines come out in time order."""
+    for n in (1, 2):
+        folder = tmp_path / f"gw{n}"
+        folder.mkdir()
+        (folder / "audit.jsonl.1").write_text(line(n, "mcp.call", instance=f"gw{n}"))
+        (folder / "audit.jsonl").write_text(line(n + 2, "mcp.call", instance=f"gw{n}"))
+        (folder / "security.jsonl").write_text(line(n + 4, "auth.failure", instance=f"gw{n}"))
+    found, unmatched = log_paths([str(tmp_path / "gw*" / "*.jsonl*"), str(tmp_path / "none*"), "plain.jsonl"])
+    assert found == [tmp_path / "gw1" / "audit.jsonl", tmp_path / "gw2" / "audit.jsonl", Path("plain.jsonl")]
+    assert unmatched == [str(tmp_path / "none*")]
+    logs = with_security(found[:2], named=tmp_path / "ignored-for-several.jsonl")
+    assert logs == [tmp_path / f"gw{n}" / name for n in (1, 2) for name in ("audit.jsonl", "security.jsonl")]
+    assert with_security(found[:1], named=tmp_path / "s.jsonl") == [found[0], tmp_path / "s.jsonl"]
+    scan = Scan([Log(p, rotated_files(p)) for p in logs], Window())
+    assert [(e["time"][17:19], e["instance"]) for _, e in entries(scan)] == [
+        ("01", "gw1"),
+        ("02", "gw2"),
+        ("03", "gw1"),
+        ("04", "gw2"),
+        ("05", "gw1"),
+        ("06", "gw2"),
+    ]
+    assert scan.as_json()["logs"] == [str(p) for p in logs]

@@ -15,6 +15,9 @@ Security events have a file of their own (Issue 9 item 8): at thousands of calls
 a size-capped file in under a minute, and a login written next to them would rotate away with them. `is_security`
 is the one rule that splits the stream: security lines go to SECURITY_LOG (its own size cap and backups), call
 lines and the rest to AUDIT_LOG. Both files are the same JSON lines; readers merge them by time.
+
+Several instances behind one balancer (Issue 12 item 6) each write their own files; every line names the instance
+that wrote it (`instance`, INSTANCE_ID), so the files of all of them can be read as one stream.
 """
 
 import asyncio
@@ -234,8 +237,10 @@ class AuditLog:
         security_path: Path | None = None,
         security_max_bytes: int | None = None,
         security_backups: int | None = None,
+        instance: str | None = None,
     ) -> None:
         self.path = path
+        self.instance = instance  # on every line when set: which instance of a cluster wrote it
         self._calls = RotatingFile(path, max_bytes=max_bytes, backups=backups)
         self._security = self._calls
         if security_path is not None and security_path != path:
@@ -265,6 +270,7 @@ class AuditLog:
             security_path=settings.security_audit_log,
             security_max_bytes=settings.security_max_bytes,
             security_backups=settings.security_backups,
+            instance=settings.instance_id,
         )
 
     @property
@@ -326,6 +332,8 @@ class AuditLog:
 
     def _line(self, event: str, fields: dict[str, Any], limit: int) -> bytes:
         entry: dict[str, Any] = {"time": utc_now(), "event": event}
+        if self.instance is not None:
+            entry["instance"] = self.instance
         for key, value in fields.items():
             if value is not None:
                 entry[key] = self._scrub(value, limit)

@@ -7,6 +7,10 @@ lines unfolded into the refusals they count (`unfold`), new lines followed acros
 (`Follower`), and pages of the newest lines since a cursor of (inode, offset) per file (`read_page`). One filter
 language for both users: a field matches when its text matches one of the field's globs (`Filter`).
 
+Several instances of a cluster (Issue 12 item 6) write a pair of logs each; a scan reads any number of logs
+(`log_paths` expands the globs an operator gives, `with_security` pairs each calls log with its security file)
+and merges them all by time, exactly as it merges one instance's two files.
+
 Pure file reading: no printing, no exit codes. OSError reaches the caller, which knows how to say it.
 """
 
@@ -25,6 +29,8 @@ from typing import IO, Any
 
 import orjson
 
+from mcp_bastion.config import security_log_for
+
 Entry = tuple[float, dict[str, Any]]  # (UTC epoch seconds, the parsed line)
 Cursor = tuple[int, int]  # (inode, offset after the last whole line read) of one file
 Matcher = Callable[[dict[str, Any]], bool]
@@ -33,6 +39,7 @@ FOLLOW_POLL_S = 0.1  # how often a follower looks for new lines when there were 
 SUPPRESSED = "audit.suppressed"  # one line standing for many refusals of one IP in one window
 WEIGHT = "_suppressed"  # on an entry unfolded from a SUPPRESSED line: how many refusals it stands for
 NO_REASON = "-"  # the reason key the audit log uses for a refusal without one
+GLOB_CHARS = frozenset("*?[")  # a --log value holding one of these is a pattern, expanded here (quoted from the shell)
 
 
 def as_text(value: object) -> str:
@@ -150,17 +157,65 @@ def open_log(path: Path) -> IO[bytes] | None:
         return None
 
 
+def log_paths(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """The audit logs named by paths and globs (each once, in the order given), and the globs that matched nothing.
+
+    A glob may match a log's rotated files (`audit.jsonl.1`) or its security file as well as the log: those are
+    read as part of their log, so they are left out here.
+
+    Raises:
+        OSError: a directory a glob walks cannot be listed.
+    """
+    found: list[Path] = []
+    unmatched: list[str] = []
+    for pattern in patterns:
+        if GLOB_CHARS.isdisjoint(pattern):
+            found.append(Path(pattern))
+            continue
+        matched = sorted(Path(hit) for hit in glob.glob(pattern) if Path(hit).is_file())
+        if not matched:
+            unmatched.append(pattern)
+        found += matched
+    unique = list(dict.fromkeys(found))
+    chosen = set(unique)
+    parts = {security_log_for(path) for path in unique if security_log_for(path) != path}
+    return [p for p in unique if p not in parts and _rotated_of(p) not in chosen], unmatched
+
+
+def _rotated_of(path: Path) -> Path | None:
+    """The log a rotated file (`audit.jsonl.3`) belongs to, or None for a file that is not one."""
+    stem, dot, number = path.name.rpartition(".")
+    return path.with_name(stem) if dot and stem and number.isascii() and number.isdigit() else None
+
+
+def with_security(logs: Sequence[Path], named: Path | None = None) -> list[Path]:
+    """Each calls log followed by its security file: `named` (SECURITY_LOG) for a single log when the settings name
+    one, else `security.jsonl` beside each log (as each instance writes it by default); every file once."""
+    pairs: list[Path] = []
+    for path in logs:
+        security = named if named is not None and len(logs) == 1 else security_log_for(path)
+        pairs += [path, security]
+    return list(dict.fromkeys(pairs))
+
+
+@dataclass(frozen=True)
+class Log:
+    """One audit log: its current file, and the files of it to read (rotated ones oldest first, then the current)."""
+
+    path: Path
+    files: list[Path]
+
+
 @dataclass
 class Scan:
     """One read of the audit logs: the files, the window, how many entries fell in it, which lines were skipped.
 
-    `streams` holds one list per log (the calls file, then the security file), oldest file first. `opener` opens
-    a file (None when it vanished); a CLI passes one that turns an unreadable file into its own error.
+    `logs` holds the logs read (for one instance: the calls file, then the security file; Issue 12: those of
+    several instances). `opener` opens a file (None when it vanished); a CLI passes one that turns an unreadable
+    file into its own error.
     """
 
-    path: Path
-    security_path: Path
-    streams: list[list[Path]]
+    logs: list[Log]
     window: Window
     opener: Callable[[Path], IO[bytes] | None] = open_log
     read: int = 0
@@ -187,13 +242,15 @@ class Scan:
 
     @property
     def files(self) -> list[Path]:
-        """Every file read, the calls log's first."""
-        return [path for stream in self.streams for path in stream]
+        """Every file read, log by log."""
+        return [path for log in self.logs for path in log.files]
 
     def as_json(self) -> dict[str, Any]:
+        first = [str(log.path) for log in self.logs[:2]]
         return {
-            "log": str(self.path),
-            "security_log": str(self.security_path),
+            "log": first[0] if first else None,
+            "security_log": first[-1] if len(first) > 1 else None,
+            "logs": [str(log.path) for log in self.logs],
             "files": [str(f) for f in self.files],
             **self.window.as_json(),
             "entries": self.in_window,
@@ -225,8 +282,9 @@ def by_time(streams: Iterable[Iterable[Entry]]) -> Iterator[Entry]:
 
 
 def entries(scan: Scan) -> Iterator[Entry]:
-    """Every entry in the window of the calls and the security logs, merged by time (Issue 9 item 8)."""
-    return by_time(stream_entries(scan, files) for files in scan.streams)
+    """Every entry in the window of every log (calls and security: Issue 9 item 8; every instance's: Issue 12),
+    merged by time."""
+    return by_time(stream_entries(scan, log.files) for log in scan.logs)
 
 
 def unfold(items: Iterable[Entry]) -> Iterator[Entry]:

@@ -336,7 +336,7 @@ def test_audit_log_defaults_to_audit_log_from_the_env_file(log: Path, tmp_path: 
 @pytest.mark.parametrize(
     ("args", "message", "hint"),
     [
-        (("failures", "--audit-log", "{missing}"), "error: no audit log at {missing}", "pass --audit-log PATH"),
+        (("failures", "--audit-log", "{missing}"), "error: no audit log at {missing}", "pass --log PATH"),
         (("summary", "--since", "yesterday", "--audit-log", "{log}"), "--since 'yesterday' is neither", "e.g. 15m"),
         (("calls", "--until", "soon", "--audit-log", "{log}"), "--until 'soon' is neither", "e.g. 15m"),
         (("tail", "--for", "1", "--audit-log", "{log}"), "--for only applies with --follow", "add --follow"),

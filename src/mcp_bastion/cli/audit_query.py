@@ -8,6 +8,10 @@ a crafted request cannot forge a line on the operator's terminal.
 Security events live in a file of their own (SECURITY_LOG, by default `security.jsonl` next to AUDIT_LOG; Issue 9
 item 8); every command reads both files, rotated ones included, merged by time, and `tail --follow` follows both.
 
+Several instances behind one balancer write a pair of files each (Issue 12 item 6): `--log` is repeatable and takes
+globs (`--log 'logs/*/audit.jsonl'`), every log is read with the security file beside it, all merged by time, and
+each line's `instance` says which gateway wrote it.
+
 Refusals past a client IP's quota are not written one by one but counted in an `audit.suppressed` line per IP
 and window (Issue 8 item 8); `failures`, `denied`, `ratelimits` and `summary` unfold those counts, so their
 totals are the number of refused requests, not of lines.
@@ -29,18 +33,21 @@ from mcp_bastion.audit_reader import (
     WEIGHT,
     Entry,
     Filter,
+    Log,
     Scan,
     Window,
     entries,
     iso,
+    log_paths,
     open_log,
     parse_time,
     rotated_files,
     unfold,
+    with_security,
 )
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, err, fail, out
 from mcp_bastion.cli.output import MISSING, Col, Row, emit_json, new_table, print_table, safe, text
-from mcp_bastion.config import load_settings, security_log_for
+from mcp_bastion.config import load_settings
 from mcp_bastion.errors import ConfigError
 
 audit_cli = typer.Typer(
@@ -61,8 +68,16 @@ Since = Annotated[
 ]
 Until = Annotated[str | None, typer.Option("--until", help="Only entries up to this point (same forms as --since).")]
 AuditLogPath = Annotated[
-    Path | None,
-    typer.Option("--audit-log", help="The audit file (default: AUDIT_LOG from the environment or --env-file)."),
+    list[str] | None,
+    typer.Option(
+        "--log",
+        "--audit-log",
+        help="An audit file or a quoted glob, repeatable: several instances' logs are read as one (default: "
+        "AUDIT_LOG from the environment or --env-file). The security file beside each is read too.",
+    ),
+]
+Instances = Annotated[
+    list[str] | None, typer.Option("--instance", help="Only lines of this instance (INSTANCE_ID; glob; repeatable).")
 ]
 Top = Annotated[int, typer.Option("--top", min=1, help="Rows per table (JSON lists every group, except summary).")]
 
@@ -86,30 +101,35 @@ def parse_point(option: str, text: str | None, now: float) -> float | None:
     return stamp
 
 
-def resolve_log(audit_log: Path | None, env_file: Path) -> Path:
-    """--audit-log, else AUDIT_LOG from the settings (flags > environment > --env-file > default)."""
-    if audit_log is not None:
-        return audit_log
+def resolve_logs(given: list[str] | None, env_file: Path) -> list[Path]:
+    """--log (paths and globs), else AUDIT_LOG from the settings (flags > environment > --env-file > default)."""
+    if not given:
+        try:
+            return [load_settings(env_file).audit_log]
+        except ConfigError as exc:
+            fail(exc.message, f"fix {env_file} or pass --log PATH")
     try:
-        return load_settings(env_file).audit_log
-    except ConfigError as exc:
-        fail(exc.message, f"fix {env_file} or pass --audit-log PATH")
+        found, unmatched = log_paths(given)
+    except OSError as exc:
+        fail(f"cannot list the files of {given[0]}: {exc.strerror}", "run as the user the gateway runs as")
+    if unmatched:
+        fail(f"--log {unmatched[0]!r} matches no file", "quote the glob and check the path, e.g. 'logs/*/audit.jsonl'")
+    return found
 
 
-def resolve_security_log(audit_log: Path, env_file: Path) -> Path:
-    """SECURITY_LOG when the settings name one, else `security.jsonl` next to the audit log being read."""
+def resolve_security_log(env_file: Path) -> Path | None:
+    """SECURITY_LOG when the settings name one (read beside a single log); None: `security.jsonl` beside each."""
     try:
-        named = load_settings(env_file).security_log
+        return load_settings(env_file).security_log
     except ConfigError:
-        named = None  # already reported when it matters (no --audit-log); a flag-given log needs no settings
-    return named if named is not None else security_log_for(audit_log)
+        return None  # already reported when it matters (no --log); a flag-given log needs no settings
 
 
 def log_files(path: Path, *, required: bool = True) -> list[Path]:
     """The rotated files, oldest (highest number) first, then the current file; exit 2 when there is none (and
     one is required)."""
     if path.is_dir():
-        fail(f"the audit log {path} is a directory", "pass the file, e.g. --audit-log logs/audit.jsonl")
+        fail(f"the audit log {path} is a directory", "pass the file, e.g. --log logs/audit.jsonl")
     try:
         files = rotated_files(path)
     except OSError as exc:
@@ -117,20 +137,19 @@ def log_files(path: Path, *, required: bool = True) -> list[Path]:
     if not files and required:
         fail(
             f"no audit log at {path}",
-            "the gateway writes it on its first event; pass --audit-log PATH or set AUDIT_LOG (see --env-file)",
+            "the gateway writes it on its first event; pass --log PATH or set AUDIT_LOG (see --env-file)",
         )
     return files
 
 
-def start_scan(audit_log: Path | None, env_file: Path, since: str | None, until: str | None) -> Scan:
+def start_scan(audit_log: list[str] | None, env_file: Path, since: str | None, until: str | None) -> Scan:
     now = time.time()
     window = Window(parse_point("--since", since, now), parse_point("--until", until, now))
-    path = resolve_log(audit_log, env_file)
-    security = resolve_security_log(path, env_file)
-    streams = [log_files(path, required=False), log_files(security, required=False)]
-    if not any(streams):
-        log_files(path)  # exits with the message and hint for a missing log
-    return Scan(path, security, streams, window, opener=open_or_die)
+    paths = resolve_logs(audit_log, env_file)
+    logs = [Log(path, log_files(path, required=False)) for path in with_security(paths, resolve_security_log(env_file))]
+    if not any(log.files for log in logs):
+        log_files(paths[0])  # exits with the message and hint for a missing log
+    return Scan(logs, window, opener=open_or_die)
 
 
 def open_or_die(path: Path) -> IO[bytes] | None:
@@ -244,11 +263,12 @@ def field_of(entry: dict[str, Any], key: str) -> str:
 
 def caption(scan: Scan) -> str:
     where = []
-    for current, files in zip((scan.path, scan.security_path), scan.streams, strict=True):
-        if files:
-            rotated = len(files) - (1 if current in files else 0)
-            where.append(f"{current}" + (f" (+{rotated} rotated)" if rotated else ""))
-    parts = [f"{scan.in_window} entries in " + " and ".join(where)]
+    for log in scan.logs:
+        if log.files:
+            rotated = len(log.files) - (1 if log.path in log.files else 0)
+            where.append(f"{log.path}" + (f" (+{rotated} rotated)" if rotated else ""))
+    listed = " and ".join(where) if len(where) <= 2 else ", ".join(where[:-1]) + " and " + where[-1]
+    parts = [f"{scan.in_window} entries in {listed}"]
     if scan.window.since is not None:
         parts.append(f"since {iso(scan.window.since)}")
     if scan.window.until is not None:
@@ -372,6 +392,7 @@ def audit_failures(
         lambda e: (field_of(e, "ip"), field_of(e, "reason"), e["event"]),
         "principal",
         "path",
+        "instance",
     )
     rows = [
         {
@@ -381,6 +402,7 @@ def audit_failures(
             **g.seen(),
             "principals": g.counts("principal"),
             "paths": g.counts("path"),
+            "instances": g.counts("instance"),
         }
         for k, g in groups
     ]
@@ -419,6 +441,7 @@ def audit_denied(
         "event",
         "reason",
         "path",
+        "instance",
     )
     rows = [
         {
@@ -427,6 +450,7 @@ def audit_denied(
             "events": g.counts("event"),
             "reasons": g.counts("reason"),
             "paths": g.counts("path"),
+            "instances": g.counts("instance"),
         }
         for k, g in groups
     ]
@@ -463,8 +487,19 @@ def audit_ratelimits(
         of("ratelimit.exceeded")(unfold(entries(scan))),
         lambda e: (field_of(e, "ip"), field_of(e, "principal"), field_of(e, "reason")),
         "path",
+        "instance",
     )
-    rows = [{"ip": k[0], "principal": k[1], "reason": k[2], **g.seen(), "paths": g.counts("path")} for k, g in groups]
+    rows = [
+        {
+            "ip": k[0],
+            "principal": k[1],
+            "reason": k[2],
+            **g.seen(),
+            "paths": g.counts("path"),
+            "instances": g.counts("instance"),
+        }
+        for k, g in groups
+    ]
     columns = [
         Col("IP", "ip", "bold"),
         Col("principal", "principal"),
@@ -493,6 +528,7 @@ def audit_calls(
         list[str] | None,
         typer.Option("--outcome", help="Only this outcome: ok, error, tool_error, forbidden, cancelled (repeatable)."),
     ] = None,
+    instance: Instances = None,
     since: Since = None,
     until: Until = None,
     top: Top = 20,
@@ -505,7 +541,16 @@ def audit_calls(
     Example: mcp-bastion audit calls --server github --tool 'get_*' --since 24h
     """
     scan = start_scan(audit_log, env_file, since, until)
-    only = Filter({"server": server, "tool": tool, "principal": principal, "method": method, "outcome": outcome})
+    only = Filter(
+        {
+            "server": server,
+            "tool": tool,
+            "principal": principal,
+            "method": method,
+            "outcome": outcome,
+            "instance": instance,
+        }
+    )
     groups = grouped(
         (item for item in of("mcp.call")(entries(scan)) if only(item[1])),
         lambda e: (field_of(e, "server"), field_of(e, "method"), field_of(e, "tool"), field_of(e, "principal")),
@@ -552,6 +597,8 @@ def audit_summary(
     print_rows(data["events"], EVENT_COLUMNS, title="Events")
     print_rows(data["top_ips"], busiest_columns("ip"), title="Top IPs")
     print_rows(data["top_principals"], busiest_columns("principal"), title="Top principals")
+    if len(data["instances"]) > 1:
+        print_rows(data["instances"], INSTANCE_COLUMNS, title="Instances")
     if data["errors"]:
         print_rows(data["errors"], ERROR_COLUMNS, title="Errors")
     else:
@@ -566,6 +613,7 @@ class Summary:
         self.events: dict[str, Group] = {}
         self.ips: dict[str, Group] = {}
         self.principals: dict[str, Group] = {}
+        self.instances: dict[str, Group] = {}
         self.errors: dict[tuple[str, ...], Group] = {}
         self.first, self.last = math.inf, -math.inf
 
@@ -582,6 +630,7 @@ class Summary:
             ],
             "top_ips": self.busiest(self.ips, "ip"),
             "top_principals": self.busiest(self.principals, "principal"),
+            "instances": [{"instance": k, **g.seen()} for k, g in sorted(self.instances.items())],
             "errors": [
                 {"event": k[0], "outcome": k[1], "server": k[2], "tool": k[3], "detail": k[4], **g.seen()}
                 for k, g in sorted(self.errors.items(), key=lambda kv: (-kv[1].count, -kv[1].last, kv[0]))[: self.top]
@@ -596,6 +645,8 @@ class Summary:
             bucket(self.ips, text(entry["ip"])).add(stamp, entry, "outcome")
         if entry.get("principal") is not None:
             bucket(self.principals, text(entry["principal"])).add(stamp, entry, "outcome")
+        if entry.get("instance") is not None:
+            bucket(self.instances, text(entry["instance"])).add(stamp, entry)
         if event == "server.crash" or entry.get("outcome") in ERROR_OUTCOMES:
             detail = field_of(entry, "reason") if event == "server.crash" else field_of(entry, "code")
             key = (event, field_of(entry, "outcome"), field_of(entry, "server"), field_of(entry, "tool"), detail)
@@ -627,6 +678,12 @@ def busiest_columns(name: str) -> list[Col]:
     ]
 
 
+INSTANCE_COLUMNS = [
+    Col("instance", "instance", "bold"),
+    Col("entries", "count"),
+    Col("first seen", "first"),
+    Col("last seen", "last"),
+]
 EVENT_COLUMNS = [Col("event", "event"), Col("count", "count"), Col("outcomes", lambda r: outcomes_cell(r["outcomes"]))]
 ERROR_COLUMNS = [
     Col("event", "event"),

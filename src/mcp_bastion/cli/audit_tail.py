@@ -1,6 +1,7 @@
 """`audit tail`: the most recent audit entries, and (--follow) the new ones as they are written, across rotation.
 
-Both logs (the calls and the security file) are read and followed, merged by time, through the one audit reader.
+Both logs (the calls and the security file) are read and followed, merged by time, through the one audit reader;
+with several `--log`s (one per instance, Issue 12), all of them, each line showing the instance that wrote it.
 """
 
 import json
@@ -16,6 +17,7 @@ from rich.text import Text
 from mcp_bastion.audit_reader import Entry, Follower, Scan, by_time, follow_all, matches, stream_entries
 from mcp_bastion.cli.audit_query import (
     AuditLogPath,
+    Instances,
     Since,
     Until,
     audit_cli,
@@ -26,7 +28,19 @@ from mcp_bastion.cli.audit_query import (
 from mcp_bastion.cli.base import EnvFile, err, fail, out
 from mcp_bastion.cli.output import safe
 
-TAIL_FIELDS = ("outcome", "ip", "principal", "server", "method", "tool", "reason", "latency_ms", "path", "request_id")
+TAIL_FIELDS = (
+    "instance",
+    "outcome",
+    "ip",
+    "principal",
+    "server",
+    "method",
+    "tool",
+    "reason",
+    "latency_ms",
+    "path",
+    "request_id",
+)
 
 
 def tail_line(entry: dict[str, Any]) -> Text:
@@ -50,13 +64,14 @@ def tail_line(entry: dict[str, Any]) -> Text:
 class Printer:
     """Prints entries that pass the --event filter, as lines or JSON lines, flushing each."""
 
-    def __init__(self, as_json: bool, events: list[str] | None) -> None:
+    def __init__(self, as_json: bool, events: list[str] | None, instances: list[str] | None = None) -> None:
         self.as_json = as_json
         self.events = events
+        self.instances = instances
         self.printed = 0
 
     def wants(self, entry: dict[str, Any]) -> bool:
-        return matches(entry.get("event"), self.events)
+        return matches(entry.get("event"), self.events) and matches(entry.get("instance"), self.instances)
 
     def __call__(self, entry: dict[str, Any]) -> None:
         if self.as_json:
@@ -78,6 +93,7 @@ def audit_tail(
     event: Annotated[
         list[str] | None, typer.Option("--event", "-e", help="Only these events (glob, e.g. 'auth.*'; repeatable).")
     ] = None,
+    instance: Instances = None,
     since: Since = None,
     until: Until = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines).")] = False,
@@ -92,13 +108,10 @@ def audit_tail(
     if for_seconds is not None and not follow:
         fail("--for only applies with --follow", "add --follow, e.g. mcp-bastion audit tail --follow --for 60")
     scan = start_scan(audit_log, env_file, since, until)
-    printer = Printer(as_json, event)
+    printer = Printer(as_json, event, instance)
     followers: list[Follower] = []
     try:
-        recents = [
-            tail_start(scan, current, files, printer, lines, followers)
-            for current, files in zip((scan.path, scan.security_path), scan.streams, strict=True)
-        ]
+        recents = [tail_start(scan, log.path, log.files, printer, lines, followers) for log in scan.logs]
         for _, entry in deque(by_time(recents), maxlen=lines):
             printer(entry)
         warn_skipped(scan)
