@@ -9,6 +9,8 @@ from mcp_bastion import __version__
 from mcp_bastion.access import Principal, RequestContext, context_of, may_see_server, redact_view
 from mcp_bastion.admin import AdminRoutes
 from mcp_bastion.audit import AuditLog
+from mcp_bastion.cluster.node import Cluster
+from mcp_bastion.cluster.settings import cluster_settings
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
 from mcp_bastion.dashboard.routes import DashboardRoutes
 from mcp_bastion.errors import GatewayError, ProtocolError, ShuttingDown
@@ -58,8 +60,10 @@ class BastionApp:
         audit: AuditLog,
         limiter: Limiter,
         authenticator: Authenticator,
+        cluster: Cluster | None = None,
     ) -> None:
         self.gateway = gateway
+        self.cluster = cluster  # Issue 12: this instance's membership (None without REDIS_URL)
         self.settings = settings
         self.store = store
         self.limiter = limiter  # /health reports the shared counters' state
@@ -121,9 +125,13 @@ class BastionApp:
             if message["type"] == "lifespan.startup":
                 await self.gateway.start()
                 self.revocation.start()
+                if self.cluster is not None:
+                    self.cluster.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.dashboard.close()
+                if self.cluster is not None:
+                    await self.cluster.close()
                 await self.revocation.close()
                 await self.gateway.close()
                 await self.store.close()
@@ -270,7 +278,10 @@ class BastionApp:
     def dependencies(self) -> dict[str, str]:
         """The store's and the rate limiter's state: "down" while a circuit breaker is open (Issue 9 item 1)."""
         store = breaker_of(self.store)
-        return {"store": store.state if store is not None else "ok", "ratelimit": self.limiter.state}
+        found = {"store": store.state if store is not None else "ok", "ratelimit": self.limiter.state}
+        if self.cluster is not None:
+            found["cluster"] = self.cluster.breaker.state  # Issue 12: the heartbeat's and the forwarders' Redis
+        return found
 
 
 class _Answered(GatewayError):
@@ -308,6 +319,27 @@ def create_app(
     limiter = Limiter(settings)
     gateway.limiter = limiter
     authenticator = Authenticator(admin_token=admin_token, store=store)
+    cluster = _cluster(settings, gateway)
     return BastionApp(
-        gateway, settings=settings, store=store, audit=audit, limiter=limiter, authenticator=authenticator
+        gateway,
+        settings=settings,
+        store=store,
+        audit=audit,
+        limiter=limiter,
+        authenticator=authenticator,
+        cluster=cluster,
     )
+
+
+def _cluster(settings: Settings, gateway: Gateway) -> Cluster | None:
+    """This instance's cluster membership when REDIS_URL is set (Issue 12); ConfigError when its settings are not."""
+    config = cluster_settings(settings)
+    if config is None:
+        return None
+
+    def load() -> tuple[int, int]:
+        own = [session.backend for session in gateway.sessions.values() if session.own_backend]
+        children = sum(1 for backend in [*gateway.backends.values(), *own] if backend.child is not None)
+        return len(gateway.sessions), children
+
+    return Cluster(config, timeout_s=settings.redis_timeout_s, open_s=settings.redis_breaker_open_s, load=load)

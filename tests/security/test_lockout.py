@@ -145,7 +145,7 @@ def test_in_cluster_mode_a_token_known_on_one_instance_passes_the_lockout_on_ano
     """Issue 9 item 10: with REDIS_URL, the memory is shared: a token used on instance A keeps working on instance
     B through a lockout counted on B, while a token never used from this address gets 429 there."""
     admin = admin_token()
-    settings = {**LOCKOUT, "redis_url": shared_redis, "store_url": shared_redis}  # a cluster shares both
+    settings = {**LOCKOUT, "redis_url": shared_redis, "store_url": shared_redis, "cluster_secret": "c" * 32}
     with (
         secure_gateway([], tmp_path / "a", auth_token=admin, **settings) as first,
         secure_gateway([], tmp_path / "b", auth_token=admin, **settings) as second,

@@ -18,6 +18,7 @@ def test_two_instances_share_the_per_ip_limit(redis_url: str, tmp_path: Path) ->
     assert len(admin) == 40
     settings = {
         "redis_url": redis_url,
+        "cluster_secret": "c" * 32,  # REDIS_URL turns cluster mode on (Issue 12)
         "rate_limit_max_requests": LIMIT,
         "insecure_no_auth": False,
         "auth_token": admin,

@@ -1,0 +1,164 @@
+"""Who is in the cluster: each instance writes its record to Redis every heartbeat, with a TTL, and reads the others'.
+
+An instance that stops writing (killed, frozen, cut off) is forgotten TTL_HEARTBEATS heartbeats after its last
+write, so a request for one of its sessions is answered 404 within that bound instead of waiting on a dead peer.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from mcp_bastion.cluster.bus import ClusterBus
+from mcp_bastion.errors import DependencyUnavailable
+
+log = logging.getLogger("mcp_bastion.cluster")
+
+HEARTBEAT_S = 1.0  # default heartbeat: a dead owner's sessions answer 404 within 2 s
+TTL_HEARTBEATS = 2  # a record outlives one missed heartbeat (a busy loop), not two
+
+
+class InstanceInfo(NamedTuple):
+    """One instance as the cluster sees it (times are seconds since the epoch)."""
+
+    id: str
+    advertise_url: str
+    started_at: float
+    sessions: int
+    children: int
+    last_heartbeat: float
+    draining: bool
+
+
+Load = Callable[[], tuple[int, int]]  # (sessions, children) of this instance, for its record
+
+
+def _parse(raw: str) -> InstanceInfo | None:
+    try:
+        data = json.loads(raw)
+        return InstanceInfo(
+            str(data["id"]),
+            str(data["advertise_url"]),
+            float(data["started_at"]),
+            int(data["sessions"]),
+            int(data["children"]),
+            float(data["last_heartbeat"]),
+            bool(data["draining"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # a record this version cannot read is no peer of ours
+
+
+class Registry:
+    """This instance's record in Redis, kept alive by a heartbeat, and a view of every live instance."""
+
+    def __init__(
+        self,
+        bus: ClusterBus,
+        *,
+        instance_id: str,
+        advertise_url: str,
+        heartbeat_s: float = HEARTBEAT_S,
+        load: Load = lambda: (0, 0),
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.id = instance_id
+        self.advertise_url = advertise_url.rstrip("/")
+        self.heartbeat_s = heartbeat_s
+        self.load = load
+        self.wall = wall
+        self.started_at = wall()
+        self.draining = False
+        self.view: dict[str, InstanceInfo] = {}  # the last fresh read (one per heartbeat)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ttl_ms(self) -> int:
+        """How long Redis keeps a record after its last write."""
+        return int(self.heartbeat_s * TTL_HEARTBEATS * 1000)
+
+    def me(self) -> InstanceInfo:
+        """This instance's record as of now."""
+        sessions, children = self.load()
+        now = self.wall()
+        return InstanceInfo(self.id, self.advertise_url, self.started_at, sessions, children, now, self.draining)
+
+    async def beat(self) -> None:
+        """Write this instance's record and refresh the view of the others.
+
+        Raises:
+            DependencyUnavailable: Redis failed or is down.
+        """
+        await self.bus.put_instance(self.id, json.dumps(self.me()._asdict()), self.ttl_ms)
+        await self.instances()
+
+    async def instances(self) -> list[InstanceInfo]:
+        """Every live instance (this one included), by id.
+
+        Raises:
+            DependencyUnavailable: Redis failed or is down.
+        """
+        found = [info for info in map(_parse, await self.bus.all_instances()) if info is not None]
+        self.view = {info.id: info for info in found}
+        return sorted(found, key=lambda info: info.id)
+
+    async def url_of(self, instance_id: str) -> str | None:
+        """Where to reach a live instance, or None when it is gone (its record expired or it left).
+
+        The view answers for a known peer; an unknown one is read fresh, so a new instance takes traffic at once.
+
+        Raises:
+            DependencyUnavailable: Redis failed or is down (and the view does not know the instance).
+        """
+        known = self.view.get(instance_id)
+        if known is not None and self.wall() - known.last_heartbeat < self.heartbeat_s * TTL_HEARTBEATS:
+            return known.advertise_url
+        return await self.still_there(instance_id)
+
+    async def still_there(self, instance_id: str) -> str | None:
+        """A fresh read of one instance's record: its URL, or None when it is gone.
+
+        Raises:
+            DependencyUnavailable: Redis failed or is down.
+        """
+        raw = await self.bus.get_instance(instance_id)
+        info = _parse(raw) if raw is not None else None
+        if info is None:
+            self.view.pop(instance_id, None)
+            return None
+        self.view[instance_id] = info
+        return info.advertise_url
+
+    def start(self) -> None:
+        """Heartbeat until closed (the first beat runs at once)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="cluster-heartbeat")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except DependencyUnavailable:
+                pass  # the breaker logged and audited the outage; the next beat retries
+            except Exception:  # the top of a task: log it and keep beating
+                log.exception("cluster heartbeat failed")
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def drain(self) -> None:
+        """Mark this instance draining (it takes no new sessions) and say so at once."""
+        self.draining = True
+        with contextlib.suppress(DependencyUnavailable):
+            await self.beat()
+
+    async def close(self) -> None:
+        """Stop the heartbeat and leave the cluster (best effort: a record left behind expires by itself)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(DependencyUnavailable):
+            await self.bus.delete_instance(self.id)

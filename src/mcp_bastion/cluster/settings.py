@@ -1,0 +1,45 @@
+"""Cluster mode's settings, judged once at start: on when REDIS_URL is set, refused with one line when incomplete."""
+
+from typing import NamedTuple
+
+from mcp_bastion.config import Settings, is_loopback
+from mcp_bastion.errors import ConfigError
+
+SECRET_MIN_CHARS = 32  # CLUSTER_SECRET seals session ids and signs hops: at least 256 bits' worth of text
+
+
+class ClusterSettings(NamedTuple):
+    """What an instance needs to join a cluster."""
+
+    redis_url: str
+    secret: str
+    instance_id: str
+    advertise_url: str
+
+
+def cluster_settings(settings: Settings) -> ClusterSettings | None:
+    """The cluster settings, or None when REDIS_URL is unset (one instance).
+
+    Raises:
+        ConfigError: CLUSTER_SECRET missing or short, CLUSTER_ADVERTISE_URL missing off loopback or not http(s).
+    """
+    if settings.redis_url is None:
+        return None
+    secret = settings.cluster_secret.get_secret_value() if settings.cluster_secret else ""
+    if len(secret) < SECRET_MIN_CHARS:
+        raise ConfigError(
+            f"cluster mode (REDIS_URL is set) needs CLUSTER_SECRET of at least {SECRET_MIN_CHARS} characters, the same "
+            "on every instance; generate one with `mcp-bastion token generate`"
+        )
+    url = settings.cluster_advertise_url
+    if url is None:
+        if not is_loopback(settings.host):
+            raise ConfigError(
+                f"cluster mode with HOST={settings.host} needs CLUSTER_ADVERTISE_URL: the base URL other instances "
+                "reach this one at, e.g. http://10.0.0.5:3001"
+            )
+        scheme = "https" if settings.tls else "http"
+        url = f"{scheme}://127.0.0.1:{settings.port}"
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError("CLUSTER_ADVERTISE_URL must start with http:// or https://")
+    return ClusterSettings(settings.redis_url.get_secret_value(), secret, settings.instance_id, url.rstrip("/"))

@@ -1,0 +1,89 @@
+"""The instance registry on a real redis-server: records with a heartbeat, a TTL, a fresh read for unknown peers."""
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mcp_bastion.cluster.bus import ClusterBus
+from mcp_bastion.cluster.registry import InstanceInfo, Registry
+from mcp_bastion.cluster.settings import cluster_settings
+from mcp_bastion.config import Settings
+from mcp_bastion.errors import ConfigError
+from tests.redis_server import redis_server
+
+pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
+
+HEARTBEAT_S = 0.2  # short, so expiry is quick to observe
+SECRET = "s" * 32
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+def _registry(url: str, instance_id: str, load: tuple[int, int] = (0, 0)) -> Registry:
+    bus = ClusterBus(url)
+    return Registry(
+        bus,
+        instance_id=instance_id,
+        advertise_url=f"http://127.0.0.1:1/{instance_id}/",
+        heartbeat_s=HEARTBEAT_S,
+        load=lambda: load,
+    )
+
+
+async def test_instances_see_each_other_and_a_dead_one_is_forgotten_within_two_heartbeats(redis_url: str) -> None:
+    one, two = _registry(redis_url, "one", (3, 1)), _registry(redis_url, "two")
+    try:
+        one.start()
+        two.start()
+        for _ in range(100):
+            if len(await one.instances()) == 2:
+                break
+            await asyncio.sleep(0.02)
+        found = {info.id: info for info in await one.instances()}
+        assert set(found) == {"one", "two"}
+        mine = found["one"]
+        assert isinstance(mine, InstanceInfo)
+        assert (mine.advertise_url, mine.sessions, mine.children, mine.draining) == (
+            "http://127.0.0.1:1/one",
+            3,
+            1,
+            False,
+        )
+        assert await one.url_of("two") == "http://127.0.0.1:1/two"
+        assert two._task is not None
+        two._task.cancel()  # dies without leaving: only the TTL removes it
+        loop = asyncio.get_running_loop()
+        died = loop.time()
+        while await two.still_there("two") is not None:
+            assert loop.time() - died < 2 * HEARTBEAT_S + 0.2
+            await asyncio.sleep(0.02)
+        assert await one.url_of("two") is None
+        await one.drain()
+        assert [info.draining for info in await two.instances()] == [True]
+    finally:
+        await one.close()
+        await one.bus.close()
+        await two.close()
+        await two.bus.close()
+    probe = ClusterBus(redis_url)
+    assert await probe.all_instances() == []  # both records gone: one left, two expired
+    await probe.close()
+
+
+def test_cluster_mode_needs_a_long_secret_and_off_loopback_an_advertised_url() -> None:
+    assert cluster_settings(Settings(_env_file=None)) is None  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="CLUSTER_SECRET of at least 32"):
+        cluster_settings(Settings(_env_file=None, redis_url="redis://x", cluster_secret="short"))  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="needs CLUSTER_ADVERTISE_URL"):
+        cluster_settings(
+            Settings(_env_file=None, redis_url="redis://x", cluster_secret=SECRET, host="0.0.0.0", auth_token="t" * 40)  # type: ignore[call-arg]
+        )
+    found = cluster_settings(Settings(_env_file=None, redis_url="redis://x", cluster_secret=SECRET, port=4000))  # type: ignore[call-arg]
+    assert found is not None
+    assert found.advertise_url == "http://127.0.0.1:4000"
