@@ -1,10 +1,12 @@
 """What every store backend provides: named tokens (hashed), login sessions (hashed ids), revoked hashes."""
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from mcp_bastion.errors import DependencyUnavailable, GatewayError
 from mcp_bastion.security import token_name_problem
+
+Record = dict[str, Any]  # a JSON object kept by `put_record` (the built-in authorization server's state)
 
 
 class StoreError(GatewayError):
@@ -107,6 +109,22 @@ class Store(Protocol):
 
     async def is_revoked(self, token_hash: str) -> bool:
         """Whether that hash was recorded by `revoke_hash` (named tokens are revoked by deleting them instead)."""
+
+    async def put_record(
+        self, kind: str, key: str, value: Record, expires: float | None, *, only_new: bool = False
+    ) -> bool:
+        """Keep a JSON record under (kind, key) until `expires` (epoch seconds); whether it was written. With
+        `only_new`, only when no unexpired record is there, atomically on every backend: how single-use values
+        (authorization codes, refresh tokens) are claimed across instances."""
+
+    async def get_record(self, kind: str, key: str) -> Record | None:
+        """The unexpired record under (kind, key)."""
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Forget one record; False if there was none."""
+
+    async def list_records(self, kind: str) -> list[Record]:
+        """Every unexpired record of a kind."""
 
     async def close(self) -> None:
         """Release connections."""

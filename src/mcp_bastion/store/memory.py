@@ -1,8 +1,10 @@
 """In-process store for tests and throwaway runs (`memory://`)."""
 
+import copy
 import dataclasses
+import time
 
-from mcp_bastion.store.base import DuplicateName, LoginSession, TokenRecord, require_valid_name
+from mcp_bastion.store.base import DuplicateName, LoginSession, Record, TokenRecord, require_valid_name
 
 
 class MemoryStore:
@@ -12,6 +14,7 @@ class MemoryStore:
         self.tokens: dict[str, TokenRecord] = {}
         self.sessions: dict[str, LoginSession] = {}
         self.revoked: set[str] = set()
+        self.records: dict[tuple[str, str], tuple[Record, float | None]] = {}
 
     async def create_token(self, record: TokenRecord) -> None:
         """Add a token."""
@@ -80,3 +83,32 @@ class MemoryStore:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def put_record(
+        self, kind: str, key: str, value: Record, expires: float | None, *, only_new: bool = False
+    ) -> bool:
+        """Keep a record (a deep copy: callers never share state with the store)."""
+        if only_new and await self.get_record(kind, key) is not None:
+            return False
+        self.records[(kind, key)] = (copy.deepcopy(value), expires)
+        return True
+
+    async def get_record(self, kind: str, key: str) -> Record | None:
+        """The unexpired record."""
+        found = self.records.get((kind, key))
+        if found is None or (found[1] is not None and found[1] <= time.time()):
+            return None
+        return copy.deepcopy(found[0])
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Forget a record."""
+        return self.records.pop((kind, key), None) is not None
+
+    async def list_records(self, kind: str) -> list[Record]:
+        """Unexpired records of a kind."""
+        now = time.time()
+        return [
+            copy.deepcopy(value)
+            for (k, _), (value, expires) in self.records.items()
+            if k == kind and (expires is None or expires > now)
+        ]

@@ -20,6 +20,7 @@ from mcp_bastion.breaker import BREAKER_OPEN_S, DEPENDENCY_TIMEOUT_S, Breaker
 from mcp_bastion.store.base import (
     DuplicateName,
     LoginSession,
+    Record,
     StoreUnavailable,
     TokenRecord,
     require_valid_name,
@@ -151,6 +152,29 @@ class RedisStore:
         """Close the connection pool."""
         await self._redis.aclose()
 
+    async def put_record(
+        self, kind: str, key: str, value: Record, expires: float | None, *, only_new: bool = False
+    ) -> bool:
+        """Keep a record that Redis itself expires (PXAT); `only_new` is SET NX, atomic across instances."""
+        at_ms = int(expires * 1000) if expires is not None else None
+        written = await self._call("set", f"{PREFIX}record:{kind}:{key}", json.dumps(value), pxat=at_ms, nx=only_new)
+        return bool(written)
+
+    async def get_record(self, kind: str, key: str) -> Record | None:
+        """The unexpired record."""
+        raw = await self._call("get", f"{PREFIX}record:{kind}:{key}")
+        return _record(raw) if raw else None
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Forget a record."""
+        return bool(await self._call("delete", f"{PREFIX}record:{kind}:{key}"))
+
+    async def list_records(self, kind: str) -> list[Record]:
+        """Unexpired records of a kind."""
+        keys = await self._keys(f"{PREFIX}record:{kind}:*")
+        values = await self._call("mget", keys) if keys else []
+        return [_record(v) for v in values if v]
+
 
 def _token(raw: str) -> TokenRecord:
     data = json.loads(raw)
@@ -162,3 +186,8 @@ def _session(raw: str) -> LoginSession:
     data = json.loads(raw)
     data["scopes"] = tuple(data["scopes"])
     return LoginSession(**data)
+
+
+def _record(raw: str) -> Record:
+    value: Record = json.loads(raw)
+    return value

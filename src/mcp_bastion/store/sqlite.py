@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_bastion.files import ensure_private
-from mcp_bastion.store.base import DuplicateName, LoginSession, StoreError, TokenRecord, require_valid_name
+from mcp_bastion.store.base import DuplicateName, LoginSession, Record, StoreError, TokenRecord, require_valid_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     id_hash TEXT PRIMARY KEY, principal TEXT NOT NULL, scopes TEXT NOT NULL, created REAL NOT NULL,
     expires REAL NOT NULL, client_ip TEXT NOT NULL, csrf_hash TEXT NOT NULL, extra TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked (token_hash TEXT PRIMARY KEY, revoked REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires REAL, PRIMARY KEY (kind, key));
 """
 BUSY_TIMEOUT_S = 5.0  # the CLI and the server may write at the same moment
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")  # files SQLite keeps next to the database, holding its data too
@@ -131,6 +133,39 @@ class SqliteStore:
         """Close the file."""
         self._db.close()
 
+    async def put_record(
+        self, kind: str, key: str, value: Record, expires: float | None, *, only_new: bool = False
+    ) -> bool:
+        """Keep a record; `only_new` replaces only an expired one, in one statement (atomic across processes)."""
+        args = (kind, key, json.dumps(value), expires)
+        if not only_new:
+            self._run("INSERT OR REPLACE INTO records VALUES (?,?,?,?)", args)
+            return True
+        written = self._run(
+            "INSERT INTO records VALUES (?,?,?,?) ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, "
+            "expires = excluded.expires WHERE records.expires IS NOT NULL AND records.expires <= ? RETURNING 1",
+            (*args, time.time()),
+        )
+        return bool(written)
+
+    async def get_record(self, kind: str, key: str) -> Record | None:
+        """The unexpired record."""
+        rows = self._run(
+            "SELECT value FROM records WHERE kind = ? AND key = ? AND (expires IS NULL OR expires > ?)",
+            (kind, key, time.time()),
+        )
+        return _record(rows[0][0]) if rows else None
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Forget a record."""
+        return bool(self._run("DELETE FROM records WHERE kind = ? AND key = ? RETURNING 1", (kind, key)))
+
+    async def list_records(self, kind: str) -> list[Record]:
+        """Unexpired records of a kind (the expired ones of that kind are dropped on the way)."""
+        now = time.time()
+        self._run("DELETE FROM records WHERE kind = ? AND expires IS NOT NULL AND expires <= ?", (kind, now))
+        return [_record(row[0]) for row in self._run("SELECT value FROM records WHERE kind = ?", (kind,))]
+
 
 def _token(row: tuple[Any, ...]) -> TokenRecord:
     token_hash, name, scopes, created, expires, last_used = row
@@ -142,3 +177,8 @@ def _session(row: tuple[Any, ...]) -> LoginSession:
     return LoginSession(
         id_hash, principal, tuple(json.loads(scopes)), created, expires, client_ip, csrf_hash, json.loads(extra)
     )
+
+
+def _record(raw: str) -> Record:
+    value: Record = json.loads(raw)
+    return value
