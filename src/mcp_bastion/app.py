@@ -18,6 +18,7 @@ from mcp_bastion.middleware import Security, build_pipeline
 from mcp_bastion.middleware.auth import Authenticator
 from mcp_bastion.middleware.headers import BASE_HEADERS
 from mcp_bastion.middleware.reply import state
+from mcp_bastion.oauth import METADATA_MAX_AGE_S, ResourceServer, oauth_config, protected_resource_metadata
 from mcp_bastion.protocol import MODERN_VERSIONS, is_modern_header
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
@@ -78,6 +79,7 @@ class BastionApp:
             gateway=gateway, store=store, authenticator=authenticator, audit=audit, every_s=settings.revocation_check_s
         )
         self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep)
+        self.oauth = authenticator.oauth  # Issue 13: the resource server (None unless OAUTH_ISSUER is set)
         self.handlers = self._handlers()
         self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator, gateway))
 
@@ -133,6 +135,8 @@ class BastionApp:
                 if self.cluster is not None:
                     await self.cluster.close()
                 await self.revocation.close()
+                if self.oauth is not None:
+                    await self.oauth.close()
                 await self.gateway.close()
                 await self.store.close()
                 await self.limiter.close()
@@ -181,6 +185,8 @@ class BastionApp:
             "static": lambda req, ctx: dashboard.static(req, ctx.params["file"]),
             "discovery": self._discovery,
             "discovery.root": self._discovery,
+            "oauth.resource": self._protected_resource,
+            "oauth.resource.server": self._protected_resource,
             "auth.login": lambda req, ctx: admin.login(req),
             "auth.logout": lambda req, ctx: admin.logout(req),
             "auth.session": lambda req, ctx: admin.session(req),
@@ -213,6 +219,15 @@ class BastionApp:
         """OAuth discovery documents: public, answered 404 until the gateway serves OAuth metadata."""
         body = {"error": "Not found", "message": "This gateway does not serve OAuth metadata; use a bearer token"}
         await send_json(req.send, 404, body)
+
+    async def _protected_resource(self, req: Request, ctx: RequestContext) -> None:
+        """Protected Resource Metadata (RFC 9728) of the gateway or of one configured server; 404 without OAuth."""
+        server = ctx.params.get("server")
+        if self.oauth is None or (server is not None and server not in self.gateway.specs):
+            await self._discovery(req, ctx)
+            return
+        body = protected_resource_metadata(self.oauth.config, server)
+        await send_json(req.send, 200, body, [(b"cache-control", f"public, max-age={METADATA_MAX_AGE_S}".encode())])
 
     async def _only(self, req: Request, *methods: str) -> None:
         if req.method not in methods:
@@ -295,6 +310,7 @@ def create_app(
     supervisor: Supervisor | None = None,
     store: Store | None = None,
     events: EventSink | None = None,
+    oauth: ResourceServer | None = None,
 ) -> BastionApp:
     """Build the gateway application (its lifespan starts and stops the children).
 
@@ -303,6 +319,7 @@ def create_app(
     """
     admin_token = settings.auth_token.get_secret_value() if settings.auth_token else None
     secrets = [admin_token or "", settings.session_secret.get_secret_value() if settings.session_secret else ""]
+    secrets += [settings.oauth_client_secret.get_secret_value()] if settings.oauth_client_secret else []
     secrets += [value for spec in servers.values() for value in spec.env.values() if len(value) >= SECRET_MIN_CHARS]
     audit = AuditLog.from_settings(settings, secrets)
     also = events or log_event
@@ -318,7 +335,9 @@ def create_app(
     gateway.audit = audit
     limiter = Limiter(settings)
     gateway.limiter = limiter
-    authenticator = Authenticator(admin_token=admin_token, store=store)
+    config = oauth_config(settings)
+    oauth = oauth or (ResourceServer(config) if config is not None else None)
+    authenticator = Authenticator(admin_token=admin_token, store=store, oauth=oauth)
     cluster = _cluster(settings, gateway)
     return BastionApp(
         gateway,

@@ -11,6 +11,7 @@ import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -147,6 +148,42 @@ class Settings(BaseSettings):
     # Loopback only, loudly warned: for the conformance suite and local experiments, never for a deploy.
     insecure_no_auth: bool = False
 
+    # --- OAuth 2.1 resource server (Issue 13): access tokens from an identity provider, next to named tokens ---
+    # The gateway's external base URL: only an identifier (resources are PUBLIC_URL and PUBLIC_URL/mcp/NAME).
+    public_url: str | None = None
+    oauth_issuer: str | None = None  # exact `iss`; discovery (RFC 8414 / OpenID) finds the JWKS when it is unset
+    oauth_jwks_url: str | None = None
+    oauth_audience: str | None = None  # unset: the resource identifier itself (RFC 8707 audience binding)
+    oauth_scope_prefix: str = ""  # stripped from the token's scopes before they are read with the scope grammar
+    oauth_principal_claim: str = "sub"
+    oauth_client_id: str | None = None  # the gateway's own credentials at the introspection endpoint
+    oauth_client_secret: SecretStr | None = None
+    oauth_introspection_url: str | None = None  # RFC 7662, for opaque tokens
+    # Clock skew tolerated on exp / nbf / iat; 5 minutes is the most any IdP's documentation asks for.
+    oauth_leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
+
+    @field_validator("public_url", "oauth_issuer", "oauth_jwks_url", "oauth_introspection_url")
+    @classmethod
+    def _oauth_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value == "":
+            return None
+        problem = url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        if info.field_name != "public_url" and info.data.get("public_url") is None:
+            raise ValueError("needs PUBLIC_URL (the resource identifiers derive from it)")
+        if info.field_name == "oauth_introspection_url":
+            if not info.data.get("oauth_client_id") or info.data.get("oauth_client_secret") is None:
+                raise ValueError("needs OAUTH_CLIENT_ID and OAUTH_CLIENT_SECRET")
+        return value.rstrip("/") if info.field_name == "public_url" else value
+
+    @field_validator("oauth_principal_claim")
+    @classmethod
+    def _claim_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+            raise ValueError("a claim name is 1-64 characters of A-Z a-z 0-9 _ . : -")
+        return value
+
     # --- cluster (Issue 12): on when REDIS_URL is set ---
     # Seals session ids and signs forwarded hops between instances; required (>= 32 chars) in cluster mode.
     cluster_secret: SecretStr | None = None
@@ -172,6 +209,19 @@ def security_log_for(audit_log: Path) -> Path:
     """The default security file of an audit log: `security.jsonl` in the same directory (never the log itself)."""
     beside = audit_log.with_name(SECURITY_LOG_NAME)
     return beside if beside != audit_log else audit_log.with_name(f"{audit_log.stem}.security{audit_log.suffix}")
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot name an issuer, a JWKS, an introspection endpoint or the public URL, or None: https only
+    (tokens and keys must not travel in clear), plain http on loopback only (tests), no query, fragment or userinfo."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"{url!r} is not an absolute http(s) URL"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return f"{url!r} must use https:// (plain http only on a loopback address)"
+    if parts.query or parts.fragment or parts.username is not None:
+        return f"{url!r} may not carry a query, a fragment or credentials"
+    return None
 
 
 def split_list(value: str) -> list[str]:
@@ -259,7 +309,7 @@ def load_settings(env_file: Path | None, **flags: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = str(first["loc"][0]).upper() if first["loc"] else "?"
-        raise ConfigError(f"setting {key}: {first['msg']}") from None
+        raise ConfigError(f"setting {key}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def variables(env_file: Path | None) -> dict[str, str]:

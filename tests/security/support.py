@@ -43,7 +43,7 @@ def admin_token() -> str:
 
 @contextlib.contextmanager
 def secure_gateway(
-    servers: list[ServerSpec], tmp_path: Path, *, auth_token: str | None, **settings: Any
+    servers: list[ServerSpec], tmp_path: Path, *, auth_token: str | None, oauth: Any = None, **settings: Any
 ) -> Iterator[RunningGateway]:
     """A real uvicorn gateway on loopback with the authentication stage ON (insecure_no_auth=False)."""
     port = free_port()
@@ -64,7 +64,7 @@ def secure_gateway(
     if config.tls:
         tls = {"ssl_certfile": str(config.tls_cert_file), "ssl_keyfile": str(config.tls_key_file)}
     events: list[tuple[str, dict[str, Any]]] = []
-    app = create_app(config, {s.name: s for s in servers}, events=lambda e, **f: events.append((e, f)))
+    app = create_app(config, {s.name: s for s in servers}, events=lambda e, **f: events.append((e, f)), oauth=oauth)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

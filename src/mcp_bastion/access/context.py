@@ -30,6 +30,7 @@ class Principal(NamedTuple):
     credential: str | None = None  # hash of the token behind it: what a revocation ends
     login: str | None = None  # id hash of the login session, when it came by cookie
     expires: float | None = None  # when the credential expires (a login session never outlives it)
+    audit: tuple[tuple[str, str], ...] = ()  # extra audit fields (an OAuth token's issuer, subject, client, jti)
 
 
 class RequestContext(NamedTuple):
@@ -57,12 +58,15 @@ class RequestContext(NamedTuple):
     def who(self) -> dict[str, Any]:
         """Identity fields for an audit line."""
         principal = self.principal
-        return {
+        fields = {
             "request_id": self.request_id,
             "ip": self.client_ip,
             "principal": principal.name if principal else None,
             "principal_id": principal.id if principal else None,
         }
+        if principal is not None and principal.audit:
+            fields.update(principal.audit)
+        return fields
 
 
 def context_of(scope: Scope) -> RequestContext:

@@ -103,6 +103,15 @@ ROUTES: tuple[Route, ...] = (
     # OAuth discovery (RFC 9728, RFC 8414, OpenID): clients probe these without credentials; 404 until served.
     Route("discovery", (".well-known", "{document}", "**"), GET, Access.PUBLIC, rate=RateClass.IP),
     Route("discovery.root", (".well-known", "{document}"), GET, Access.PUBLIC, rate=RateClass.IP),
+    # Protected Resource Metadata (RFC 9728, Issue 13): the gateway's, and each MCP server's (its resource).
+    Route("oauth.resource", (".well-known", "oauth-protected-resource"), GET, Access.PUBLIC, rate=RateClass.IP),
+    Route(
+        "oauth.resource.server",
+        (".well-known", "oauth-protected-resource", "mcp", "{server}"),
+        GET,
+        Access.PUBLIC,
+        rate=RateClass.IP,
+    ),
     Route("auth.login", ("auth", "login"), POST, Access.PUBLIC, rate=RateClass.IP),
     Route("auth.logout", ("auth", "logout"), POST, Access.PRINCIPAL, cookie=True),
     Route("auth.session", ("auth", "session"), GET, Access.PRINCIPAL, cookie=True, rate=RateClass.DASHBOARD),

@@ -74,7 +74,7 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
     if "*" in origins or "null" in origins:
         raise ConfigError("ALLOWED_ORIGINS may not contain * or null: list the exact origins (credentials are sent)")
     # 8. The one authorizer decides the route (admin routes, the {server}); MCP methods where the body is parsed.
-    app = AuthorizationMiddleware(app, audit=audit)
+    app = AuthorizationMiddleware(app, audit=audit, oauth=security.authenticator.oauth)
     # 7. Per-principal limit: after auth, so it keys on the principal's id (the dashboard's cookie reads exempt).
     app = RateLimitMiddleware(app, limiter=limiter, per="principal", audit=audit)
     # 6. Who is calling: bearer token on every route, session cookie on management routes; fails closed; a refusal

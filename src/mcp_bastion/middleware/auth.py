@@ -19,6 +19,7 @@ from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, R
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.errors import DependencyUnavailable
 from mcp_bastion.middleware.reply import refuse, refuse_limited, refuse_rate, refuse_unavailable
+from mcp_bastion.oauth import ResourceServer
 from mcp_bastion.ratelimit import Limiter, Verdict
 from mcp_bastion.security import ADMIN_SCOPE, bearer, token_hash
 from mcp_bastion.store import LoginSession, Store, StoreError
@@ -41,9 +42,10 @@ TOKEN_KEY = "token"  # noqa: S105 - LoginSession.extra key holding the hash of t
 class Authenticator:
     """Turns a token or a cookie into a Principal; the admin token from .env first, then the store."""
 
-    def __init__(self, *, admin_token: str | None, store: Store) -> None:
+    def __init__(self, *, admin_token: str | None, store: Store, oauth: ResourceServer | None = None) -> None:
         self.admin_hash = token_hash(admin_token) if admin_token else None
         self.store = store
+        self.oauth = oauth  # OAuth access tokens from the configured issuer (Issue 13), next to the named tokens
         self._touched: dict[str, float] = {}
         self._admin_revoked = False  # sticky: once `lockdown` revoked the .env token, it stays refused
 
@@ -53,18 +55,41 @@ class Authenticator:
         Raises:
             StoreError: the store could not answer (the caller fails closed).
         """
-        return await self.by_hash(token_hash(token))
+        return await self.by_hash(token_hash(token), oauth=False)
 
-    async def by_hash(self, digest: str, *, touch: bool = True) -> tuple[Principal | None, str]:
-        """The principal of a token hash (a bearer token's, or the one a login session is bound to).
+    async def by_bearer(self, token: str, server: str | None) -> tuple[Principal | None, str]:
+        """The principal of a bearer token on the resource `server` names: a JWT from the OAuth issuer, else the
+        admin or a named token, else (introspection configured) an opaque token of the issuer.
+
+        Raises:
+            StoreError, DependencyUnavailable: the store or the identity provider could not answer (fail closed).
+        """
+        digest = token_hash(token)
+        oauth = self.oauth
+        if oauth is not None and oauth.takes(token) and not self._is_admin(digest):
+            return await oauth.verify(token, digest, server)
+        principal, reason = await self.by_hash(digest, oauth=False)
+        if principal is None and reason == "invalid token" and oauth is not None and oauth.introspects:
+            return await oauth.verify(token, digest, server)
+        return principal, reason
+
+    def _is_admin(self, digest: str) -> bool:
+        return self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash)
+
+    async def by_hash(self, digest: str, *, touch: bool = True, oauth: bool = True) -> tuple[Principal | None, str]:
+        """The principal of a token hash (a bearer token's, or the one a login session is bound to); with `oauth`,
+        also of an OAuth access token seen valid here that has not expired (how its sessions end with it).
 
         Raises:
             StoreError: the store could not answer (the caller fails closed).
         """
-        if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
+        if self._is_admin(digest):
             if await self._admin_token_revoked(digest):
                 return None, "revoked token"
             return Principal(ADMIN_ID, "admin", (ADMIN_SCOPE,), "bearer", credential=digest), "ok"
+        seen = self.oauth.known(digest) if oauth and self.oauth is not None else None
+        if seen is not None:
+            return seen, "ok"
         record = await self.store.token_by_hash(digest)
         if record is None:
             return None, "invalid token"
@@ -199,7 +224,7 @@ class AuthenticationMiddleware:
                 return
             ended = reason == "expired session" or reason.startswith("session ended")
             self._record(ctx, scope, "session.expired" if ended else "auth.failure", reason)
-            challenge = CHALLENGE_INVALID if presented else CHALLENGE
+            challenge = _challenge(self.auth.oauth, ctx, invalid=presented)
             await refuse(scope, send, 401, "Unauthorized", _public_reason(reason), [challenge])
             return
         if principal.via == "cookie" and scope["method"] not in SAFE_METHODS and not _csrf_ok(scope, login):
@@ -261,7 +286,7 @@ class AuthenticationMiddleware:
             token = bearer(values[0])
             if token is None:
                 return None, "malformed Authorization header", True, None
-            principal, reason = await self.auth.by_token(token)
+            principal, reason = await self.auth.by_bearer(token, ctx.server)
             return principal, reason, True, None
         cookie = cookie_value(scope["headers"], SESSION_COOKIE)
         if cookie is not None and ctx.route.cookie:
@@ -303,6 +328,18 @@ def _csrf_ok(scope: Scope, login: LoginSession | None) -> bool:
     return hmac.compare_digest(token_hash(sent.decode("latin-1")), login.csrf_hash)
 
 
+def _challenge(
+    oauth: ResourceServer | None, ctx: RequestContext, *, invalid: bool = False, scope: str | None = None
+) -> tuple[bytes, bytes]:
+    """The WWW-Authenticate header of a refusal: with OAuth on, it names the resource's metadata (RFC 9728)."""
+    if oauth is None:
+        if scope is not None:
+            return (b"www-authenticate", f'Bearer error="insufficient_scope", scope="{scope}"'.encode())
+        return CHALLENGE_INVALID if invalid else CHALLENGE
+    error = "insufficient_scope" if scope is not None else "invalid_token" if invalid else None
+    return (b"www-authenticate", oauth.challenge(ctx.server, error=error, scope=scope))
+
+
 def _public_reason(reason: str) -> str:
     if reason == "missing credentials":
         return "Authentication required: send Authorization: Bearer <token>"
@@ -318,9 +355,10 @@ class AuthorizationMiddleware:
     parsed (transports.policy), with the same grammar.
     """
 
-    def __init__(self, app: ASGIApp, *, audit: AuditLog) -> None:
+    def __init__(self, app: ASGIApp, *, audit: AuditLog, oauth: ResourceServer | None = None) -> None:
         self.app = app
         self.audit = audit
+        self.oauth = oauth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -330,7 +368,7 @@ class AuthorizationMiddleware:
         principal = ctx.principal
         if principal is None:
             if ctx.route.access is not Access.PUBLIC:  # deny by default: only public routes pass without one
-                await refuse(scope, send, 401, "Unauthorized", "Authentication required", [CHALLENGE])
+                await refuse(scope, send, 401, "Unauthorized", "Authentication required", [_challenge(self.oauth, ctx)])
                 return
             await self.app(scope, receive, send)
             return
@@ -339,5 +377,5 @@ class AuthorizationMiddleware:
             await self.app(scope, receive, send)
             return
         self.audit.record("auth.forbidden", outcome="denied", reason=f"needs {needed}", path=scope["path"], **ctx.who())
-        challenge = (b"www-authenticate", f'Bearer error="insufficient_scope", scope="{needed}"'.encode())
+        challenge = _challenge(self.oauth, ctx, scope=needed)
         await refuse(scope, send, 403, "Forbidden", f"This token lacks the {needed!r} scope", [challenge])
