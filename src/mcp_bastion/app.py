@@ -81,7 +81,10 @@ class BastionApp:
         self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep)
         self.oauth = authenticator.oauth  # Issue 13: the resource server (None unless OAUTH_ISSUER is set)
         self.handlers = self._handlers()
-        self.pipeline = build_pipeline(self._http, settings, Security(audit, limiter, authenticator, gateway))
+        # Issue 12: in cluster mode a request for a session held elsewhere is forwarded there, after the pipeline.
+        router = cluster.route(self._http) if cluster is not None else self._http
+        hop = cluster.hops.verify if cluster is not None else None
+        self.pipeline = build_pipeline(router, settings, Security(audit, limiter, authenticator, gateway, hop))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -288,7 +291,10 @@ class BastionApp:
         dependencies = self.dependencies()
         degraded = any(v["state"] != ServerState.RUNNING for v in shared) or "down" in dependencies.values()
         status = "degraded" if degraded else "ok"
-        return {"status": status, "version": __version__, "dependencies": dependencies, "servers": servers}
+        found = {"status": status, "version": __version__, "dependencies": dependencies, "servers": servers}
+        if self.cluster is not None:  # Issue 12: which instance answered, and how much it forwarded and served
+            found["cluster"] = {"instance": self.cluster.id, **self.cluster.counters()}
+        return found
 
     def dependencies(self) -> dict[str, str]:
         """The store's and the rate limiter's state: "down" while a circuit breaker is open (Issue 9 item 1)."""
@@ -361,4 +367,17 @@ def _cluster(settings: Settings, gateway: Gateway) -> Cluster | None:
         children = sum(1 for backend in [*gateway.backends.values(), *own] if backend.child is not None)
         return len(gateway.sessions), children
 
-    return Cluster(config, timeout_s=settings.redis_timeout_s, open_s=settings.redis_breaker_open_s, load=load)
+    # A forwarded answer may stay silent as long as a call may run or a stream between keepalives.
+    timeouts = [settings.request_timeout_s, settings.sse_keepalive_s]
+    timeouts += [spec.timeout_seconds for spec in gateway.specs.values() if spec.timeout_seconds is not None]
+    cluster = Cluster(
+        config,
+        timeout_s=settings.redis_timeout_s,
+        open_s=settings.redis_breaker_open_s,
+        read_s=max(timeouts),
+        max_body=settings.max_body_bytes,
+        heartbeat_s=settings.cluster_heartbeat_s,
+        load=load,
+    )
+    gateway.mint_session_id = cluster.session_ids.mint
+    return cluster

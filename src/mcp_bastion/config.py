@@ -193,6 +193,8 @@ class Settings(BaseSettings):
     instance_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = Field(
         default_factory=lambda: secrets.token_hex(4)
     )
+    # How often an instance renews its record in Redis; a dead one's sessions answer 404 within 2 x this.
+    cluster_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
     @property
     def security_audit_log(self) -> Path:

@@ -1,10 +1,15 @@
-"""One instance's membership in a cluster: its registry record, its sealer, and what it counts (one per app)."""
+"""One instance's membership in a cluster: its registry record, its sealed ids and hops, its forwarder (one per app)."""
 
 from mcp_bastion.breaker import Breaker
 from mcp_bastion.cluster.bus import ClusterBus
+from mcp_bastion.cluster.forward import Forwarder
+from mcp_bastion.cluster.hop import HopSigner
 from mcp_bastion.cluster.registry import HEARTBEAT_S, InstanceInfo, Load, Registry
+from mcp_bastion.cluster.router import ClusterRouter
+from mcp_bastion.cluster.session_ids import SessionIds
 from mcp_bastion.cluster.settings import ClusterSettings
 from mcp_bastion.sealing import Sealer
+from mcp_bastion.types import ASGIApp
 
 
 class Cluster:
@@ -16,12 +21,16 @@ class Cluster:
         *,
         timeout_s: float,
         open_s: float,
+        read_s: float,
+        max_body: int,
         heartbeat_s: float = HEARTBEAT_S,
         load: Load = lambda: (0, 0),
     ) -> None:
         self.config = config
         self.id = config.instance_id
         self.sealer = Sealer.from_secret(config.secret)
+        self.session_ids = SessionIds(self.sealer, config.instance_id)
+        self.hops = HopSigner(self.sealer, config.instance_id)
         self.bus = ClusterBus(config.redis_url, timeout_s=timeout_s, open_s=open_s)
         self.registry = Registry(
             self.bus,
@@ -30,13 +39,23 @@ class Cluster:
             heartbeat_s=heartbeat_s,
             load=load,
         )
-        self.forwarded = 0  # requests this instance sent on to an owner
-        self.served_for_peers = 0  # requests an owner served that another instance forwarded
+        self.forwarder = Forwarder(self.hops, read_s=read_s, max_body=max_body)
+        self.router: ClusterRouter | None = None
+
+    def route(self, app: ASGIApp) -> ClusterRouter:
+        """Wrap the router: requests for sessions held elsewhere are forwarded there."""
+        self.router = ClusterRouter(app, ids=self.session_ids, registry=self.registry, forwarder=self.forwarder)
+        return self.router
 
     @property
     def breaker(self) -> Breaker:
         """The cluster connection's breaker (its state goes in /health)."""
         return self.bus.breaker
+
+    def counters(self) -> dict[str, int]:
+        """Requests forwarded to owners and requests served for peers (/health: proof that forwarding happens)."""
+        served = self.router.served_for_peers if self.router is not None else 0
+        return {"forwarded": self.forwarder.forwarded, "served_for_peers": served}
 
     async def instances(self) -> list[InstanceInfo]:
         """Every live instance (this one included), by id.
@@ -51,6 +70,7 @@ class Cluster:
         self.registry.start()
 
     async def close(self) -> None:
-        """Leave the cluster and close the connection."""
+        """Leave the cluster and close the connections."""
         await self.registry.close()
+        await self.forwarder.close()
         await self.bus.close()

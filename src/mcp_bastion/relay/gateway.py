@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from mcp_bastion.audit import AuditLog
@@ -59,6 +59,8 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self.closing = False  # set by begin_shutdown: new requests are refused, long streams end
         self._grace: asyncio.TimerHandle | None = None
+        # Cluster mode (Issue 12): session ids sealed to name this instance and the principal; random hex otherwise.
+        self.mint_session_id: Callable[[str | None], str] | None = None
         for name, spec in self.specs.items():
             backend = self._backend(spec, hold_s=settings.restart_hold_s)
             self.backends[name] = backend
@@ -190,6 +192,8 @@ class Gateway:
         finally:
             self._opening -= 1
         session.credential = credential
+        if self.mint_session_id is not None:
+            session.id = self.mint_session_id(principal)
         session.backend.sessions.add(session)
         self.sessions[session.id] = session
         return session

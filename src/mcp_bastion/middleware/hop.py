@@ -1,0 +1,102 @@
+"""A request another instance of the cluster forwarded here (Issue 12): it carries a signed hop instead of a credential.
+
+The instance the client reached already ran the whole pipeline (address, origin, limits, authentication,
+authorization) and wrote its audit lines; what it forwards is a request for a session this instance owns. A valid hop
+goes straight to the router with the principal it names; an invalid one is refused and audited, never passed on to
+the ordinary stages (a hop header is no credential). Requests without the header take the ordinary pipeline.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from mcp_bastion.access import CONTEXT_KEY, Principal, context_of
+from mcp_bastion.audit import AuditLog
+from mcp_bastion.errors import GatewayError
+from mcp_bastion.middleware.reply import refuse
+from mcp_bastion.types import ASGIApp, ASGIMessage, Receive, Scope, Send
+
+HOP_HEADER = b"x-bastion-hop"
+HOP_KEY = "mcp_bastion.hop"  # scope key: the instance that forwarded this request (set only for a valid hop)
+
+
+class Hop(NamedTuple):
+    """What a forwarding instance vouches for: who called, from where, under which request id, and itself."""
+
+    principal: Principal
+    client_ip: str
+    request_id: str
+    origin: str = ""
+
+
+class HopError(GatewayError):
+    """A hop that does not verify (forged, expired, another request's)."""
+
+    http_status = 403
+
+
+Verify = Callable[[str, str, str, bytes, bytes], Hop]  # (header, method, path, query, body) -> Hop, or HopError
+
+
+class HopMiddleware:
+    """Sends a request with a valid hop to `direct` (the router), past every other stage; refuses a bad hop."""
+
+    def __init__(self, app: ASGIApp, *, direct: ASGIApp, verify: Verify, max_body: int, audit: AuditLog) -> None:
+        self.app = app
+        self.direct = direct
+        self.verify = verify
+        self.max_body = max_body
+        self.audit = audit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        values = [v for k, v in scope["headers"] if k == HOP_HEADER]
+        if not values:
+            await self.app(scope, receive, send)
+            return
+        ctx = context_of(scope)
+        body = await self._body(receive)
+        try:
+            if body is None or len(values) != 1:
+                raise HopError("unreadable hop")
+            hop = self.verify(values[0].decode("latin-1"), scope["method"], scope["path"], scope["query_string"], body)
+        except HopError as exc:
+            self.audit.record(
+                "cluster.hop.refused", outcome="denied", reason=exc.message, path=scope["path"], **ctx.who()
+            )
+            await refuse(scope, send, 403, "Forbidden", "The forwarded request does not verify")
+            return
+        scope[CONTEXT_KEY] = ctx._replace(request_id=hop.request_id, client_ip=hop.client_ip, principal=hop.principal)
+        scope[HOP_KEY] = hop.origin
+        await self.direct(scope, _replay(body, receive), send)
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The whole body (None past the cap: the forwarder checked it against the same cap)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the already-read body out once, then waits on the real one (for the disconnect)."""
+    sent = False
+
+    async def replay() -> ASGIMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

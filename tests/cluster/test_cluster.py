@@ -1,0 +1,81 @@
+"""Issue 12: three real instances behind a real nginx (round robin, no stickiness), Redis between them.
+
+Through nginx, the official Python SDK clients on Streamable HTTP and HTTP+SSE: every request of a session may land
+on any instance, and is forwarded to the one that owns the session.
+"""
+
+from collections.abc import Iterator
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.cluster.rig import Rig, cluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
+
+SESSIONS = 32  # half Streamable HTTP, half HTTP+SSE
+CALLS_EACH = 4  # per session; every session numbers its requests from the same start, so ids collide
+LOAD_BOUND_S = 60.0  # the whole load's bound; it takes a few seconds
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    with cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+async def _session(rig: Rig, n: int, answers: dict[tuple[int, int], str]) -> None:
+    url = rig.lb + "/mcp/toolbox"
+    if n % 2:
+        async with (
+            httpx2.AsyncClient(timeout=20, headers=rig.auth) as http,
+            Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+        ):
+            for i in range(CALLS_EACH):
+                answers[(n, i)] = (await client.call_tool("echo", {"text": f"s{n}-c{i}"})).content[0].text
+    else:
+        async with Client(sse_client(url + "/sse", headers=rig.auth, timeout=20), mode="legacy") as client:
+            for i in range(CALLS_EACH):
+                answers[(n, i)] = (await client.call_tool("echo", {"text": f"s{n}-c{i}"})).content[0].text
+
+
+async def test_sdk_sessions_through_a_round_robin_balancer_are_answered_correctly_by_forwarding(rig: Rig) -> None:
+    """32 SDK sessions (16 Streamable HTTP, 16 HTTP+SSE) with colliding ids through nginx: every call answered with
+    its own text, and the instances' counters show requests landed elsewhere and were forwarded to the owner."""
+    before = rig.forwarded()
+    answers: dict[tuple[int, int], str] = {}
+    with anyio.fail_after(LOAD_BOUND_S):
+        async with anyio.create_task_group() as group:
+            for n in range(SESSIONS):
+                group.start_soon(_session, rig, n, answers)
+    assert answers == {(n, i): f"s{n}-c{i}" for n in range(SESSIONS) for i in range(CALLS_EACH)}
+    assert rig.forwarded() - before > SESSIONS  # round robin over 3: about 2 in 3 requests land elsewhere
+    served = {i.id: rig.health(i)["cluster"]["served_for_peers"] for i in rig.instances}
+    assert all(count > 0 for count in served.values()), served
+
+
+def test_a_forged_or_foreign_session_id_is_404_and_never_forwarded(rig: Rig) -> None:
+    """A session id this cluster did not seal, or one sealed for another principal, is answered 404 where it lands."""
+    before = rig.forwarded()
+    headers = {**rig.auth, "Accept": "application/json, text/event-stream", "Mcp-Session-Id": "not-ours"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for _ in range(3):
+        answer = httpx.post(rig.lb + "/mcp/toolbox", json=body, headers=headers, timeout=10)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"] == {"code": -32001, "message": "Session not found"}
+    assert rig.forwarded() == before
+
+
+def test_a_forged_hop_is_refused_and_audited(rig: Rig) -> None:
+    """A request carrying a hop header that does not verify is refused 403, never served as the principal it names."""
+    target = rig.instances[0]
+    headers = {"X-Bastion-Hop": "e30.AAAA", "Accept": "application/json, text/event-stream"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    answer = httpx.post(target.url + "/mcp/toolbox", json=body, headers=headers, timeout=10)
+    assert answer.status_code == 403
+    assert any(line["event"] == "cluster.hop.refused" for line in rig.audit(target))
