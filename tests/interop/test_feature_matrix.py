@@ -9,13 +9,16 @@ another's subscriptions, log level or timers.
 
 import json
 import os
+import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -28,6 +31,7 @@ from mcp.types import CreateMessageRequestParams, CreateMessageResult, ElicitRes
 
 from tests.harness import RunningGateway, spec
 from tests.interop.conftest import ROOT, tool
+from tests.interop.wire import RecordingProxy
 from tests.security.support import add_token, admin_token, secure_gateway
 
 # resources/subscribe and logging/setLevel are legacy-era methods (removed in 2026-07-28): the SDK warns on each use.
@@ -379,3 +383,345 @@ def test_item2_inspector_cli_long_tool_with_a_progress_token_lives_past_the_idle
     )
     assert through == alone
     assert through["content"][0]["text"].startswith("Long running operation completed. Duration: 1.2 seconds")
+
+
+def uris(tag: str) -> list[str]:
+    """URIs of server-everything's dynamic template, unique per test: a session another test left behind never
+    holds them, so each subscribe here reaches the child (which logs it)."""
+    return [f"demo://resource/dynamic/text/{tag}-{n}" for n in range(1, 5)]
+
+
+# --- Item 3: one client's unsubscribe leaves the other subscribed ----------------------------------------------------
+
+TOGGLE = "toggle-subscriber-updates"  # starts/stops the child's update rounds (one at once, then every 5 s)
+
+
+async def py_subscriptions_direct(seen: Seen, errlog: Path, x: str, y: str) -> None:
+    """Directly over stdio (one client): subscribe x, updates; unsubscribe x and subscribe y, updates for y only."""
+    async with py_stdio(direct_params(), errlog, **seen.options()) as session:
+        await session.subscribe_resource(x)
+        await session.call_tool(TOGGLE, {})
+        await seen.until("updates", x)
+        await session.unsubscribe_resource(x)
+        await session.subscribe_resource(y)
+        await session.call_tool(TOGGLE, {})  # off
+        await session.call_tool(TOGGLE, {})  # on: one round at once
+        await seen.until("updates", y)
+        await session.call_tool(TOGGLE, {})
+
+
+async def test_item3_python_sdk_one_sessions_unsubscribe_leaves_the_other_subscribed(
+    matrix: Matrix, tmp_path: Path
+) -> None:
+    """A and B subscribe to x on one shared child; A unsubscribes; the child's update for x reaches B; A, subscribed to
+    y, gets y's update from the same round and never x's; directly over stdio the same server behaves as expected."""
+    x, y = uris("py3")[:2]
+    a_seen, b_seen, d_seen = Seen(), Seen(), Seen()
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        url = matrix.url("subs")
+        async with (
+            py_http(url, matrix.admin, "legacy", **a_seen.options()) as a,
+            py_http(url, matrix.admin, "legacy", **b_seen.options()) as b,
+        ):
+            await a.subscribe_resource(x)
+            await b.subscribe_resource(x)
+            await a.unsubscribe_resource(x)
+            await b.call_tool(TOGGLE, {})  # on: the child sends x's update (B still holds x)
+            await b_seen.until("updates", x)
+            await a.subscribe_resource(y)
+            await a.call_tool(TOGGLE, {})  # off
+            await a.call_tool(TOGGLE, {})  # on again: one round at once, x and y
+            await a_seen.until("updates", y)
+            await a.call_tool(TOGGLE, {})  # off
+        await py_subscriptions_direct(d_seen, tmp_path / "direct.err", x, y)
+    assert set(a_seen.updates) == {y}, a_seen.updates
+    assert x in b_seen.updates, b_seen.updates
+    assert y not in b_seen.updates, b_seen.updates
+    assert d_seen.updates == [x, y]
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2"])
+def test_item3_typescript_sdk_one_clients_unsubscribe_leaves_the_other_subscribed(
+    matrix: Matrix, tmp_path: Path, sdk: str
+) -> None:
+    """The same scenario with two TS SDK clients in one Node process, and its one-client twin over stdio."""
+    names = uris(f"ts3{sdk}")
+    through, alone = run_concurrently(
+        lambda: node("subscriptions", tmp_path, matrix, sdk=sdk, target=via(matrix, "subs"), uris=names),
+        lambda: node("subscriptionsDirect", tmp_path, None, sdk=sdk, target=direct_target(), uris=names),
+    )
+    x, y = names[:2]
+    assert set(through["a"]) == {y}, through
+    assert x in through["b"], through
+    assert y not in through["b"], through
+    assert alone["updates"] == [x, y]
+
+
+# --- Item 4: log lines stay with their principal; logging/setLevel is per session -----------------------------------
+
+
+def subscribed_line(uri: str) -> str:
+    """What server-everything logs (info) while it handles resources/subscribe."""
+    return f"Received Subscribe Resource request for URI: {uri}"
+
+
+def lines_about(logs: list[str], names: list[str]) -> list[str]:
+    """Which of `names` each log line is about, in order (any other line fails the test)."""
+    about = []
+    for line in logs:
+        matches = [name for name in names if line.strip() == subscribed_line(name)]
+        assert len(matches) == 1, (line, logs)
+        about.append(matches[0])
+    return about
+
+
+async def test_item4_python_sdk_two_principals_on_a_shared_child_each_get_only_their_own_log_lines(
+    matrix: Matrix, tmp_path: Path
+) -> None:
+    """alice and bob (two named tokens) on one shared child: bob's line during his only call reaches bob, never alice;
+    alice's setLevel(error) silences neither bob nor the child (alice's own info line is filtered for her alone);
+    directly over stdio the same server logs the same lines."""
+    b1, a1, a2, b2 = names = uris("py4")
+    a_seen, b_seen, d_seen = Seen(), Seen(), Seen()
+    url = matrix.url("logs")
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        async with (
+            py_http(url, matrix.alice, "legacy", **a_seen.options()) as a,
+            py_http(url, matrix.bob, "legacy", **b_seen.options()) as b,
+        ):
+            await b.set_logging_level("info")
+            await a.set_logging_level("error")  # the last to ask: a child told directly would now drop bob's info
+            await b.subscribe_resource(b1)
+            await b_seen.until("logs", b1)
+            await a.subscribe_resource(a1)  # logged at info: below what alice asked for
+            await a.set_logging_level("info")
+            await a.subscribe_resource(a2)
+            await a_seen.until("logs", a2)
+            await b.subscribe_resource(b2)
+            await b_seen.until("logs", b2)
+        async with py_stdio(direct_params(), tmp_path / "direct.err", **d_seen.options()) as direct:
+            await direct.set_logging_level("error")
+            await direct.subscribe_resource(a1)
+            await direct.set_logging_level("info")
+            await direct.subscribe_resource(a2)
+            await d_seen.until("logs", a2)
+    assert lines_about(a_seen.logs, names) == [a2]
+    assert lines_about(b_seen.logs, names) == [b1, b2]
+    assert lines_about(d_seen.logs, names) == [a2]
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2"])
+def test_item4_typescript_sdk_two_principals_on_a_shared_child_each_get_only_their_own_log_lines(
+    matrix: Matrix, tmp_path: Path, sdk: str
+) -> None:
+    """The same scenario with two TS SDK clients (alice's and bob's tokens), and its one-client twin over stdio."""
+    b1, _, a2, b2 = names = uris(f"ts4{sdk}")
+    through, alone = run_concurrently(
+        lambda: node("logs", tmp_path, matrix, sdk=sdk, target={"url": matrix.url("logs")}, uris=names),
+        lambda: node("logsDirect", tmp_path, None, sdk=sdk, target=direct_target(), uris=names),
+    )
+    assert lines_about(through["a"], names) == [a2], through
+    assert lines_about(through["b"], names) == [b1, b2], through
+    assert lines_about(alone["logs"], names) == [a2], alone
+
+
+# --- Item 6: a per-session child's request reaches a client that never opens the GET stream -------------------------
+
+SAMPLED = "reply to Resource trigger-sampling-request context: "
+ELICITED = "User inputs:\n- Name: Ada Lovelace"
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_item6_python_sdk_without_a_get_stream_answers_sampling_and_elicitation(
+    matrix: Matrix, tmp_path: Path, mode: str
+) -> None:
+    """The child's sampling/createMessage and elicitation/create travel on the stream of the call that caused them;
+    the SDK's GETs are refused (405) before they leave, so there is no GET stream to carry them."""
+    refuse = NoGetStream()
+    prompt = f"p6-{mode}"
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        async with py_http(matrix.url("own"), matrix.admin, mode, refuse, **SERVER_REQUEST_CALLBACKS) as session:
+            through = await py_server_requests(session, prompt)
+            version = session.protocol_version
+        async with py_stdio(direct_params(), tmp_path / "direct.err", mode, **SERVER_REQUEST_CALLBACKS) as session:
+            alone = await py_server_requests(session, prompt)
+    if version != "2026-07-28":  # a session (today's fallback for a per-session server): the SDK wanted a GET stream
+        assert refuse.refused >= 1, "the client never tried a GET: the test proves nothing"
+    assert through == alone
+    assert SAMPLED + prompt in through["sampling"][0]
+    assert ELICITED in through["elicitation"]
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2"])
+def test_item6_typescript_sdk_without_a_get_stream_answers_sampling_and_elicitation(
+    matrix: Matrix, tmp_path: Path, sdk: str
+) -> None:
+    """The TS SDK client (1.x, v2) whose fetch answers every GET with 405: the child's requests still reach it."""
+    prompt = f"p6-{sdk}"
+    through, alone = run_concurrently(
+        lambda: node(
+            "serverRequests", tmp_path, matrix, sdk=sdk, target=via(matrix, "own", refuseGet=True), prompt=prompt
+        ),
+        lambda: node("serverRequests", tmp_path, None, sdk=sdk, target=direct_target(), prompt=prompt),
+    )
+    assert through.pop("refusedGets") >= 1, "the client never tried a GET: the test proves nothing"
+    assert alone.pop("refusedGets") == 0
+    assert through == alone
+    assert SAMPLED + prompt in through["sampling"][0]
+    assert ELICITED in through["elicitation"]
+
+
+# --- Item 7: a Streamable client whose connection drops mid-call resumes with Last-Event-ID -------------------------
+
+
+class DropAfterProgress(RecordingProxy):
+    """Relays like RecordingProxy, but cuts the first connection whose answer carries a progress event right after
+    relaying it: a network drop in the middle of a call, after the client has seen an event id."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.dropped = threading.Event()
+        self._drop_lock = threading.Lock()
+        super().__init__(upstream_port)
+
+    def _first_progress(self, data: bytes) -> bool:
+        with self._drop_lock:
+            if b"notifications/progress" not in data or self.dropped.is_set():
+                return False
+            self.dropped.set()
+            return True
+
+    def _pump(self, source: socket.socket, target: socket.socket, record: bytearray | None) -> None:
+        if record is not None:  # client -> gateway: recorded and relayed as is
+            super()._pump(source, target, record)
+            return
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+                if self._first_progress(data):
+                    break
+        except OSError:
+            pass
+        for sock in (source, target):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def resumed(self) -> list[str]:
+        """The Last-Event-ID of each GET the client sent to resume."""
+        return [
+            r.headers["last-event-id"] for r in self.requests() if r.method == "GET" and "last-event-id" in r.headers
+        ]
+
+
+@contextmanager
+def dropping_proxy(matrix: Matrix) -> Iterator[DropAfterProgress]:
+    with DropAfterProgress(urlsplit(matrix.gateway.url).port or 0) as proxy:
+        yield proxy
+    assert proxy.dropped.is_set(), "no progress event crossed the proxy: nothing was dropped"
+    assert proxy.resumed(), "the client never resumed with Last-Event-ID"
+
+
+async def test_item7_python_sdk_resumes_a_dropped_call_with_last_event_id(matrix: Matrix, tmp_path: Path) -> None:
+    """The connection carrying a long call's SSE answer drops after its first progress event; the SDK reconnects
+    with GET + Last-Event-ID and gets the rest of the progress and the answer, as the same call over stdio."""
+    found: dict[str, Any] = {}
+
+    async def through(url: str) -> None:
+        async with py_http(url, matrix.admin, "legacy") as session:
+            found["through"] = await py_progress(session, LONG_ARGS)
+
+    async def alone() -> None:
+        async with py_stdio(direct_params(), tmp_path / "direct.err") as session:
+            found["alone"] = await py_progress(session, LONG_ARGS)
+
+    with dropping_proxy(matrix) as proxy, anyio.fail_after(SCENARIO_TIMEOUT_S):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(through, f"{proxy.url}/mcp/resume")
+            tasks.start_soon(alone)
+    check_long_run(found["through"])
+    assert found["through"] == found["alone"]
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2"])
+def test_item7_typescript_sdk_resumes_a_dropped_call_with_last_event_id(
+    matrix: Matrix, tmp_path: Path, sdk: str
+) -> None:
+    """The TS SDK client (1.x, v2) reconnects a dropped POST stream with GET + Last-Event-ID on its own."""
+    with dropping_proxy(matrix) as proxy:
+        target = {"url": f"{proxy.url}/mcp/resume", "auth": "ADMIN"}
+        through, alone = run_concurrently(
+            lambda: node("progress", tmp_path, matrix, sdk=sdk, target=target, args=LONG_ARGS),
+            lambda: node("progress", tmp_path, None, sdk=sdk, target=direct_target(), args=LONG_ARGS),
+        )
+    check_long_run(through)
+    check_long_run(alone)
+    assert through["text"] == alone["text"]
+
+
+# --- Item 8: `mcp-bastion connect URL` as the stdio server of real third-party clients ------------------------------
+
+
+def connect_command(matrix: Matrix, server: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "mcp_bastion", "connect", matrix.url(server), *flags]
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2"])
+def test_item8_typescript_sdk_stdio_client_through_connect_gets_progress_sampling_and_elicitation(
+    matrix: Matrix, tmp_path: Path, sdk: str
+) -> None:
+    """The TS SDK's stdio client launches `connect URL` (token in its environment): the long call lives on its
+    progress past the idle timeout, and a per-session child's sampling and elicitation are answered, as over stdio."""
+    via_connect = {"envFrom": ["MCP_BASTION_TOKEN"]}
+    prompt = f"p8-{sdk}"
+    long_through, asked_through, long_alone, asked_alone = run_concurrently(
+        lambda: node(
+            "progress",
+            tmp_path,
+            matrix,
+            sdk=sdk,
+            target={"command": connect_command(matrix, "long")} | via_connect,
+            args=LONG_ARGS,
+        ),
+        lambda: node(
+            "serverRequests",
+            tmp_path,
+            matrix,
+            sdk=sdk,
+            target={"command": connect_command(matrix, "own")} | via_connect,
+            prompt=prompt,
+        ),
+        lambda: node("progress", tmp_path, None, sdk=sdk, target=direct_target(), args=LONG_ARGS),
+        lambda: node("serverRequests", tmp_path, None, sdk=sdk, target=direct_target(), prompt=prompt),
+    )
+    check_long_run(long_through)
+    check_long_run(long_alone)
+    assert long_through["text"] == long_alone["text"]
+    assert asked_through == asked_alone
+    assert SAMPLED + prompt in asked_through["sampling"][0]
+    assert ELICITED in asked_through["elicitation"]
+
+
+def test_item8_inspector_cli_launches_connect_as_its_stdio_server(matrix: Matrix, tmp_path: Path) -> None:
+    """The Inspector CLI (stdio transport) runs `connect URL --token-file F` (0600): tools/list and a long call with a
+    progress token answer as server-everything does directly over stdio; no token on any command line."""
+    secret = tmp_path / "gateway.token"
+    secret.write_text(matrix.admin + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+
+    def shim(server: str) -> list[str]:
+        return connect_command(matrix, server, "--token-file", str(secret))
+
+    listing = ["--method", "tools/list"]
+    long_call = [*LONG_CALL, "--tool-metadata", "progressToken=p8"]
+    listed, called, listed_alone, called_alone = run_concurrently(
+        # A per-session child sees the client's own capabilities, so it offers the same conditional tools.
+        lambda: inspector(*shim("own"), *listing),
+        lambda: inspector(*shim("long"), *long_call),
+        lambda: inspector(*everything_stdio(), *listing),
+        lambda: inspector(*everything_stdio(), *long_call),
+    )
+    assert [t["name"] for t in listed["tools"]] == [t["name"] for t in listed_alone["tools"]]
+    assert LONG in {t["name"] for t in listed["tools"]}
+    assert called == called_alone
+    assert called["content"][0]["text"].startswith("Long running operation completed. Duration: 1.2 seconds")

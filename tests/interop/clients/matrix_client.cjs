@@ -118,8 +118,20 @@ async function connect(target, seen) {
     sdk.onNote(client, "notifications/message", (note) => seen.push("logs", note.params.data));
     sdk.onNote(client, "notifications/resources/updated", (note) => seen.push("updates", note.params.uri));
   }
-  await client.connect(transportFor(target));
+  const transport = transportFor(target);
+  await client.connect(transport);
+  closers.set(client, async () => {
+    // End the session (DELETE) as a well-behaved client does, so the gateway drops its subscriptions and level now.
+    if (target.url) await transport.terminateSession().catch(() => undefined);
+    await client.close();
+  });
   return client;
+}
+
+const closers = new Map();
+
+async function finish(...clients) {
+  for (const client of clients) await closers.get(client)();
 }
 
 function texts(result) {
@@ -146,7 +158,7 @@ async function progress() {
     // The same tool asked without a progress token: the server reports nothing, so only its answer counts.
     out.silent = await callError(sdk.callTool(client, { name: LONG, arguments: config.silentArgs }, { timeout: WAIT_MS }));
   }
-  await client.close();
+  await finish(client);
   return out;
 }
 
@@ -167,8 +179,7 @@ async function subscriptions() {
   await toggle(a); // on again: one round at once, x (for B) and y (for A)
   await aSeen.until("updates", (u) => u === y, `A's update for ${y}`);
   await toggle(a); // off, so the child stops its timer
-  await a.close();
-  await b.close();
+  await finish(a, b);
   return { a: aSeen.updates, b: bSeen.updates };
 }
 
@@ -186,7 +197,7 @@ async function subscriptionsDirect() {
   await toggle();
   await seen.until("updates", (u) => u === y, `the update for ${y}`);
   await toggle();
-  await client.close();
+  await finish(client);
   return { updates: seen.updates };
 }
 
@@ -207,8 +218,7 @@ async function logs() {
   await aSeen.until("logs", about(a2), `A's line about ${a2}`);
   await b.subscribeResource({ uri: b2 });
   await bSeen.until("logs", about(b2), `B's line about ${b2}`);
-  await a.close();
-  await b.close();
+  await finish(a, b);
   return { a: aSeen.logs, b: bSeen.logs };
 }
 
@@ -221,7 +231,7 @@ async function logsDirect() {
   await client.setLoggingLevel("info");
   await client.subscribeResource({ uri: a2 });
   await seen.until("logs", (line) => String(line).includes(a2), `the line about ${a2}`);
-  await client.close();
+  await finish(client);
   return { logs: seen.logs };
 }
 
@@ -229,7 +239,7 @@ async function serverRequests() {
   const client = await connect(config.target);
   const sampled = await sdk.callTool(client, { name: "trigger-sampling-request", arguments: { prompt: config.prompt } });
   const elicited = await sdk.callTool(client, { name: "trigger-elicitation-request", arguments: {} });
-  await client.close();
+  await finish(client);
   return { sampling: texts(sampled), elicitation: texts(elicited), refusedGets: refusedGets.count };
 }
 
