@@ -45,8 +45,9 @@ def admin_token() -> str:
 def secure_gateway(
     servers: list[ServerSpec], tmp_path: Path, *, auth_token: str | None, oauth: Any = None, **settings: Any
 ) -> Iterator[RunningGateway]:
-    """A real uvicorn gateway on loopback with the authentication stage ON (insecure_no_auth=False)."""
-    port = free_port()
+    """A real uvicorn gateway on loopback with the authentication stage ON (insecure_no_auth=False); `port` may be
+    chosen beforehand (a setting such as PUBLIC_URL names it)."""
+    port = settings.pop("port", None) or free_port()
     values: dict[str, Any] = {
         "insecure_no_auth": False,
         "auth_token": auth_token,

@@ -123,6 +123,10 @@ class ResourceServer:
     def _principal(self, claims: dict[str, Any], digest: str) -> Principal:
         config = self.config
         value = claims.get(config.principal_claim)
+        if value is None and config.principal_claim == "sub":
+            # A client-credentials token has no user: the client is the principal (RFC 9068 2.2 has JWTs say so in
+            # `sub`; introspection answers often carry only `client_id`).
+            value = claims.get("client_id")
         if not isinstance(value, str) or not value or len(value) > CLAIM_MAX_CHARS or not value.isprintable():
             raise InvalidToken(f"token lacks a usable {config.principal_claim} claim")
         pid = f"oauth:{config.issuer_host}:{value}"
