@@ -24,6 +24,7 @@ from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.relay import Gateway
 from mcp_bastion.relay.sessions import SHUTDOWN_RETRY_AFTER_S
 from mcp_bastion.revocation import RevocationWatcher
+from mcp_bastion.sealing import Sealer
 from mcp_bastion.store import Remote, Store, breaker_of, open_store
 from mcp_bastion.supervisor import ServerState, Supervisor
 from mcp_bastion.supervisor.supervisor import EventSink
@@ -62,6 +63,8 @@ class BastionApp:
         limiter: Limiter,
         authenticator: Authenticator,
         cluster: Cluster | None = None,
+        sealer: Sealer | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.gateway = gateway
         self.cluster = cluster  # Issue 12: this instance's membership (None without REDIS_URL)
@@ -71,7 +74,8 @@ class BastionApp:
         self.audit = audit
         self.streamable = StreamableTransport(gateway)
         self.sse = SseTransport(gateway)
-        self.modern = ModernTransport(gateway)
+        # Issue 11 item 5: 2026-07-28 request states are sealed by `sealer` and name this instance
+        self.modern = ModernTransport(gateway, sealer=sealer, instance_id=instance_id or settings.instance_id)
         self.admin = AdminRoutes(
             settings=settings, store=store, audit=audit, limiter=limiter, auth=authenticator, gateway=gateway
         )
@@ -140,6 +144,7 @@ class BastionApp:
                 await self.revocation.close()
                 if self.oauth is not None:
                     await self.oauth.close()
+                await self.modern.close()  # Issue 11 item 5: calls parked for input end with their children
                 await self.gateway.close()
                 await self.store.close()
                 await self.limiter.close()
@@ -313,6 +318,8 @@ def create_app(
     settings: Settings,
     servers: Mapping[str, ServerSpec],
     *,
+    sealer: Sealer | None = None,
+    instance_id: str | None = None,
     supervisor: Supervisor | None = None,
     store: Store | None = None,
     events: EventSink | None = None,
@@ -353,6 +360,8 @@ def create_app(
         limiter=limiter,
         authenticator=authenticator,
         cluster=cluster,
+        sealer=sealer,
+        instance_id=instance_id,
     )
 
 

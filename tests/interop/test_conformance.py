@@ -41,6 +41,22 @@ CONTENT = [
     "prompts-get-embedded-resource",
     "prompts-get-with-image",
 ]
+INPUT_REQUIRED = [
+    "basic-elicitation",
+    "basic-sampling",
+    "basic-list-roots",
+    "request-state",
+    "multiple-input-requests",
+    "multi-round",
+    "missing-input-response",
+    "non-tool-request",
+    "result-type",
+    "unsupported-methods",
+    "tampered-state",
+    "capability-check",
+    "ignore-extra-params",
+    "validate-input",
+]
 SCENARIOS = [
     # 2025-11-25: sessions, the transport, and the legacy-only methods.
     *[
@@ -61,6 +77,8 @@ SCENARIOS = [
     # Server-to-client requests are forwarded only to a per-session child.
     (LEGACY, "tools-call-sampling", "conf-session"),
     (LEGACY, "tools-call-elicitation", "conf-session"),
+    # 2026-07-28 multi-round-trip requests: a per-session child's asks become InputRequiredResults (Issue 11 item 5).
+    *[(MODERN, f"input-required-result-{s}", "conf-session") for s in INPUT_REQUIRED],
     # 2026-07-28: stateless, routing headers, caching hints.
     *[
         (MODERN, s, "conf")

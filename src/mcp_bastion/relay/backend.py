@@ -492,6 +492,10 @@ class Backend:
         await self.notify_child(message)
         return True
 
+    def asked_as(self, our_id: str) -> Any:
+        """The id the child gave a request still waiting on its client (Issue 11 item 5: the input request's key)."""
+        return self._server_requests.get(our_id)
+
     # --- internals -----------------------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:

@@ -18,7 +18,6 @@ from mcp_bastion.protocol import (
     ALL_VERSIONS,
     CACHEABLE,
     CLIENT_CAPABILITIES_META,
-    HANDSHAKE_VERSIONS,
     LIST_CHANGED,
     MODERN_METHODS,
     MODERN_VERSIONS,
@@ -29,7 +28,9 @@ from mcp_bastion.protocol import (
     decode_header_value,
 )
 from mcp_bastion.relay import Backend, Gateway, ResponseSlot
+from mcp_bastion.relay.input_required import InputBridge, InputStates, StateRefused, input_responses, new_instance_id
 from mcp_bastion.relay.sessions import SHUTDOWN_EVENT
+from mcp_bastion.sealing import Sealer
 from mcp_bastion.transports import dispatch
 from mcp_bastion.transports.dispatch import request_id_of
 from mcp_bastion.transports.http import (
@@ -65,23 +66,6 @@ def unsupported(requested: Any) -> ProtocolError:
     """The -32022 rejection naming what we speak."""
     data = {"supported": list(ALL_VERSIONS), "requested": requested}
     return ProtocolError("Unsupported protocol version", code=UNSUPPORTED_PROTOCOL_VERSION, data=data)
-
-
-def per_session_unsupported(server: str, requested: Any) -> ProtocolError:
-    """Issue 11 item 5 (not done yet): a per-session server is not served to 2026-07-28 requests.
-
-    Its child may ask its client for sampling, elicitation or roots, which this revision carries as multi-round-trip
-    `InputRequiredResult`s the gateway does not bridge yet. The -32022 names only the handshake versions, so an
-    auto-mode client (the SDKs' default) falls back to `initialize` by itself; a pinned one is told what to do.
-    """
-    text = (
-        f"server {server!r} runs one child per client session (isolation: per-session), which the gateway serves "
-        f"only over the initialize handshake ({', '.join(HANDSHAKE_VERSIONS)}), not to stateless 2026-07-28 "
-        "requests: connect in legacy or auto mode (e.g. the Python SDK's Client(..., mode='auto')), or set "
-        '"isolation": "shared" in mcp.json if the server never asks its client for sampling, elicitation or roots'
-    )
-    data = {"supported": list(HANDSHAKE_VERSIONS), "requested": requested, "isolation": "per-session"}
-    return ProtocolError(text, code=UNSUPPORTED_PROTOCOL_VERSION, data=data)
 
 
 def header_value(req: Request, name: bytes) -> str | None:
@@ -192,10 +176,16 @@ class Listener:
 class ModernTransport:
     """2026-07-28 requests on /mcp/{server}."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, *, sealer: Sealer | None = None, instance_id: str | None = None) -> None:
         self.gateway = gateway
+        # Issue 11 item 5: per-session calls waiting for their client's input, named by sealed request states
+        self.states = InputStates(gateway, sealer or Sealer(), instance_id or new_instance_id())
         self.max_body = gateway.settings.max_body_bytes
         self.keepalive_s = gateway.settings.sse_keepalive_s
+
+    async def close(self) -> None:
+        """The lifespan ends: calls parked between rounds end, and their children with them."""
+        await self.states.close()
 
     async def post(self, req: Request, server: str, body: bytes) -> None:
         """Validate, then answer locally (discover) or relay to the server's shared child."""
@@ -230,7 +220,8 @@ class ModernTransport:
         if method not in MODERN_METHODS:
             raise ProtocolError(f"Method not found: {method[:80]}", code=METHOD_NOT_FOUND, status=404)
         if self.gateway.spec(server).isolation != "shared":
-            raise per_session_unsupported(server, header_value(req, b"mcp-protocol-version"))
+            await self._per_session(req, server, message, policy, has_sse=has_sse)
+            return
         backend = await self.gateway.shared_backend(server)
         if method == "server/discover":
             await self._send(req, result(message["id"], self._discover(backend)), method, backend)
@@ -244,6 +235,69 @@ class ModernTransport:
             streaming = has_sse and progress_token(message) is not None
             await self._relay(req, backend, message, policy, streaming=streaming)
 
+    async def _per_session(
+        self, req: Request, server: str, message: Message, policy: CallPolicy, *, has_sse: bool
+    ) -> None:
+        """Issue 11 item 5: each request gets its own child; one that asks for input is parked between rounds."""
+        method = message["method"]
+        if method == "subscriptions/listen":
+            text = (
+                f"server {server!r} runs one child per client request (isolation: per-session), which lives only "
+                "while a request waits: it has no notifications to listen to"
+            )
+            raise ProtocolError(text)
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        responses = input_responses(params)
+        sealed = params.pop("requestState", None)
+        params.pop("inputResponses", None)  # the gateway's to use: the child never sees them
+        refusal = await policy.check(message)  # the one authorizer and the per-tool limits, on every round
+        if refusal is not None:
+            await self._send(req, refusal, method, None)
+            return
+        if sealed is None:
+            bridge = await self.states.open(server, message, principal=req.principal, credential=req.credential)
+        else:
+            try:
+                bridge = self.states.claim(sealed, server=server, principal=req.principal, message=message)
+            except StateRefused as exc:
+                policy.record("session.request_state", outcome="denied", reason=exc.reason, method=method)
+                raise
+        try:
+            await self._round(req, bridge, message, policy, responses, has_sse=has_sse, first=sealed is None)
+        finally:
+            bridge.detach()
+            if bridge.state_id is None:  # not parked for another round: the call is over, its child goes
+                await self.states.end(bridge)
+
+    async def _round(
+        self,
+        req: Request,
+        bridge: InputBridge,
+        message: Message,
+        policy: CallPolicy,
+        responses: dict[str, Message],
+        *,
+        has_sse: bool,
+        first: bool,
+    ) -> None:
+        """One request of a per-session call: answered by the call's end, or by what the child asks next."""
+        method = message["method"]
+        backend = bridge.backend
+        if method in ("server/discover", "ping"):
+            answer = self._discover(backend) if method == "server/discover" else {}
+            await self._send(req, result(message["id"], answer), method, backend)
+            return
+        streaming = has_sse and progress_token(message) is not None
+        view = ResponseSlot(streaming=streaming)
+        bridge.attach(view, message, responses)
+        if first:
+            if method == "tools/call":
+                check_param_headers(req, backend, message)
+            sink = policy.wrap(message, bridge)
+            bridge.request_id = await backend.forward(message, sink, session=bridge.session, strip_modern=True)
+        await self._answer(req, backend, view, bridge.request_id, method, streaming=streaming)
+
     def _discover(self, backend: Backend) -> Message:
         init = backend.init_result or {}
         found: Message = {"supportedVersions": list(ALL_VERSIONS), "capabilities": init.get("capabilities", {})}
@@ -256,9 +310,15 @@ class ModernTransport:
     ) -> None:
         method = message["method"]
         slot = ResponseSlot(streaming=streaming)
+        request_id = await dispatch.request(backend, message, slot, session=None, policy=policy, modern=True)
+        await self._answer(req, backend, slot, request_id, method, streaming=streaming)
+
+    async def _answer(
+        self, req: Request, backend: Backend, slot: ResponseSlot, request_id: int, method: str, *, streaming: bool
+    ) -> None:
+        """Send what `slot` gets (as JSON, or as SSE with the call's notifications); a disconnect cancels the call."""
         disconnect = Disconnect(req.receive)
         try:
-            request_id = await dispatch.request(backend, message, slot, session=None, policy=policy, modern=True)
             if streaming:
                 await self._stream(req, backend, slot, disconnect, request_id, method)
                 return
@@ -296,7 +356,7 @@ class ModernTransport:
             gone.cancel()
             await end_stream(req.send)
 
-    async def _send(self, req: Request, answer: Message, method: str, backend: Backend) -> None:
+    async def _send(self, req: Request, answer: Message, method: str, backend: Backend | None) -> None:
         status = 200
         if "error" in answer:
             status = ERROR_STATUS.get(answer["error"].get("code"), 200)
@@ -368,13 +428,13 @@ def authorized_uris(asked: list[str], policy: CallPolicy) -> set[str]:
     return allowed
 
 
-def finish(answer: Message, method: str, backend: Backend) -> Message:
+def finish(answer: Message, method: str, backend: Backend | None) -> Message:
     """Shape a result for the 2026-07-28 wire: resultType, cache hints on lists, serverInfo in _meta."""
     value = answer.get("result")
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or backend is None:
         return answer
-    value.setdefault("resultType", "complete")
-    if method in CACHEABLE:
+    complete = value.setdefault("resultType", "complete") == "complete"  # an InputRequiredResult is not cached
+    if complete and method in CACHEABLE:
         # private: what a caller sees may be filtered by its token's scopes
         value.setdefault("ttlMs", 0)
         value.setdefault("cacheScope", "private")
