@@ -220,6 +220,24 @@ class Seen:
         return {"message_handler": self.on_message, "logging_callback": self.on_log}
 
 
+def remote_params(url: str, token: str, home: Path) -> StdioServerParameters:
+    """mcp-remote as Claude Desktop would launch it: the header's value from its environment, not its argv."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "AUTH_HEADER": f"Bearer {token}"}
+    args = [url, "--header", "Authorization:${AUTH_HEADER}"]
+    return StdioServerParameters(command=tool("mcp-remote"), args=args, env=env)
+
+
+CLIENTS = ["python-sdk", "mcp-remote"]  # the official Python SDK over HTTP (2025-11-25), or driving mcp-remote
+
+
+def session_via(client: str, url: str, token: str, home: Path, **options: Any) -> Any:
+    """A legacy-era session on the gateway's `url`, by the Python SDK itself or through mcp-remote."""
+    if client == "python-sdk":
+        return py_http(url, token, "legacy", **options)
+    return py_stdio(remote_params(url, token, home), home / "remote.err", **options)
+
+
 def run_concurrently(*jobs: Any) -> list[Any]:
     """Run blocking jobs (Node or CLI processes) side by side: the gateway run and its direct twin together."""
     results: list[Any] = [None] * len(jobs)
@@ -339,17 +357,10 @@ async def test_item2_mcp_remote_long_tool_lives_past_the_idle_timeout_on_its_pro
 ) -> None:
     """mcp-remote (a stdio proxy to the gateway's URL, token from its environment) driven by the Python SDK's stdio
     client: the progress token and notifications cross it, so the call completes as directly over stdio."""
-    params = StdioServerParameters(
-        command=tool("mcp-remote"),
-        args=[matrix.url("long"), "--header", "Authorization:${AUTH_HEADER}"],
-        env={
-            "PATH": os.environ.get("PATH", os.defpath),
-            "HOME": str(tmp_path),
-            "AUTH_HEADER": f"Bearer {matrix.admin}",
-        },
-    )
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
-        async with py_stdio(params, tmp_path / "remote.err") as session:
+        async with py_stdio(
+            remote_params(matrix.url("long"), matrix.admin, tmp_path), tmp_path / "remote.err"
+        ) as session:
             through = await py_progress(session, LONG_ARGS)
         async with py_stdio(direct_params(), tmp_path / "direct.err") as session:
             alone = await py_progress(session, LONG_ARGS)
@@ -410,18 +421,18 @@ async def py_subscriptions_direct(seen: Seen, errlog: Path, x: str, y: str) -> N
         await session.call_tool(TOGGLE, {})
 
 
-async def test_item3_python_sdk_one_sessions_unsubscribe_leaves_the_other_subscribed(
-    matrix: Matrix, tmp_path: Path
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_item3_one_sessions_unsubscribe_leaves_the_other_subscribed(
+    matrix: Matrix, tmp_path: Path, client: str
 ) -> None:
     """A and B subscribe to x on one shared child; A unsubscribes; the child's update for x reaches B; A, subscribed to
     y, gets y's update from the same round and never x's; directly over stdio the same server behaves as expected."""
-    x, y = uris("py3")[:2]
+    x, y = uris(f"{client}-3")[:2]
     a_seen, b_seen, d_seen = Seen(), Seen(), Seen()
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
-        url = matrix.url("subs")
         async with (
-            py_http(url, matrix.admin, "legacy", **a_seen.options()) as a,
-            py_http(url, matrix.admin, "legacy", **b_seen.options()) as b,
+            session_via(client, matrix.url("subs"), matrix.admin, tmp_path / "a", **a_seen.options()) as a,
+            session_via(client, matrix.url("subs"), matrix.admin, tmp_path / "b", **b_seen.options()) as b,
         ):
             await a.subscribe_resource(x)
             await b.subscribe_resource(x)
@@ -475,19 +486,19 @@ def lines_about(logs: list[str], names: list[str]) -> list[str]:
     return about
 
 
-async def test_item4_python_sdk_two_principals_on_a_shared_child_each_get_only_their_own_log_lines(
-    matrix: Matrix, tmp_path: Path
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_item4_two_principals_on_a_shared_child_each_get_only_their_own_log_lines(
+    matrix: Matrix, tmp_path: Path, client: str
 ) -> None:
     """alice and bob (two named tokens) on one shared child: bob's line during his only call reaches bob, never alice;
     alice's setLevel(error) silences neither bob nor the child (alice's own info line is filtered for her alone);
     directly over stdio the same server logs the same lines."""
-    b1, a1, a2, b2 = names = uris("py4")
+    b1, a1, a2, b2 = names = uris(f"{client}-4")
     a_seen, b_seen, d_seen = Seen(), Seen(), Seen()
-    url = matrix.url("logs")
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with (
-            py_http(url, matrix.alice, "legacy", **a_seen.options()) as a,
-            py_http(url, matrix.bob, "legacy", **b_seen.options()) as b,
+            session_via(client, matrix.url("logs"), matrix.alice, tmp_path / "a", **a_seen.options()) as a,
+            session_via(client, matrix.url("logs"), matrix.bob, tmp_path / "b", **b_seen.options()) as b,
         ):
             await b.set_logging_level("info")
             await a.set_logging_level("error")  # the last to ask: a child told directly would now drop bob's info
@@ -571,6 +582,22 @@ def test_item6_typescript_sdk_without_a_get_stream_answers_sampling_and_elicitat
     assert ELICITED in through["elicitation"]
 
 
+async def test_item6_mcp_remote_relays_a_per_session_childs_sampling_and_elicitation(
+    matrix: Matrix, tmp_path: Path
+) -> None:
+    """mcp-remote (driven by the Python SDK's stdio client) passes the child's requests to its client and the answers
+    back; mcp-remote opens a GET stream itself, so this cell proves the relay, not the GET-less path."""
+    prompt = "p6-remote"
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        params = remote_params(matrix.url("own"), matrix.admin, tmp_path)
+        async with py_stdio(params, tmp_path / "remote.err", **SERVER_REQUEST_CALLBACKS) as session:
+            through = await py_server_requests(session, prompt)
+        async with py_stdio(direct_params(), tmp_path / "direct.err", **SERVER_REQUEST_CALLBACKS) as session:
+            alone = await py_server_requests(session, prompt)
+    assert through == alone
+    assert SAMPLED + prompt in through["sampling"][0]
+
+
 # --- Item 7: a Streamable client whose connection drops mid-call resumes with Last-Event-ID -------------------------
 
 
@@ -622,13 +649,15 @@ def dropping_proxy(matrix: Matrix) -> Iterator[DropAfterProgress]:
     assert proxy.resumed(), "the client never resumed with Last-Event-ID"
 
 
-async def test_item7_python_sdk_resumes_a_dropped_call_with_last_event_id(matrix: Matrix, tmp_path: Path) -> None:
-    """The connection carrying a long call's SSE answer drops after its first progress event; the SDK reconnects
-    with GET + Last-Event-ID and gets the rest of the progress and the answer, as the same call over stdio."""
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_item7_resumes_a_dropped_call_with_last_event_id(matrix: Matrix, tmp_path: Path, client: str) -> None:
+    """The connection carrying a long call's SSE answer drops after its first progress event; the client (the Python
+    SDK, or mcp-remote's own HTTP client) reconnects with GET + Last-Event-ID and gets the rest of the progress and
+    the answer, as the same call over stdio."""
     found: dict[str, Any] = {}
 
     async def through(url: str) -> None:
-        async with py_http(url, matrix.admin, "legacy") as session:
+        async with session_via(client, url, matrix.admin, tmp_path) as session:
             found["through"] = await py_progress(session, LONG_ARGS)
 
     async def alone() -> None:
