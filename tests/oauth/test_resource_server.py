@@ -78,7 +78,7 @@ def token(issuer: Issuer, audience: str | list[str] = FILES, scope: str = "mcp:s
 
 def call(gw: RunningGateway, value: str, server: str = "files", tool: str = "echo") -> httpx.Response:
     """One stateless (2026-07-28) tools/call."""
-    arguments = {"text": "hi"} if tool == "echo" else {"a": 1, "b": 2}
+    arguments = {"echo": {"text": "hi"}, "add": {"a": 1, "b": 2}}.get(tool, {})
     with httpx.Client(timeout=10) as client:
         return modern_call(client, gw.mcp(server), value, "tools/call", {"name": tool, "arguments": arguments})
 
@@ -288,3 +288,14 @@ def test_named_tokens_keep_working_next_to_oauth(world: Any) -> None:
     named = add_token(gw, "ci", "server:files")
     assert call(gw, named).status_code == 200
     assert call(gw, named, "other").status_code == 403
+
+
+def test_the_clients_token_never_reaches_the_child(world: Any) -> None:
+    gw, issuer, _, _ = world
+    value = token(issuer)
+    answer = call(gw, value, tool="env")
+    assert answer.status_code == 200
+    seen = answer.json()["result"]["content"][0]["text"]
+    assert "PATH" in seen  # the child's environment, as it sees it
+    assert value not in seen
+    assert value.split(".")[2] not in seen

@@ -43,6 +43,8 @@ from mcp_bastion.config import (
     variables,
 )
 from mcp_bastion.errors import ConfigError, GatewayError
+from mcp_bastion.oauth import oauth_config
+from mcp_bastion.oauth.probe import probe_issuer
 from mcp_bastion.store import Store, open_store
 
 Status = Literal["PASS", "WARN", "FAIL"]
@@ -239,6 +241,16 @@ def check_start(found: list[Finding], store_usable: bool) -> Check:
     return Check("serve start-up", "PASS", f"serve starts without warnings{note}")
 
 
+def check_oauth(settings: Settings) -> list[Check]:
+    """With OAUTH_ISSUER set (Issue 13): the issuer's metadata and signing keys are reachable and usable."""
+    config = oauth_config(settings)
+    if config is None or settings.oauth_issuer is None:
+        return []
+    hint = "check OAUTH_ISSUER (exactly the `iss` of its tokens) / OAUTH_JWKS_URL and that this host reaches them"
+    probes = asyncio.run(probe_issuer(config))
+    return [Check(p.check, "PASS" if p.ok else "FAIL", p.detail, "" if p.ok else hint) for p in probes]
+
+
 def static_checks(env_file: Path, config: Path | None) -> list[Check]:
     checks = [row(env_file_finding(env_file))]
     try:
@@ -254,6 +266,7 @@ def static_checks(env_file: Path, config: Path | None) -> list[Check]:
     checks.append(servers_check)
     checks += check_secrets_in_args(settings.mcp_config, servers)
     checks.append(check_audit_log(settings))
+    checks += check_oauth(settings)
     checks.append(store_check)
     checks.append(check_start(found, store_usable=stored is not None))
     return checks
