@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from mcp_bastion.access import RequestContext, context_of
+from mcp_bastion.access import Principal, RequestContext, context_of
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import DependencyUnavailable, ProtocolError
@@ -104,12 +104,27 @@ class AdminRoutes:
         if principal.credential is not None:  # best effort: an outage only loses the lockout exception (item 10)
             with contextlib.suppress(DependencyUnavailable):
                 await self.limiter.known.remember(ip, principal.credential)
+        session, csrf, cookies = await self.start_session(principal, ctx)
+        body = {
+            "principal": principal.name,
+            "scopes": list(principal.scopes),
+            "expires": session.expires,
+            "csrf_token": csrf,
+        }
+        await send_json(req.send, 200, body, cookies)
+
+    async def start_session(
+        self, principal: Principal, ctx: RequestContext
+    ) -> tuple[LoginSession, str, list[tuple[bytes, bytes]]]:
+        """Open a login session for an authenticated principal (also the OAuth login form's): the session, its CSRF
+        token and the Set-Cookie headers."""
         session_id, csrf = new_session_id(), secrets.token_urlsafe(32)
         now = time.time()
         # A session never outlives its token; it stays bound to the token's hash (re-checked on every request).
         expires = min(now + self.settings.session_ttl_s, principal.expires or float("inf"))
         ttl = max(int(expires - now), 1)
         extra = {TOKEN_KEY: principal.credential or ""}
+        ip = ctx.client_ip
         session = LoginSession(
             token_hash(session_id), principal.name, principal.scopes, now, expires, ip, token_hash(csrf), extra
         )
@@ -123,21 +138,11 @@ class AdminRoutes:
             session=session.id_hash[:PUBLIC_ID_CHARS],
             request_id=ctx.request_id,
         )
-        body = {
-            "principal": principal.name,
-            "scopes": list(principal.scopes),
-            "expires": session.expires,
-            "csrf_token": csrf,
-        }
-        await send_json(
-            req.send,
-            200,
-            body,
-            [
-                self._cookie(SESSION_COOKIE, session_id, ttl, http_only=True),
-                self._cookie(CSRF_COOKIE, csrf, ttl, http_only=False),
-            ],
-        )
+        cookies = [
+            self._cookie(SESSION_COOKIE, session_id, ttl, http_only=True),
+            self._cookie(CSRF_COOKIE, csrf, ttl, http_only=False),
+        ]
+        return session, csrf, cookies
 
     async def logout(self, req: Request) -> None:
         """POST /auth/logout: delete the session server-side and clear the cookies."""

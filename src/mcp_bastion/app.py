@@ -9,6 +9,8 @@ from mcp_bastion import __version__
 from mcp_bastion.access import Principal, RequestContext, context_of, may_see_server, redact_view
 from mcp_bastion.admin import AdminRoutes
 from mcp_bastion.audit import AuditLog
+from mcp_bastion.authserver import AuthServer, build_authserver
+from mcp_bastion.authserver.routes import AuthServerRoutes
 from mcp_bastion.cluster.node import Cluster
 from mcp_bastion.cluster.settings import cluster_settings
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
@@ -65,6 +67,7 @@ class BastionApp:
         cluster: Cluster | None = None,
         sealer: Sealer | None = None,
         instance_id: str | None = None,
+        authserver: AuthServer | None = None,
     ) -> None:
         self.gateway = gateway
         self.cluster = cluster  # Issue 12: this instance's membership (None without REDIS_URL)
@@ -84,6 +87,7 @@ class BastionApp:
         )
         self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep)
         self.oauth = authenticator.oauth  # Issue 13: the resource server (None unless OAUTH_ISSUER is set)
+        self.authserver = self._authserver_routes(authserver, authenticator)  # Issue 14 (None unless builtin)
         self.handlers = self._handlers()
         # Issue 12: in cluster mode a request for a session held elsewhere is forwarded there, after the pipeline.
         router = cluster.route(self._http) if cluster is not None else self._http
@@ -211,6 +215,47 @@ class BastionApp:
             "mcp": lambda req, ctx: self._mcp(req, self._server(ctx)),
             "mcp.sse": lambda req, ctx: self.sse.stream(req, self._server(ctx)),
             "mcp.messages": lambda req, ctx: self.sse.post(req, self._server(ctx)),
+            **self._authserver_handlers(),
+        }
+
+    def _authserver_routes(self, parts: AuthServer | None, authenticator: Authenticator) -> AuthServerRoutes | None:
+        """The built-in authorization server's endpoints (Issue 14), or None when it is off."""
+        if parts is None:
+            return None
+        return AuthServerRoutes(
+            issuer=parts.issuer,
+            keys=parts.keys,
+            clients=parts.clients,
+            authorizations=parts.authorizations,
+            exchange=parts.exchange,
+            admin=self.admin,
+            authenticator=authenticator,
+            limiter=self.limiter,
+            audit=self.audit,
+            scopes=parts.scopes,
+            on_revoked=self.revocation.sweep,
+        )
+
+    def _authserver_handlers(self) -> dict[str, Handler]:
+        """Routes of the built-in authorization server (Issue 14): 404 like any discovery probe when it is off."""
+        names = ["oauth.server", "oauth.jwks", "oauth.register", "oauth.authorize", "oauth.consent", "oauth.login"]
+        names += ["oauth.token", "oauth.revoke", "api.grants", "api.grant"]
+        routes = self.authserver
+        if routes is None:
+            return dict.fromkeys(names, self._discovery)
+        return {
+            "oauth.server": lambda req, ctx: routes.metadata(req),
+            "oauth.jwks": lambda req, ctx: routes.jwks(req),
+            "oauth.register": lambda req, ctx: routes.register(req),
+            "oauth.authorize": lambda req, ctx: routes.authorize(req),
+            "oauth.consent": lambda req, ctx: (
+                routes.consent_page(req) if req.method == "GET" else routes.consent(req)
+            ),
+            "oauth.login": lambda req, ctx: routes.login(req),
+            "oauth.token": lambda req, ctx: routes.token(req),
+            "oauth.revoke": lambda req, ctx: routes.revoke(req),
+            "api.grants": lambda req, ctx: routes.list_grants(req),
+            "api.grant": lambda req, ctx: routes.revoke_grant(req, ctx.params["id"]),
         }
 
     def _server(self, ctx: RequestContext) -> str:
@@ -350,7 +395,9 @@ def create_app(
     gateway.limiter = limiter
     config = oauth_config(settings)
     oauth = oauth or (ResourceServer(config) if config is not None else None)
-    authenticator = Authenticator(admin_token=admin_token, store=store, oauth=oauth)
+    authserver = build_authserver(settings, servers, store=store, audit=audit)  # Issue 14: AUTHORIZATION_SERVER
+    issued = authserver.grants if authserver is not None else None
+    authenticator = Authenticator(admin_token=admin_token, store=store, oauth=oauth, issued=issued)
     cluster = _cluster(settings, gateway)
     return BastionApp(
         gateway,
@@ -362,6 +409,7 @@ def create_app(
         cluster=cluster,
         sealer=sealer,
         instance_id=instance_id,
+        authserver=authserver,
     )
 
 

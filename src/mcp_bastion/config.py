@@ -196,6 +196,26 @@ class Settings(BaseSettings):
     # How often an instance renews its record in Redis; a dead one's sessions answer 404 within 2 x this.
     cluster_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
+    # --- built-in OAuth 2.1 authorization server (Issue 14): AUTHORIZATION_SERVER=builtin, needs PUBLIC_URL ---
+    authorization_server: Literal["", "builtin"] = ""
+    # An access token it issues lives this long: a leaked one is bounded by it, and a refresh is cheap.
+    oauth_access_token_ttl_s: Annotated[float, Field(ge=60, le=86_400)] = 3600.0
+    # A grant (and every refresh token of its family) ends this long after consent: the operator approves again.
+    oauth_grant_ttl_s: Annotated[float, Field(ge=3600, le=366 * 86_400)] = 30 * 86_400.0
+    # A dynamically registered client that completes no grant within this is forgotten (registration spam).
+    oauth_client_unused_ttl_s: Annotated[float, Field(ge=60, le=366 * 86_400)] = 86_400.0
+    # The signing keys (0600); instances behind one balancer share the file, as they share the TLS key.
+    oauth_signing_key_file: Path = Path("data/oauth-signing-keys.json")
+    # Tests only: Client ID Metadata Documents may be fetched from loopback addresses (never private ones).
+    oauth_cimd_allow_loopback: bool = False
+
+    @field_validator("authorization_server")
+    @classmethod
+    def _builtin_needs_public_url(cls, value: str, info: ValidationInfo) -> str:
+        if value == "builtin" and not info.data.get("public_url"):
+            raise ValueError("AUTHORIZATION_SERVER=builtin needs PUBLIC_URL (the issuer and resources derive from it)")
+        return value
+
     @property
     def security_audit_log(self) -> Path:
         """Where security events are written: SECURITY_LOG, else next to AUDIT_LOG (Issue 9 item 8)."""

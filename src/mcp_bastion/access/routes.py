@@ -112,6 +112,18 @@ ROUTES: tuple[Route, ...] = (
         Access.PUBLIC,
         rate=RateClass.IP,
     ),
+    # The built-in authorization server (Issue 14): public, counted per address; its consent pages check the login
+    # cookie themselves (a missing login is a login form there, not a 401).
+    Route("oauth.server", (".well-known", "oauth-authorization-server"), GET, Access.PUBLIC, rate=RateClass.IP),
+    Route("oauth.jwks", ("oauth", "jwks"), GET, Access.PUBLIC, rate=RateClass.IP),
+    Route("oauth.register", ("oauth", "register"), POST, Access.PUBLIC, rate=RateClass.IP),
+    Route("oauth.authorize", ("oauth", "authorize"), GET, Access.PUBLIC, rate=RateClass.IP),
+    Route("oauth.consent", ("oauth", "consent"), frozenset({"GET", "POST"}), Access.PUBLIC, rate=RateClass.IP),
+    Route("oauth.login", ("oauth", "login"), POST, Access.PUBLIC, rate=RateClass.IP),
+    Route("oauth.token", ("oauth", "token"), POST, Access.PUBLIC, rate=RateClass.IP),
+    Route("oauth.revoke", ("oauth", "revoke"), POST, Access.PUBLIC, rate=RateClass.IP),
+    Route("api.grants", ("api", "grants"), GET, Access.ADMIN, cookie=True),
+    Route("api.grant", ("api", "grants", "{id}"), DELETE, Access.ADMIN, cookie=True),
     Route("auth.login", ("auth", "login"), POST, Access.PUBLIC, rate=RateClass.IP),
     Route("auth.logout", ("auth", "logout"), POST, Access.PRINCIPAL, cookie=True),
     Route("auth.session", ("auth", "session"), GET, Access.PRINCIPAL, cookie=True, rate=RateClass.DASHBOARD),

@@ -14,6 +14,7 @@ import hmac
 import re
 import time
 from http.cookies import SimpleCookie
+from typing import Protocol
 
 from mcp_bastion.access import CONTEXT_KEY, Access, Principal, RequestContext, Route, context_of, needed_scope
 from mcp_bastion.audit import AuditLog
@@ -39,13 +40,37 @@ ANONYMOUS = Principal("anonymous", "anonymous", (ADMIN_SCOPE,), "none")
 TOKEN_KEY = "token"  # noqa: S105 - LoginSession.extra key holding the hash of the token a session came from
 
 
+class IssuedTokens(Protocol):
+    """Access tokens this gateway issued itself (the built-in authorization server, Issue 14: authserver.grants)."""
+
+    def claims(self, token: str) -> bool:
+        """Whether a bearer token is the built-in server's to judge (decided on its header, before any look-up)."""
+
+    def owns_credential(self, credential: str) -> bool:
+        """Whether a Principal.credential is one of its grants'."""
+
+    async def principal(self, token: str) -> tuple[Principal | None, str]:
+        """The principal of one of its access tokens (signature, expiry, then its grant in the store)."""
+
+    async def by_credential(self, credential: str) -> tuple[Principal | None, str]:
+        """The principal of a grant still in force."""
+
+
 class Authenticator:
     """Turns a token or a cookie into a Principal; the admin token from .env first, then the store."""
 
-    def __init__(self, *, admin_token: str | None, store: Store, oauth: ResourceServer | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        admin_token: str | None,
+        store: Store,
+        oauth: ResourceServer | None = None,
+        issued: IssuedTokens | None = None,
+    ) -> None:
         self.admin_hash = token_hash(admin_token) if admin_token else None
         self.store = store
         self.oauth = oauth  # OAuth access tokens from the configured issuer (Issue 13), next to the named tokens
+        self.issued = issued  # the built-in authorization server's tokens (Issue 14), judged first
         self._touched: dict[str, float] = {}
         self._admin_revoked = False  # sticky: once `lockdown` revoked the .env token, it stays refused
 
@@ -64,6 +89,8 @@ class Authenticator:
         Raises:
             StoreError, DependencyUnavailable: the store or the identity provider could not answer (fail closed).
         """
+        if self.issued is not None and self.issued.claims(token):
+            return await self.issued.principal(token)
         digest = token_hash(token)
         oauth = self.oauth
         if oauth is not None and oauth.takes(token) and not self._is_admin(digest):
@@ -83,6 +110,8 @@ class Authenticator:
         Raises:
             StoreError: the store could not answer (the caller fails closed).
         """
+        if self.issued is not None and self.issued.owns_credential(digest):
+            return await self.issued.by_credential(digest)
         if self._is_admin(digest):
             if await self._admin_token_revoked(digest):
                 return None, "revoked token"

@@ -55,6 +55,9 @@ class OAuthConfig:
 
 def oauth_config(settings: Settings) -> OAuthConfig | None:
     """The resource server's configuration, or None when OAUTH_ISSUER is unset (OAuth off)."""
+    if settings.oauth_issuer is None and settings.authorization_server == "builtin" and settings.public_url:
+        # Issue 14: the gateway is its own issuer; its metadata and challenges name it (authserver judges the tokens)
+        return OAuthConfig(public_url=settings.public_url, issuer=settings.public_url)
     if settings.oauth_issuer is None or settings.public_url is None:
         return None
     secret = settings.oauth_client_secret

@@ -1,0 +1,137 @@
+"""Client ID Metadata Documents: a `client_id` that is an https URL names a JSON document the gateway fetches.
+
+The fetch is made on behalf of whoever sent the authorization request, so it is guarded against server-side
+request forgery: https only, the name resolved once here and every address it resolves to checked (no private,
+loopback, link-local, reserved or multicast target; loopback only when a test setting allows it), then the
+connection made to that checked address (the name kept for TLS and Host: a second resolution cannot rebind it), no
+redirects, a size cap and a time cap. Documents are cached. httpx lives here.
+"""
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+FETCH_TIMEOUT_S = 5.0  # DNS, connect and read together: a consent page must not hang on a slow host
+MAX_DOCUMENT_BYTES = 16 * 1024  # a client's metadata is a few hundred bytes; more is not a client document
+CACHE_S = 300.0  # a document is re-fetched after this (clients change redirect URIs rarely)
+CACHE_MAX = 512  # documents remembered; the oldest go first
+MAX_URL_CHARS = 2048
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class CimdRefused(Exception):
+    """A client_id URL the gateway will not fetch, or whose answer is no usable document; the message says why."""
+
+
+def target_allowed(address: IpAddress, *, allow_loopback: bool) -> bool:
+    """Whether the gateway may connect to `address` for a client document."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return allow_loopback
+    return address.is_global and not address.is_multicast
+
+
+def check_url(url: str) -> tuple[str, int]:
+    """(host, port) of a client_id URL the gateway may fetch.
+
+    Raises:
+        CimdRefused: not https, no host, credentials, a fragment, a root path, or too long.
+    """
+    if len(url) > MAX_URL_CHARS:
+        raise CimdRefused("client_id URL is too long")
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise CimdRefused("client_id URL must be https")
+    if parts.username is not None or parts.fragment or parts.path in ("", "/"):
+        raise CimdRefused("client_id URL may not carry credentials or a fragment, and needs a path")
+    return parts.hostname, parts.port or 443
+
+
+class CimdFetcher:
+    """Fetches and caches client metadata documents."""
+
+    def __init__(
+        self,
+        *,
+        allow_loopback: bool = False,
+        verify: ssl.SSLContext | bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.allow_loopback = allow_loopback
+        self.verify = verify
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    async def document(self, url: str) -> dict[str, Any]:
+        """The JSON object at `url` (cached).
+
+        Raises:
+            CimdRefused
+        """
+        cached = self._cache.get(url)
+        if cached is not None and cached[0] > self.clock():
+            return cached[1]
+        try:
+            async with asyncio.timeout(FETCH_TIMEOUT_S):
+                document = await self._fetch(url)
+        except TimeoutError:
+            raise CimdRefused("client_id URL did not answer in time") from None
+        self._cache[url] = (self.clock() + CACHE_S, document)
+        self._cache.move_to_end(url)
+        while len(self._cache) > CACHE_MAX:
+            self._cache.popitem(last=False)
+        return document
+
+    async def _fetch(self, url: str) -> dict[str, Any]:
+        host, port = check_url(url)
+        address = await self._resolve(host, port)
+        parts = urlsplit(url)
+        netloc = f"[{address}]" if address.version == 6 else str(address)
+        pinned = urlunsplit(("https", f"{netloc}:{port}", parts.path, parts.query, ""))
+        headers = {"Host": parts.netloc, "Accept": "application/json"}
+        try:
+            async with (
+                httpx.AsyncClient(verify=self.verify, follow_redirects=False, trust_env=False) as client,
+                client.stream("GET", pinned, headers=headers, extensions={"sni_hostname": host}) as answer,
+            ):
+                if answer.status_code != 200:
+                    raise CimdRefused(f"client_id URL answered {answer.status_code}")
+                body = b""
+                async for chunk in answer.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_DOCUMENT_BYTES:
+                        raise CimdRefused(f"client document is larger than {MAX_DOCUMENT_BYTES} bytes")
+        except httpx.HTTPError as exc:
+            raise CimdRefused(f"client_id URL could not be fetched ({exc.__class__.__name__})") from None
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise CimdRefused("client document is not JSON") from None
+        if not isinstance(document, dict):
+            raise CimdRefused("client document is not a JSON object")
+        return document
+
+    async def _resolve(self, host: str, port: int) -> IpAddress:
+        """The one address to connect to; every address the name has must be allowed (no mixed answers)."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            raise CimdRefused("client_id host does not resolve") from None
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        if not addresses:
+            raise CimdRefused("client_id host does not resolve")
+        for address in addresses:
+            if not target_allowed(address, allow_loopback=self.allow_loopback):
+                raise CimdRefused("client_id host resolves to a private or local address")
+        return addresses[0]

@@ -1,0 +1,156 @@
+"""Clients: Dynamic Client Registration (RFC 7591), Client ID Metadata Documents, and redirect URI rules.
+
+Every client is public (PKCE, no secret): `token_endpoint_auth_method` is always `none`. Redirect URIs are https, or
+plain http on a loopback address (RFC 8252 native apps); they match exactly, except that a loopback redirect may use
+any port (RFC 8252 section 7.3).
+"""
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from mcp_bastion.authserver.cimd import CimdFetcher, CimdRefused
+from mcp_bastion.authserver.records import CLIENT, Client, from_record, to_record
+from mcp_bastion.config import is_loopback
+from mcp_bastion.store import Store
+
+MAX_REDIRECT_URIS = 10
+MAX_URI_CHARS = 2048
+MAX_NAME_CHARS = 100
+CLIENT_ID_BYTES = 16
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
+DEFAULT_NAME = "unnamed client"
+
+
+class BadClient(Exception):
+    """A registration or client document the gateway refuses; `error` is the RFC 7591 / 6749 error code."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def redirect_problem(uri: Any) -> str | None:
+    """Why `uri` cannot be a redirect URI here, or None."""
+    if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_CHARS:
+        return "a redirect URI is a string of at most 2048 characters"
+    parts = urlsplit(uri)
+    if parts.fragment or "#" in uri:
+        return "a redirect URI may not hold a fragment"
+    if parts.username is not None or parts.password is not None:
+        return "a redirect URI may not hold credentials"
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return None
+    return "redirect URIs must be https, or http on a loopback address"
+
+
+def redirect_matches(registered: str, presented: str) -> bool:
+    """Exact match; a loopback http redirect may differ in its port only (RFC 8252 section 7.3)."""
+    if registered == presented:
+        return True
+    a, b = urlsplit(registered), urlsplit(presented)
+    if a.scheme != "http" or b.scheme != "http" or not a.hostname or not is_loopback(a.hostname):
+        return False
+    try:
+        b.port  # noqa: B018 - a malformed port is no match
+    except ValueError:
+        return False
+    return (a.hostname, a.path, a.query) == (b.hostname, b.path, b.query) and b.hostname == a.hostname
+
+
+def client_name(value: Any) -> str:
+    """A display name from client metadata: printable, bounded; the default when absent."""
+    if not isinstance(value, str):
+        return DEFAULT_NAME
+    cleaned = "".join(ch for ch in value if ch.isprintable()).strip()[:MAX_NAME_CHARS]
+    return cleaned or DEFAULT_NAME
+
+
+def validated_metadata(data: Any) -> tuple[str, tuple[str, ...]]:
+    """(client name, redirect URIs) of registration metadata or a client document.
+
+    Raises:
+        BadClient
+    """
+    if not isinstance(data, dict):
+        raise BadClient("invalid_client_metadata", "the body must be a JSON object")
+    uris = data.get("redirect_uris")
+    if not isinstance(uris, list) or not 1 <= len(uris) <= MAX_REDIRECT_URIS:
+        raise BadClient("invalid_redirect_uri", f"redirect_uris: a list of 1-{MAX_REDIRECT_URIS} URIs")
+    for uri in uris:
+        problem = redirect_problem(uri)
+        if problem is not None:
+            raise BadClient("invalid_redirect_uri", problem)
+    grant_types = data.get("grant_types", ["authorization_code"])
+    if not isinstance(grant_types, list) or not set(grant_types) <= GRANT_TYPES:
+        raise BadClient("invalid_client_metadata", "grant_types: only authorization_code and refresh_token")
+    response_types = data.get("response_types", ["code"])
+    if not isinstance(response_types, list) or set(response_types) != {"code"}:
+        raise BadClient("invalid_client_metadata", "response_types: only code")
+    return client_name(data.get("client_name")), tuple(uris)
+
+
+class Clients:
+    """Registered clients (in the store, forgotten when unused) and metadata-document clients (fetched)."""
+
+    def __init__(
+        self, *, store: Store, fetcher: CimdFetcher, unused_ttl_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.unused_ttl_s = unused_ttl_s
+        self.clock = clock
+
+    async def register(self, data: Any) -> tuple[Client, dict[str, Any]]:
+        """Register a client (RFC 7591); the client and the answer's body.
+
+        Raises:
+            BadClient
+        """
+        name, uris = validated_metadata(data)
+        client = Client("mcpc_" + secrets.token_urlsafe(CLIENT_ID_BYTES), name, uris, self.clock())
+        await self.keep(client)
+        body = {
+            "client_id": client.client_id,
+            "client_id_issued_at": int(client.created),
+            "client_name": name,
+            "redirect_uris": list(uris),
+            "grant_types": sorted(GRANT_TYPES),
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }
+        return client, body
+
+    async def keep(self, client: Client) -> None:
+        """Store (or extend) a registration: it lives `unused_ttl_s` past its last authorization."""
+        await self.store.put_record(CLIENT, client.client_id, to_record(client), self.clock() + self.unused_ttl_s)
+
+    async def find(self, client_id: str) -> Client:
+        """The client an authorization request names.
+
+        Raises:
+            BadClient: unknown or expired registration; a metadata document refused or invalid.
+        """
+        if client_id.startswith("https://"):
+            return await self._document_client(client_id)
+        data = await self.store.get_record(CLIENT, client_id) if len(client_id) <= MAX_URI_CHARS else None
+        if data is None:
+            raise BadClient("invalid_client", "unknown client_id (registrations expire when unused)")
+        return from_record(Client, data)
+
+    async def _document_client(self, url: str) -> Client:
+        try:
+            document = await self.fetcher.document(url)
+        except CimdRefused as exc:
+            raise BadClient("invalid_client", str(exc)) from None
+        if document.get("client_id") != url:
+            raise BadClient("invalid_client", "the client document's client_id is not its URL")
+        if document.get("token_endpoint_auth_method", "none") != "none":
+            raise BadClient("invalid_client", "only public clients (token_endpoint_auth_method none) are served")
+        name, uris = validated_metadata(document)
+        return Client(url, name, uris, self.clock(), metadata_document=True)
