@@ -14,6 +14,7 @@ from mcp_bastion.authserver.routes import AuthServerRoutes
 from mcp_bastion.cluster.node import Cluster
 from mcp_bastion.cluster.settings import cluster_settings
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
+from mcp_bastion.dashboard.instances import Instances, gateway_load, own_url
 from mcp_bastion.dashboard.routes import DashboardRoutes
 from mcp_bastion.errors import GatewayError, ProtocolError, ShuttingDown
 from mcp_bastion.middleware import Security, build_pipeline
@@ -27,6 +28,7 @@ from mcp_bastion.relay import Gateway
 from mcp_bastion.relay.sessions import SHUTDOWN_RETRY_AFTER_S
 from mcp_bastion.revocation import RevocationWatcher
 from mcp_bastion.sealing import Sealer
+from mcp_bastion.security import ADMIN_SCOPE
 from mcp_bastion.store import Remote, Store, breaker_of, open_store
 from mcp_bastion.supervisor import ServerState, Supervisor
 from mcp_bastion.supervisor.supervisor import EventSink
@@ -85,7 +87,16 @@ class BastionApp:
         self.revocation = RevocationWatcher(
             gateway=gateway, store=store, authenticator=authenticator, audit=audit, every_s=settings.revocation_check_s
         )
-        self.dashboard = DashboardRoutes(gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep)
+        self.instances = Instances(  # Issue 12 item 6: every instance in /health (admins) and the dashboard
+            instance_id=settings.instance_id,
+            advertise_url=cluster.config.advertise_url if cluster is not None else own_url(settings),
+            load=lambda: gateway_load(gateway),
+            draining=lambda: gateway.closing,
+            cluster=cluster,
+        )
+        self.dashboard = DashboardRoutes(
+            gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep, instances=self.instances
+        )
         self.oauth = authenticator.oauth  # Issue 13: the resource server (None unless OAUTH_ISSUER is set)
         self.authserver = self._authserver_routes(authserver, authenticator)  # Issue 14 (None unless builtin)
         self.handlers = self._handlers()
@@ -192,7 +203,7 @@ class BastionApp:
         dashboard, admin = self.dashboard, self.admin
         return {
             "livez": lambda req, ctx: send_bytes(req.send, 200, b"ok", TEXT),
-            "health": lambda req, ctx: send_json(req.send, 200, self.health(ctx.principal)),
+            "health": self._health,
             "dashboard": lambda req, ctx: dashboard.index(req),
             "static": lambda req, ctx: dashboard.static(req, ctx.params["file"]),
             "discovery": self._discovery,
@@ -333,6 +344,13 @@ class BastionApp:
     def server_view(self, name: str, principal: Principal | None) -> dict[str, Any]:
         """A server's state as this principal may see it: pid and last error for admin only."""
         return redact_view(self.gateway.server_view(name), principal.scopes if principal else ())
+
+    async def _health(self, req: Request, ctx: RequestContext) -> None:
+        """GET /health: `health`, and for an admin every instance of the cluster (Issue 12 item 6)."""
+        body = self.health(ctx.principal)
+        if ctx.principal is not None and ADMIN_SCOPE in ctx.principal.scopes:
+            body.update(await self.instances.document())
+        await send_json(req.send, 200, body)
 
     def health(self, principal: Principal | None) -> dict[str, Any]:
         """Status, version and the state of each server the caller may see (never command, args or env)."""

@@ -238,7 +238,7 @@ def test_overview_reports_servers_and_a_growing_call_rate(env: Env) -> None:
     first = env.get("/api/overview", env.admin)
     assert first.status_code == 200
     body = first.json()
-    assert set(body) == {"version", "status", "principal", "scopes", "servers"}
+    assert set(body) == {"version", "status", "principal", "scopes", "servers", "instance", "source", "instances"}
     assert (body["principal"], body["scopes"], body["status"]) == ("admin", ["admin"], "ok")
     [server] = body["servers"]
     assert set(server) == {

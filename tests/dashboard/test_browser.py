@@ -365,3 +365,30 @@ def test_keyboard_alone_logs_in(open_page: Any, gateway: Gateway) -> None:
     expect(page.locator("#view-servers")).to_be_visible()
     expect(server_row(page, "toolbox").locator("td.state")).to_have_text("running")
     w.assert_clean()
+
+
+def test_the_instances_table_shows_this_instance_to_admins_only(open_page: Any, gateway: Gateway) -> None:
+    """Issue 12 item 6: one instance (no REDIS_URL) is listed from local state; a non-admin sees no instances."""
+    me = gateway.gw.app.settings.instance_id
+    w = open_page()
+    page = w.page
+    login(w, gateway.admin)
+    row = page.locator(f'#instances-table tbody tr[data-instance="{me}"]')
+    expect(row.locator("th")).to_contain_text(f"{me} (this one)")
+    expect(row.locator("td.url")).to_have_text(gateway.url)
+    expect(row.locator("td.children")).to_have_text("2")  # toolbox and spare
+    expect(row.locator("td.heartbeat")).to_have_text(re.compile(r"^\d+s ago$"))
+    expect(row.locator("td.state")).to_have_text("serving")
+    expect(page.locator("#instances-summary")).to_contain_text("1 instance · one instance (no cluster)")
+    w.assert_clean()
+
+    reader = add_token(gateway.gw, "instances-reader", "server:toolbox")
+    w = open_page()
+    page = w.page
+    page.goto("/#servers")
+    page.fill("#login-token", reader)
+    page.click("#login-submit")
+    expect(server_row(page, "toolbox").locator("td.state")).to_have_text("running")
+    expect(page.locator("#instances-table")).to_be_hidden()
+    expect(page.locator("#instances-table tbody tr")).to_have_count(0)
+    w.assert_clean()

@@ -22,6 +22,7 @@ from mcp_bastion import __version__
 from mcp_bastion.access import Principal, context_of, may_see_server, redact_view, valid_scope
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.audit_reader import Cursor, Filter, Matcher, end_of, read_page
+from mcp_bastion.dashboard.instances import Instances
 from mcp_bastion.relay import Gateway
 from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash, token_name_problem
 from mcp_bastion.store import DuplicateName, Store, TokenRecord
@@ -93,8 +94,10 @@ class DashboardRoutes:
         audit: AuditLog,
         static_dir: Path = STATIC_DIR,
         on_revoked: Callable[[], Awaitable[object]] | None = None,
+        instances: Instances | None = None,
     ) -> None:
         self.gateway = gateway
+        self.instances = instances  # every instance of the cluster, for admins (Issue 12 item 6)
         self.on_revoked = on_revoked  # ends what the revoked token opened, at once
         self.store = store
         self.audit = audit
@@ -172,6 +175,8 @@ class DashboardRoutes:
             "scopes": list(principal.scopes),
             "servers": servers,
         }
+        if self.instances is not None and ADMIN_SCOPE in principal.scopes:
+            body.update(await self.instances.document())
         await send_json(req.send, 200, body, [NO_STORE])
 
     def sample(self) -> None:

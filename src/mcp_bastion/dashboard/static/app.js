@@ -16,6 +16,7 @@
     timer: null,
     audit: { events: [], keys: new Set(), cursor: null, busy: false, generation: 0 },
     servers: [],
+    instances: null, // {instance, source, instances: [...]} from the overview (admins only)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -291,6 +292,7 @@
       parts.push(`${state.servers.length} server${state.servers.length === 1 ? "" : "s"}`);
       $("servers-summary").textContent = parts.join(" · ");
       renderServers();
+      renderInstances(data);
     } catch (err) {
       report(err, "Servers");
     }
@@ -331,6 +333,33 @@
     });
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 10, className: "empty" }, "No servers configured.")));
     body.replaceChildren(...rows);
+  }
+
+  const SOURCES = {
+    local: "one instance (no cluster)",
+    cluster: "from the cluster registry",
+    "cluster unavailable": "the cluster registry is unreachable: this instance only",
+  };
+
+  function renderInstances(data) {
+    const list = Array.isArray(data.instances) ? data.instances : [];
+    $("instances-summary").textContent = list.length
+      ? `${list.length} instance${list.length === 1 ? "" : "s"} · ${SOURCES[data.source] || data.source || ""}`
+      : "";
+    const rows = list.map((i) => el("tr", { "data-instance": i.id },
+      el("th", { scope: "row" }, i.id, i.this ? el("span", { className: "you" }, " (this one)") : null),
+      el("td", { className: "url" }, el("code", {}, i.advertise_url)),
+      cell(fmtDuration(i.uptime_s), "uptime"),
+      cell(fmtNumber(i.sessions), "num sessions"),
+      cell(fmtNumber(i.children), "num children"),
+      cell(`${fmtDuration(i.heartbeat_age_s)} ago`, "heartbeat"),
+      el("td", { className: "state" }, badge(i.draining ? "draining" : "serving", i.draining ? "warn" : "good")),
+    ));
+    // Only admins get instances; for anyone else the (hidden) table stays empty.
+    if (!rows.length && Array.isArray(data.instances)) {
+      rows.push(el("tr", {}, el("td", { colspan: 7, className: "empty" }, "No instance information.")));
+    }
+    $("instances-table").tBodies[0].replaceChildren(...rows);
   }
 
   async function manage(name, action, button) {
