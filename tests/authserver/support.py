@@ -104,9 +104,10 @@ class Browser:
         """GET /oauth/authorize as the client's redirect sends the browser there."""
         return self.http.get("/oauth/authorize?" + urlencode(params))
 
-    def consent_page(self, params: dict[str, str]) -> httpx.Response:
-        """From the authorization request to the consent page, logging in on the way when needed."""
-        first = self.start(params)
+    def consent_page(self, params: dict[str, str] | str) -> httpx.Response:
+        """From the authorization request (its parameters, or the whole URL a client opens) to the consent page,
+        logging in on the way when needed."""
+        first = self.start(params) if isinstance(params, dict) else self.http.get(params)
         assert first.status_code == 200, first.text
         onward = ONWARD.search(first.text)
         assert onward is not None, first.text
@@ -126,7 +127,7 @@ class Browser:
         body = [*fields.items(), ("decision", decision), *(("scope", s) for s in chosen)]
         return self.http.post("/oauth/consent", content=urlencode(body), headers=FORM)
 
-    def code_for(self, params: dict[str, str], scopes: list[str] | None = None) -> dict[str, str]:
+    def code_for(self, params: dict[str, str] | str, scopes: list[str] | None = None) -> dict[str, str]:
         """The whole approval; the redirect's query (code, state, iss)."""
         answer = self.decide(self.consent_page(params), "approve", scopes)
         assert answer.status_code == 303, answer.text
