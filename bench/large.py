@@ -1,10 +1,11 @@
 """Large results through the gateway (Issue 11 item 1): calls/s against direct stdio, and the gateway's peak RSS.
 
-    .venv/bin/python bench/large.py [--mib 1,8] [--calls 20] [--transports streamable,sse]
+    .venv/bin/python bench/large.py [--mib 1,8] [--calls 20] [--transports streamable,sse,modern]
 
 The child is the test fixture tests/fixtures/toolbox.py, tool `blob`: an N MiB text sent twice (`content` and
 `structuredContent`), the id last, as an MCP server on the TypeScript SDK answers a file read; the line is ~2N MiB.
-`mcp-bastion serve` (whole security pipeline, bearer token), calls one at a time.
+`mcp-bastion serve` (whole security pipeline, bearer token), calls one at a time: `streamable` (2025-11-25 session,
+JSON answers), `sse` (HTTP+SSE 2024-11-05), `modern` (stateless 2026-07-28, JSON answers).
 Peak RSS is the kernel's high-water mark of the gateway process (VmHWM, so no sample can miss a transient peak), of
 a fresh gateway per cell; "peak growth / line" divides its growth over the freshly started gateway by the line.
 """
@@ -29,6 +30,8 @@ MIB = 1024 * 1024
 READY_S = 30.0
 CALL_TIMEOUT_S = 120.0
 LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 
 
 def vm_kib(pid: int, field: str) -> int:
@@ -44,8 +47,10 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def call_body(request_id: int, mib: float) -> dict[str, Any]:
-    params = {"name": "blob", "arguments": {"mib": mib}}
+def call_body(request_id: int, mib: float, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": "blob", "arguments": {"mib": mib}}
+    if meta is not None:
+        params["_meta"] = meta
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 
@@ -157,14 +162,33 @@ def sse_calls(gw: Gateway, mib: float, calls: int) -> float:
         return calls / (time.perf_counter() - began)
 
 
-CELLS = {"streamable": streamable_calls, "sse": sse_calls}
+def modern_calls(gw: Gateway, mib: float, calls: int) -> float:
+    headers = {
+        **gw.auth,
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "blob",
+    }
+    with httpx.Client(timeout=CALL_TIMEOUT_S, headers=headers) as client:
+        began = time.perf_counter()
+        for request_id in range(1, calls + 1):
+            answer = client.post(gw.base + "/mcp/big", json=call_body(request_id, mib, MODERN_META)).json()
+            check(answer, request_id, mib)
+            if answer["result"].get("resultType") != "complete":
+                raise RuntimeError("no resultType on a 2026-07-28 answer")
+        return calls / (time.perf_counter() - began)
+
+
+CELLS = {"streamable": streamable_calls, "sse": sse_calls, "modern": modern_calls}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", default="1,8")
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--transports", default="streamable,sse")
+    parser.add_argument("--transports", default="streamable,sse,modern")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway (e.g. a line cap)")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)

@@ -15,6 +15,7 @@ from mcp_bastion.errors import (
     ParseError,
     ProtocolError,
 )
+from mcp_bastion.jsonscan import Span, head_member, scalar_span, skip_space, tail_member
 
 JSON = Any
 Message = dict[str, Any]
@@ -83,9 +84,24 @@ def is_valid_id(value: JSON) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def dumps(message: Message) -> bytes:
-    """Serialise one message; orjson never emits a raw newline, so the result is one NDJSON line."""
+def dumps(message: "Message | RawResponse") -> bytes:
+    """Serialise one message; orjson never emits a raw newline, so the result is one NDJSON line.
+
+    A `RawResponse` is its bytes as the child wrote them (joined once).
+    """
+    if isinstance(message, RawResponse):
+        return b"".join(message.chunks)
     return orjson.dumps(message)
+
+
+def parsed(answer: "Message | RawResponse") -> Message:
+    """An answer as a dict: a `RawResponse` is parsed (costly for a large one: only where it must be read)."""
+    return answer.parse() if isinstance(answer, RawResponse) else answer
+
+
+def is_error(answer: "Message | RawResponse") -> bool:
+    """Whether an answer is a JSON-RPC error (a `RawResponse` never is: only results pass through raw)."""
+    return isinstance(answer, dict) and "error" in answer
 
 
 def error(request_id: JSON, code: int, message: str, data: JSON = None) -> Message:
@@ -114,11 +130,7 @@ def notification(method: str, params: JSON = None) -> Message:
     return msg
 
 
-ID_SCAN_BYTES = 4096  # Issue 11 item 1: how much of each end of an oversized line is kept to find its id
-_QUOTE, _BACKSLASH, _COLON, _COMMA = 0x22, 0x5C, 0x3A, 0x2C
-_OPEN, _CLOSE, _WHITESPACE = frozenset(b"{["), frozenset(b"}]"), frozenset(b" \t\r\n")
-
-Span = tuple[int, int]
+ID_SCAN_BYTES = 4096  # Issue 11 item 1: how much of each end of a large line is read to find its id and shape
 
 
 def line_id(head: bytes, tail: bytes) -> JSON:
@@ -127,10 +139,10 @@ def line_id(head: bytes, tail: bytes) -> JSON:
     `head` starts where the line starts and `tail` ends where it ends (each `ID_SCAN_BYTES` or so, never the whole
     line): the Python SDK writes the id first, the TypeScript SDK last. An "id" nested in the result is never taken.
     """
-    span = head_id_span(head)
-    found = head if span is not None else tail
-    span = span if span is not None else tail_id_span(tail)
-    return _id_value(found, span)
+    span = scalar_span(head, head_member(head, b"id"))
+    if span is not None:
+        return _id_value(head, span)
+    return _id_value(tail, tail_member(tail, b"id"))
 
 
 def _id_value(data: bytes, span: Span | None) -> JSON:
@@ -143,127 +155,129 @@ def _id_value(data: bytes, span: Span | None) -> JSON:
     return value if is_valid_id(value) else None
 
 
-def head_id_span(data: bytes) -> Span | None:
-    """Where the value of the top-level "id" member lies in `data`, the start of one JSON object; None if unseen."""
-    depth, i, n, expect_key = 0, 0, len(data), False
-    while i < n:
-        c = data[i]
-        if c == _QUOTE:
-            end = _string_end(data, i)
-            if end < 0:
-                return None
-            if depth == 1 and expect_key:
-                colon = _skip_space(data, end + 1)
-                if colon >= n or data[colon] != _COLON:
-                    return None
-                if data[i + 1 : end] == b"id":
-                    return _value_span(data, _skip_space(data, colon + 1))
-                i, expect_key = colon + 1, False
-                continue
-            i = end + 1
-            continue
-        if c in _OPEN:
-            depth += 1
-            expect_key = depth == 1
-        elif c in _CLOSE:
-            depth -= 1
-            if depth <= 0:
-                return None
-        elif c == _COMMA and depth == 1:
-            expect_key = True
-        i += 1
-    return None
+class RawResponse:
+    """A child's success response kept as the bytes it wrote (Issue 11 item 1): relayed as written with only its id
+    rewritten in place, so a large result is neither parsed nor serialised again (peak memory ~1x the line, not 5x).
 
-
-def tail_id_span(data: bytes) -> Span | None:
-    """Where the value of the top-level "id" member lies in `data`, the end of one JSON object; None if unseen.
-
-    Read backwards from the end, so a window that starts mid-string is never misread: a string whose opening quote
-    lies before the window ends the search.
+    `chunks` are the line's pieces as read (no newline), the first holding its first `ID_SCAN_BYTES` and the last its
+    last. Built only by `of`, which refuses (None) what it cannot vouch for from the two ends; the caller then parses
+    the line like any other. Whoever must read the result (list filtering, a gateway's own request) calls `parse`.
     """
-    depth, i, value_end, colon, after = 0, len(data) - 1, -1, -1, 0
-    while i >= 0:
-        c = data[i]
-        if c == _QUOTE:
-            start = _string_start(data, i)
-            if start < 0:
-                return None
-            if depth == 1 and after == _COLON and data[start + 1 : i] == b"id":
-                return _trim(data, colon + 1, value_end)
-            i, after = start - 1, _QUOTE
-            continue
-        if c in _CLOSE:
-            depth += 1
-            if depth == 1:
-                value_end = i
-        elif c in _OPEN:
-            depth -= 1
-            if depth <= 0:
-                return None
-        elif depth == 1 and c == _COMMA:
-            value_end = i
-        elif depth == 1 and c == _COLON:
-            colon = i
-        if c not in _WHITESPACE:
-            after = c
-        i -= 1
-    return None
+
+    __slots__ = ("_id_at", "_result_at", "chunks", "id")
+
+    def __init__(self, chunks: list[bytes], request_id: JSON, id_at: tuple[int, int, int], result_at: int) -> None:
+        self.chunks = chunks
+        self.id = request_id  # the child's id until `set_id` puts the client's in its place
+        self._id_at = id_at  # (chunk index, start, end) of the id's bytes
+        self._result_at = result_at  # where the result object opens in chunks[0]
+
+    @classmethod
+    def of(cls, pieces: list[bytes]) -> "RawResponse | None":
+        """The response in `pieces` (one line, no newline), or None unless its ends show a result with one top-level
+        id: a notification, a request, an error, a CR (it would end an SSE line) or a duplicate id is parsed instead."""
+        chunks = _whole_ends(pieces)
+        if any(b"\r" in chunk for chunk in chunks):
+            return None
+        head, last = chunks[0][:ID_SCAN_BYTES], chunks[-1]
+        tail_from = max(len(last) - ID_SCAN_BYTES, 0)
+        result_at = head_member(head, b"result")
+        if result_at is None or head[result_at] != ord("{"):
+            return None
+        at_head = scalar_span(head, head_member(head, b"id"))
+        at_tail = tail_member(last[tail_from:], b"id")
+        if (at_head is None) == (at_tail is None):
+            return None  # no id, or one at each end: parsers disagree on which counts
+        if at_head is not None:
+            index, (start, end) = 0, at_head
+        else:
+            assert at_tail is not None
+            index, start, end = len(chunks) - 1, tail_from + at_tail[0], tail_from + at_tail[1]
+        request_id = _id_value(chunks[index], (start, end))
+        return None if request_id is None else cls(chunks, request_id, (index, start, end), result_at)
+
+    def set_id(self, value: JSON) -> None:
+        """Write `value` where the child wrote its id (one small chunk is copied, never the result)."""
+        index, start, end = self._id_at
+        written = orjson.dumps(value)
+        self._splice(index, start, end, written)
+        self._id_at = (index, start, start + len(written))
+        self.id = value
+
+    def add_members(self, members: Message) -> bool:
+        """Add `members` to the result object; False (nothing changed) if it may hold one of them already."""
+        if any(self.contains(orjson.dumps(key)) for key in members):
+            return False
+        head, at = self.chunks[0], self._result_at + 1
+        written = orjson.dumps(members)[1:-1]
+        if head[skip_space(head, at) : skip_space(head, at) + 1] != b"}":
+            written += b","
+        self._splice(0, at, at, written)
+        return True
+
+    @property
+    def tool_error(self) -> bool:
+        """Whether the result says `"isError": true`, read from its ends; parsed only if "isError" is elsewhere."""
+        head = self.chunks[0][:ID_SCAN_BYTES]
+        span = scalar_span(head, head_member(head, b"isError", self._result_at))
+        found = head if span is not None else self.chunks[-1][-ID_SCAN_BYTES:]
+        span = span if span is not None else tail_member(found, b"isError", depth=2)
+        if span is not None:
+            return found[span[0] : span[1]] == b"true"
+        if not self.contains(b'"isError"'):
+            return False
+        result = self.parse().get("result")
+        return isinstance(result, dict) and result.get("isError") is True
+
+    def contains(self, needle: bytes) -> bool:
+        """Whether `needle` occurs in the line (across chunk boundaries too)."""
+        keep, previous = len(needle) - 1, b""
+        for chunk in self.chunks:
+            if needle in chunk or needle in previous + chunk[:keep]:
+                return True
+            previous = chunk[-keep:]
+        return False
+
+    def parse(self) -> Message:
+        """The response as a dict (the whole line is joined and parsed: use only where it must be read).
+
+        Raises:
+            ParseError: it is not JSON after all (the middle of the line was never read before).
+        """
+        message = loads(b"".join(self.chunks))
+        if not isinstance(message, dict):
+            raise ParseError("Parse error: not a JSON object")
+        return message
+
+    def _splice(self, index: int, start: int, end: int, written: bytes) -> None:
+        """Replace chunks[index][start:end] by `written`; the positions kept after it move with it."""
+        chunk = self.chunks[index]
+        self.chunks[index] = chunk[:start] + written + chunk[end:]
+        grown = len(written) - (end - start)
+        at_index, id_start, id_end = self._id_at
+        if at_index == index and id_start >= end:
+            self._id_at = (index, id_start + grown, id_end + grown)
+        if index == 0 and self._result_at >= end:
+            self._result_at += grown
 
 
-def _string_end(data: bytes, start: int) -> int:
-    """The index of the quote closing the string opened at `start`, or -1 if it is not in `data`."""
-    j = start + 1
-    while (j := data.find(b'"', j)) >= 0:
-        if _escapes_before(data, j) % 2 == 0:
-            return j
-        j += 1
-    return -1
+Answer = Message | RawResponse  # what reaches a request's sink: parsed, or a large result as the child wrote it
 
 
-def _string_start(data: bytes, end: int) -> int:
-    """The index of the quote opening the string closed at `end`, or -1 if it is not in `data`."""
-    j = end
-    while (j := data.rfind(b'"', 0, j)) >= 0:
-        run = _escapes_before(data, j)
-        if run == j:
-            return -1  # the backslashes reach the window's start: their parity is unknown
-        if run % 2 == 0:
-            return j
-    return -1
-
-
-def _escapes_before(data: bytes, index: int) -> int:
-    k = index - 1
-    while k >= 0 and data[k] == _BACKSLASH:
-        k -= 1
-    return index - 1 - k
-
-
-def _skip_space(data: bytes, i: int) -> int:
-    while i < len(data) and data[i] in _WHITESPACE:
-        i += 1
-    return i
-
-
-def _value_span(data: bytes, start: int) -> Span | None:
-    """The span of the scalar value (string or number) starting at `start`, if it ends within `data`."""
-    if start >= len(data):
-        return None
-    if data[start] == _QUOTE:
-        end = _string_end(data, start)
-        return (start, end + 1) if end >= 0 else None
-    end = start
-    while end < len(data) and data[end] not in b",}] \t\r\n":
-        end += 1
-    return (start, end) if end < len(data) else None
-
-
-def _trim(data: bytes, start: int, end: int) -> Span | None:
-    while start < end and data[start] in _WHITESPACE:
-        start += 1
-    while end > start and data[end - 1] in _WHITESPACE:
-        end -= 1
-    return (start, end) if start < end else None
+def _whole_ends(pieces: list[bytes]) -> list[bytes]:
+    """`pieces` with the first and the last at least ID_SCAN_BYTES long (short ones at an end are joined, a few KiB)."""
+    first, size = 0, 0
+    while first < len(pieces) and size < ID_SCAN_BYTES:
+        size += len(pieces[first])
+        first += 1
+    chunks = [b"".join(pieces[:first]) if first > 1 else pieces[0], *pieces[first:]]
+    last, size = len(chunks), 0
+    while last > 0 and size < ID_SCAN_BYTES:
+        last -= 1
+        size += len(chunks[last])
+    if last < len(chunks) - 1:
+        chunks[last:] = [b"".join(chunks[last:])]
+    return chunks
 
 
 def progress_token(message: Message) -> JSON:
@@ -280,15 +294,19 @@ def progress_token(message: Message) -> JSON:
 __all__ = [
     "INVALID_REQUEST",
     "JSON",
+    "Answer",
     "Kind",
     "Message",
+    "RawResponse",
     "classify",
     "dumps",
     "error",
     "error_bytes",
+    "is_error",
     "line_id",
     "loads",
     "notification",
+    "parsed",
     "progress_token",
     "result",
 ]

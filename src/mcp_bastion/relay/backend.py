@@ -25,8 +25,20 @@ from mcp_bastion.errors import (
     SERVER_UNAVAILABLE,
     ChildError,
     ChildUnavailable,
+    ProtocolError,
 )
-from mcp_bastion.jsonrpc import Message, dumps, error, notification, progress_token, result
+from mcp_bastion.jsonrpc import (
+    Answer,
+    Message,
+    RawResponse,
+    dumps,
+    error,
+    is_error,
+    notification,
+    parsed,
+    progress_token,
+    result,
+)
 from mcp_bastion.protocol import LATEST_HANDSHAKE_VERSION, LIST_CHANGED, MODERN_META_KEYS
 from mcp_bastion.relay.sinks import Listening, ResponseSlot, Sink
 from mcp_bastion.supervisor import Child, Clock, ServerHandle, SystemClock
@@ -43,6 +55,10 @@ BROADCAST = frozenset(LIST_CHANGED)
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 SEVERITY = {name: rank for rank, name in enumerate(LOG_LEVELS)}
 HELD = 0  # the gateway id a held call has in its session's in-flight map (no real id is 0): it still counts
+# Issue 11 item 1: the answers the gateway relays as the child wrote them when large (jsonrpc.RawResponse): nothing
+# reads or filters their results. Every other answer (lists, which are filtered by scope; the gateway's own
+# requests) is parsed, so a method added later is parsed until it is listed here.
+PASSED_RAW = frozenset({"tools/call", "resources/read", "prompts/get"})
 
 
 class ToolSchema:
@@ -135,7 +151,7 @@ class Backend:
         await child.send(
             dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": self.init_params})
         )
-        answer = await slot.future
+        answer = parsed(await slot.future)
         if "error" in answer or not isinstance(answer.get("result"), dict):
             # The child's own words stay in its stderr log: they may carry its secrets, and this text reaches /health.
             code = answer.get("error", {}).get("code") if isinstance(answer.get("error"), dict) else None
@@ -187,10 +203,13 @@ class Backend:
         finally:
             self.pending.pop(request_id, None)
 
-    def child_message(self, message: Message) -> None:
+    def child_message(self, message: Message | RawResponse) -> None:
         """Route one message from the child."""
         if self.handle is not None:
             self.handle.liveness.heard()
+        if not isinstance(message, dict):
+            self._child_raw(message)
+            return
         if "id" in message:
             if "method" in message:
                 self._child_request(message)
@@ -220,6 +239,22 @@ class Backend:
                     listener.push(message)
         elif method == "notifications/cancelled" and self.owner is not None:
             self.owner.push(message)
+
+    def _child_raw(self, raw: RawResponse) -> None:
+        """A large result as the child wrote it: relayed as is to a call whose answer nobody reads, else parsed."""
+        pending = self.pending.get(raw.id)
+        if pending is not None and not pending.internal and pending.method in PASSED_RAW:
+            if self.handle is not None:
+                self.handle.liveness.answered()
+            self._finish(raw.id, raw)
+            return
+        try:
+            message = raw.parse()
+        except ProtocolError:
+            log.warning("server %s: skipped a stdout line that is not JSON (%d chunks)", self.name, len(raw.chunks))
+            return
+        del raw  # the parsed message alone stays alive while it is routed
+        self.child_message(message)
 
     def child_oversize(self, request_id: Any, limit_bytes: int) -> None:
         """Fail at once the call whose answer was too large to relay (Issue 11 item 1), not at its timeout."""
@@ -377,7 +412,7 @@ class Backend:
     async def _ask(self, method: str, params: Message) -> Message | None:
         """A request of the gateway's own and the child's answer (an error on timeout); None if it was not sent."""
         slot = await self._tell(method, params)
-        return await slot.future if slot is not None else None
+        return parsed(await slot.future) if slot is not None else None
 
     async def _tell(self, method: str, params: Message) -> ResponseSlot | None:
         """Send the child a request of the gateway's own; its answer reaches the returned slot (bounded by the
@@ -513,9 +548,9 @@ class Backend:
             return
         self._finish(request_id, message)
 
-    def _finish(self, request_id: int, message: Message | None) -> None:
+    def _finish(self, request_id: int, message: Answer | None) -> None:
         pending = self.pending.pop(request_id)
-        if pending.method == "tools/list" and message is not None:
+        if pending.method == "tools/list" and isinstance(message, dict):
             self._remember_tools(message)
         if pending.timer is not None:
             pending.timer.cancel()
@@ -523,8 +558,11 @@ class Backend:
             self._by_token.pop(request_id, None)
         if pending.session is not None:
             pending.session.inflight.pop(pending.client_id, None)
-        if message is not None:
+        if isinstance(message, dict):
             message["id"] = pending.client_id
+            pending.sink.deliver(message)
+        elif message is not None:
+            message.set_id(pending.client_id)  # written where the child wrote its id (Issue 11 item 1)
             pending.sink.deliver(message)
 
     def _remember_tools(self, message: Message) -> None:
@@ -605,8 +643,8 @@ class _Subscribing:
     def __init__(self, inner: Sink, session: "ClientSession", uri: str) -> None:
         self.inner, self.session, self.uri = inner, session, uri
 
-    def deliver(self, message: Message) -> None:
-        if "error" in message:
+    def deliver(self, message: Answer) -> None:
+        if is_error(message):
             self.session.subscriptions.discard(self.uri)
         self.inner.deliver(message)
 

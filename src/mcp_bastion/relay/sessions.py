@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mcp_bastion.errors import SESSION_NOT_FOUND, GatewayError, ProtocolError, QuotaExceeded
-from mcp_bastion.jsonrpc import Message, dumps
+from mcp_bastion.jsonrpc import Answer, Message, dumps
 from mcp_bastion.relay.replay import GET_STREAM, ReplayBuffer
 from mcp_bastion.relay.sinks import ResponseSlot
 from mcp_bastion.security import token_hash
@@ -147,7 +147,7 @@ class ClientSession:
             retry_after_s=INFLIGHT_RETRY_AFTER_S,
         )
 
-    def deliver(self, message: Message) -> None:
+    def deliver(self, message: Answer) -> None:
         """Sink: a final response goes on the session's stream."""
         self.push(message)
 
@@ -177,7 +177,7 @@ class ClientSession:
         else:
             target.notify(message)
 
-    def push(self, message: Message) -> None:
+    def push(self, message: Answer) -> None:
         """Queue a message for the client's stream, within the byte budget.
 
         Over budget with a stream open, the client has stopped reading: the session overflows and ends. With no

@@ -3,7 +3,7 @@
 import asyncio
 from typing import Protocol
 
-from mcp_bastion.jsonrpc import Message
+from mcp_bastion.jsonrpc import Answer, Message
 
 SLOT_NOTIFICATIONS_MAX = 1024  # progress updates buffered for one streaming response before the oldest drop
 
@@ -11,8 +11,8 @@ SLOT_NOTIFICATIONS_MAX = 1024  # progress updates buffered for one streaming res
 class Sink(Protocol):
     """Receives the final answer to a request, and notifications related to it."""
 
-    def deliver(self, message: Message) -> None:
-        """The final response (id already restored to the client's)."""
+    def deliver(self, message: Answer) -> None:
+        """The final response (id already restored to the client's); a large result may come as its bytes."""
 
     def notify(self, message: Message) -> None:
         """A notification related to the request (progress)."""
@@ -27,10 +27,10 @@ class ResponseSlot:
     __slots__ = ("future", "stream")
 
     def __init__(self, *, streaming: bool = False) -> None:
-        self.future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self.stream: asyncio.Queue[Message] | None = asyncio.Queue(SLOT_NOTIFICATIONS_MAX) if streaming else None
 
-    def deliver(self, message: Message) -> None:
+    def deliver(self, message: Answer) -> None:
         """Resolve the slot (first answer wins)."""
         if not self.future.done():
             self.future.set_result(message)

@@ -1,6 +1,7 @@
 """One child process: spawned without a shell in its own process group, NDJSON on stdout, stderr to a log.
 
-Must not know about HTTP or JSON-RPC ids: it hands each parsed stdout message to a callback.
+Must not know about HTTP or JSON-RPC ids: it hands each parsed stdout message (or a large result as its bytes,
+`jsonrpc.RawResponse`) to a callback.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ import orjson
 from mcp_bastion.config import ServerSpec
 from mcp_bastion.errors import ChildUnavailable
 from mcp_bastion.files import open_append
-from mcp_bastion.jsonrpc import ID_SCAN_BYTES, line_id
+from mcp_bastion.jsonrpc import ID_SCAN_BYTES, Message, RawResponse, line_id
 
 log = logging.getLogger("mcp_bastion.child")
 
@@ -27,8 +28,11 @@ STDERR_LOG_MAX_BYTES = 10 * 1024 * 1024  # per-server stderr log rotates past th
 STDERR_LINE_MAX_BYTES = 64 * 1024  # a longer stderr line is cut; it is a log, not data
 EXIT_DRAIN_S = 0.5  # how long a dead child's last stdout may take to arrive; pending calls fail after it
 SECRET_MIN_LEN = 6  # shorter env values ("1", "true") are not worth masking and would mangle logs
+# A result line this long is handed on as its bytes (Issue 11 item 1: parsing and serialising it again cost ~5x its
+# size in memory); below it orjson's round trip costs less than reading the line's ends in Python.
+RAW_LINE_MIN_BYTES = 256 * 1024
 
-MessageCallback = Callable[[dict[str, Any]], None]
+MessageCallback = Callable[[Message | RawResponse], None]
 OversizeCallback = Callable[[Any, int], None]  # (request id, the cap it passed)
 
 
@@ -152,7 +156,8 @@ class ChildProcess:
         """Split stdout into lines without copying a long line more than once (Issue 11 item 1).
 
         A line's pieces are kept in a list and joined once at its newline (not re-concatenated per read, which
-        copied a 17 MB answer ~70 times and held two copies at the end); a line over the cap is dropped as it
+        copied a 17 MB answer ~70 times and held two copies at the end), or never when it is a large result (handed
+        on as `RawResponse`, the pieces themselves); a line over the cap is dropped as it
         streams in, keeping only its first and last `ID_SCAN_BYTES` to find the call it answered.
         """
         assert self._proc is not None
@@ -168,13 +173,10 @@ class ChildProcess:
                     if dropped is not None:
                         dropped.ends(chunk[start:end])
                         dropped = None
-                    elif pieces:
+                    elif pieces or end - start >= RAW_LINE_MIN_BYTES:
                         pieces.append(chunk[start:end])
-                        line = b"".join(pieces)
+                        self._line(pieces, size + end - start)
                         pieces, size = [], 0
-                        message = self._parse(line)
-                        line = b""  # the parsed message alone stays alive while it is routed (peak RSS)
-                        self._route(message)
                     else:
                         self._route(self._parse(chunk[start:end]))
                     start = end + 1
@@ -192,6 +194,18 @@ class ChildProcess:
         except Exception:  # a pump must never die silently; _watch still reaps
             log.exception("server %s: stdout reader failed", self.spec.name)
 
+    def _line(self, pieces: list[bytes], size: int) -> None:
+        """A line read in pieces: a large result is handed on as its bytes, anything else parsed (joined once)."""
+        if size >= RAW_LINE_MIN_BYTES and (raw := RawResponse.of(pieces)) is not None:
+            pieces.clear()
+            self._route(raw)
+            return
+        line = b"".join(pieces)
+        pieces.clear()
+        message = self._parse(line)
+        del line  # the parsed message alone stays alive while it is routed (peak RSS)
+        self._route(message)
+
     def _parse(self, line: bytes) -> dict[str, Any] | None:
         if not line.strip():
             return None
@@ -205,7 +219,7 @@ class ChildProcess:
             return None
         return message
 
-    def _route(self, message: dict[str, Any] | None) -> None:
+    def _route(self, message: Message | RawResponse | None) -> None:
         if message is None:
             return
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mcp_bastion.config import ServerSpec, Settings
+from mcp_bastion.jsonrpc import Message, RawResponse
 from mcp_bastion.supervisor.clock import Clock, SystemClock, within
 from mcp_bastion.supervisor.liveness import Liveness
 from mcp_bastion.supervisor.process import Child, ChildProcess
@@ -44,8 +45,8 @@ RECOVERING = frozenset({ServerState.STARTING, ServerState.RUNNING, ServerState.U
 class ChildListener(Protocol):
     """What the relay provides to talk to a child the supervisor started."""
 
-    def child_message(self, message: dict[str, Any]) -> None:
-        """A parsed stdout message."""
+    def child_message(self, message: Message | RawResponse) -> None:
+        """A parsed stdout message, or a large result as the child wrote it (Issue 11 item 1)."""
 
     def child_oversize(self, request_id: Any, limit_bytes: int) -> None:
         """A stdout line over the cap (`limit_bytes`) was dropped; `request_id` is the top-level id it carried."""

@@ -13,7 +13,7 @@ import orjson
 
 from mcp_bastion.access import CONTEXT_KEY, Principal, RequestContext
 from mcp_bastion.errors import GatewayError, ProtocolError
-from mcp_bastion.jsonrpc import ID_SCAN_BYTES, Message, error_bytes
+from mcp_bastion.jsonrpc import ID_SCAN_BYTES, Answer, RawResponse, error_bytes
 from mcp_bastion.types import Receive as Receive
 from mcp_bastion.types import Scope as Scope
 from mcp_bastion.types import Send as Send
@@ -166,6 +166,19 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_answer(send: Send, status: int, answer: Answer, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """A JSON-RPC answer as a complete response. A large result relayed as its bytes (Issue 11 item 1) goes out in
+    the pieces it was read in, never joined: a 20 MB answer would be copied twice more, here and by the server's
+    chunked framing, which copies each body it frames (a piece is a few hundred KiB)."""
+    if not isinstance(answer, RawResponse):
+        await send_bytes(send, status, orjson.dumps(answer), headers)
+        return
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    last = len(answer.chunks) - 1
+    for index, body in enumerate(answer.chunks):
+        await send({"type": "http.response.body", "body": body, "more_body": index < last})
+
+
 async def send_json(send: Send, status: int, value: Any, headers: Headers | None = None) -> None:
     """A complete JSON response."""
     await send_bytes(send, status, orjson.dumps(value), JSON_HEADERS + (headers or []))
@@ -185,16 +198,20 @@ async def send_error(send: Send, exc: GatewayError, request_id: Any = None, head
     await send_bytes(send, exc.http_status, body, JSON_HEADERS + extra)
 
 
-def retry_after(answer: Message) -> Headers:
+def retry_after(answer: Answer) -> Headers:
     """A Retry-After header for a JSON-RPC error answer that carries `retryAfterSeconds` (e.g. "shutting down")."""
+    if isinstance(answer, RawResponse):
+        return []  # a result
     failure = answer.get("error")
     data = failure.get("data") if isinstance(failure, dict) else None
     seconds = data.get("retryAfterSeconds") if isinstance(data, dict) else None
     return [(b"retry-after", str(seconds).encode())] if isinstance(seconds, int) else []
 
 
-def sse_event(message: Message, event: bytes = b"message") -> bytes:
+def sse_event(message: Answer, event: bytes = b"message") -> bytes:
     """One SSE event carrying one JSON-RPC message (orjson output has no newlines to escape)."""
+    if isinstance(message, RawResponse):  # a large result as the child wrote it: copied once, into the event
+        return b"".join([b"event: " + event + b"\ndata: ", *message.chunks, b"\n\n"])
     return b"event: " + event + b"\ndata: " + orjson.dumps(message) + b"\n\n"
 
 

@@ -13,7 +13,17 @@ from mcp_bastion.errors import (
     UNSUPPORTED_PROTOCOL_VERSION,
     ProtocolError,
 )
-from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, notification, progress_token, result
+from mcp_bastion.jsonrpc import (
+    Answer,
+    Kind,
+    Message,
+    RawResponse,
+    classify,
+    loads,
+    notification,
+    progress_token,
+    result,
+)
 from mcp_bastion.protocol import (
     ALL_VERSIONS,
     CACHEABLE,
@@ -40,6 +50,7 @@ from mcp_bastion.transports.http import (
     Request,
     end_stream,
     retry_after,
+    send_answer,
     send_bytes,
     sse_event,
     start_stream,
@@ -356,12 +367,12 @@ class ModernTransport:
             gone.cancel()
             await end_stream(req.send)
 
-    async def _send(self, req: Request, answer: Message, method: str, backend: Backend | None) -> None:
+    async def _send(self, req: Request, answer: Answer, method: str, backend: Backend | None) -> None:
         status = 200
-        if "error" in answer:
+        if isinstance(answer, dict) and "error" in answer:
             status = ERROR_STATUS.get(answer["error"].get("code"), 200)
         headers = JSON_HEADERS + retry_after(answer)
-        await send_bytes(req.send, status, dumps(finish(answer, method, backend)), headers)
+        await send_answer(req.send, status, finish(answer, method, backend), headers)
 
     async def _listen(self, req: Request, backend: Backend, message: Message, policy: CallPolicy) -> None:
         """A listen stream holds one of the principal's stream slots, as GET and HTTP+SSE streams do (429 past it)."""
@@ -428,8 +439,12 @@ def authorized_uris(asked: list[str], policy: CallPolicy) -> set[str]:
     return allowed
 
 
-def finish(answer: Message, method: str, backend: Backend | None) -> Message:
+def finish(answer: Answer, method: str, backend: Backend | None) -> Answer:
     """Shape a result for the 2026-07-28 wire: resultType, cache hints on lists, serverInfo in _meta."""
+    if isinstance(answer, RawResponse):
+        answer = finish_raw(answer, method, backend)
+        if isinstance(answer, RawResponse):
+            return answer
     value = answer.get("result")
     if not isinstance(value, dict) or backend is None:
         return answer
@@ -446,3 +461,15 @@ def finish(answer: Message, method: str, backend: Backend | None) -> Message:
         else:
             meta.setdefault(SERVER_INFO_META, info)
     return answer
+
+
+def finish_raw(answer: RawResponse, method: str, backend: Backend | None) -> Answer:
+    """`finish` for a large result relayed as its bytes (Issue 11 item 1): the members are written into it, unless
+    it may hold one already (then it comes back parsed, to be finished like any answer)."""
+    info = (backend.init_result or {}).get("serverInfo") if backend is not None else None
+    members: Message = {"resultType": "complete"}
+    if info is not None:
+        members["_meta"] = {SERVER_INFO_META: info}
+    if method not in CACHEABLE and answer.add_members(members):
+        return answer
+    return answer.parse()

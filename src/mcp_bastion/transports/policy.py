@@ -12,7 +12,7 @@ from mcp_bastion.access import Grant, ServerLimits, grant_for
 from mcp_bastion.audit import AuditLog, shape
 from mcp_bastion.config import ServerRateLimit, ServerSpec
 from mcp_bastion.errors import QUOTA_EXCEEDED, DependencyUnavailable
-from mcp_bastion.jsonrpc import Message, error
+from mcp_bastion.jsonrpc import Answer, Message, RawResponse, error, parsed
 from mcp_bastion.ratelimit import Limiter, Verdict
 from mcp_bastion.relay import Sink
 from mcp_bastion.transports.http import Request
@@ -137,8 +137,9 @@ class ListFilter:
         self.grant = grant
         self.method = method
 
-    def deliver(self, message: Message) -> None:
-        """Filter, then pass on."""
+    def deliver(self, message: Answer) -> None:
+        """Filter, then pass on (a result that came as its bytes is parsed first: a list is never passed raw)."""
+        message = parsed(message)
         self.grant.filter_result(self.method, message.get("result"))
         self.inner.deliver(message)
 
@@ -164,14 +165,9 @@ class AuditedCall:
         self.args = args
         self.started = time.perf_counter()
 
-    def deliver(self, message: Message) -> None:
+    def deliver(self, message: Answer) -> None:
         """Audit, then pass on."""
-        error = message.get("error")
-        outcome = "ok"
-        if error is not None:
-            outcome = "error"
-        elif isinstance(message.get("result"), dict) and message["result"].get("isError") is True:
-            outcome = "tool_error"
+        outcome, error = outcome_of(message)
         self.policy.record(
             "mcp.call",
             method=self.method,
@@ -194,3 +190,18 @@ class AuditedCall:
             "mcp.call", method=self.method, tool=self.tool, outcome="cancelled", latency_ms=latency, args=self.args
         )
         self.inner.cancelled(message)
+
+
+def outcome_of(answer: Answer) -> tuple[str, Any]:
+    """The audit outcome of an answer ("ok", "error", "tool_error") and its JSON-RPC error, if any.
+
+    A large result relayed as its bytes (Issue 11 item 1) is a result by construction; whether it says `isError` is
+    read from its ends, not by parsing it.
+    """
+    if isinstance(answer, RawResponse):
+        return ("tool_error" if answer.tool_error else "ok"), None
+    error = answer.get("error")
+    if error is not None:
+        return "error", error
+    result = answer.get("result")
+    return ("tool_error" if isinstance(result, dict) and result.get("isError") is True else "ok"), None

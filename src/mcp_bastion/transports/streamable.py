@@ -1,9 +1,10 @@
 """Streamable HTTP with sessions (2025-03-26 … 2025-11-25) on /mcp/{server}: POST, GET stream, DELETE."""
 
 import asyncio
+from typing import Any
 
 from mcp_bastion.errors import AtCapacity, ProtocolError, QuotaExceeded
-from mcp_bastion.jsonrpc import Kind, Message, classify, dumps, loads, progress_token, result
+from mcp_bastion.jsonrpc import Answer, Kind, Message, RawResponse, classify, dumps, loads, progress_token, result
 from mcp_bastion.protocol import HANDSHAKE_VERSIONS, negotiate_version
 from mcp_bastion.relay import ClientSession, Gateway, ResponseSlot
 from mcp_bastion.relay.quotas import Slot
@@ -17,6 +18,7 @@ from mcp_bastion.transports.http import (
     Request,
     end_stream,
     retry_after,
+    send_answer,
     send_bytes,
     send_empty,
     send_error,
@@ -121,6 +123,9 @@ class StreamableTransport:
             first = None if eager or slot.stream is None else await _first_message(slot)
             if slot.stream is None or (not eager and first is None):
                 answer = await slot.future
+                if isinstance(answer, RawResponse):  # a large result: its pieces as read (Issue 11 item 1)
+                    await send_answer(req.send, 200, answer, JSON_HEADERS)
+                    return
                 body, headers = dumps(answer), JSON_HEADERS + retry_after(answer)
                 del answer, slot  # the parsed answer goes before its bytes are sent: one copy (Issue 11 item 1)
                 await send_bytes(req.send, 200, body, headers)
@@ -151,9 +156,8 @@ class StreamableTransport:
                 if slot.future.done() and slot.stream.empty():
                     break
                 getter = asyncio.ensure_future(slot.stream.get())
-                done, _ = await asyncio.wait(
-                    {getter, slot.future}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
-                )
+                waiters: set[asyncio.Future[Any]] = {getter, slot.future}
+                done, _ = await asyncio.wait(waiters, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     await _send_event(req, replay, stream, getter.result())
                 else:
@@ -337,7 +341,8 @@ async def _first_message(slot: ResponseSlot) -> Message | None:
     if not slot.stream.empty():
         return slot.stream.get_nowait()
     getter = asyncio.ensure_future(slot.stream.get())
-    await asyncio.wait({getter, slot.future}, return_when=asyncio.FIRST_COMPLETED)
+    waiters: set[asyncio.Future[Any]] = {getter, slot.future}
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if getter.done():
         return getter.result()
     getter.cancel()  # a message queued as the answer came stays queued, and still turns the answer into a stream
@@ -345,7 +350,7 @@ async def _first_message(slot: ResponseSlot) -> Message | None:
 
 
 async def _send_event(
-    req: Request, replay: ReplayBuffer | None, stream: int, message: Message, *, final: bool = False
+    req: Request, replay: ReplayBuffer | None, stream: int, message: Answer, *, final: bool = False
 ) -> None:
     """One message on a POST's answer stream, with an id and kept for replay when the session is resumable."""
     body = dumps(message)
