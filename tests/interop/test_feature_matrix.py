@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +259,19 @@ def run_concurrently(*jobs: Any) -> list[Any]:
     return results
 
 
+async def concurrently(*jobs: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Await jobs side by side (a scenario through the gateway and its direct twin); their results, in order."""
+    results: list[Any] = [None] * len(jobs)
+
+    async def run(index: int, job: Callable[[], Awaitable[Any]]) -> None:
+        results[index] = await job()
+
+    async with anyio.create_task_group() as tasks:
+        for index, job in enumerate(jobs):
+            tasks.start_soon(run, index, job)
+    return results
+
+
 def direct_params() -> StdioServerParameters:
     command = everything_stdio()
     return StdioServerParameters(command=command[0], args=command[1:])
@@ -288,18 +301,30 @@ async def test_item2_python_sdk_long_tool_lives_past_the_idle_timeout_on_its_pro
     without a progress token is timed out, and the error names the idle limit; directly over stdio both complete."""
     found: dict[str, Any] = {}
 
+    async def progress(session: Client, key: str) -> None:
+        found[key] = await py_progress(session, LONG_ARGS)
+
+    async def silent(session: Client) -> None:
+        with pytest.raises(MCPError) as refused:
+            await session.call_tool(LONG, SILENT_ARGS)
+        found["silent"] = refused.value.error
+
+    async def quiet(session: Client) -> None:
+        found["quiet"] = texts(await session.call_tool(LONG, SILENT_ARGS))
+
     async def through() -> None:
-        async with py_http(matrix.url("long"), matrix.admin, mode) as session:
+        async with py_http(matrix.url("long"), matrix.admin, mode) as session, anyio.create_task_group() as calls:
             found["version"] = session.protocol_version
-            found["through"] = await py_progress(session, LONG_ARGS)
-            with pytest.raises(MCPError) as silent:
-                await session.call_tool(LONG, SILENT_ARGS)
-            found["silent"] = silent.value.error
+            calls.start_soon(progress, session, "through")
+            calls.start_soon(silent, session)
 
     async def alone() -> None:
-        async with py_stdio(direct_params(), tmp_path / "direct.err", mode) as session:
-            found["alone"] = await py_progress(session, LONG_ARGS)
-            found["quiet"] = texts(await session.call_tool(LONG, SILENT_ARGS))
+        async with (
+            py_stdio(direct_params(), tmp_path / "direct.err", mode) as session,
+            anyio.create_task_group() as calls,
+        ):
+            calls.start_soon(progress, session, "alone")
+            calls.start_soon(quiet, session)
 
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with anyio.create_task_group() as tasks:
@@ -332,21 +357,23 @@ async def test_item2_python_sdk_a_call_reporting_progress_still_ends_at_the_maxi
     assert len(seen) >= 4, seen  # it did report progress (one every 0.25 s, the first at 0.25 s) until the limit
 
 
-@pytest.mark.parametrize("sdk", ["v1", "v2"])
+@pytest.mark.parametrize(
+    ("sdk", "negotiation"), [("v1", None), ("v2", None), ("v2", "auto")], ids=["v1", "v2", "v2-auto"]
+)
 def test_item2_typescript_sdk_long_tool_lives_past_the_idle_timeout_on_its_progress(
-    matrix: Matrix, tmp_path: Path, sdk: str
+    matrix: Matrix, tmp_path: Path, sdk: str, negotiation: str | None
 ) -> None:
-    """The TS SDK client (1.x, v2) with onprogress: as the Python test; its silent call is timed out by the gateway."""
+    """The TS SDK client (1.x, v2 in its default 2025-era mode and negotiating 2026-07-28) with onprogress: as the
+    Python test; its silent call is timed out by the gateway."""
+    config = {"sdk": sdk, "negotiation": negotiation, "args": LONG_ARGS, "silentArgs": SILENT_ARGS}
     through, alone = run_concurrently(
-        lambda: node(
-            "progress", tmp_path, matrix, sdk=sdk, target=via(matrix, "long"), args=LONG_ARGS, silentArgs=SILENT_ARGS
-        ),
-        lambda: node(
-            "progress", tmp_path, None, sdk=sdk, target=direct_target(), args=LONG_ARGS, silentArgs=SILENT_ARGS
-        ),
+        lambda: node("progress", tmp_path, matrix, target=via(matrix, "long"), **config),
+        lambda: node("progress", tmp_path, None, target=direct_target(), **config),
     )
+    assert through["version"] == ("2026-07-28" if negotiation else "2025-11-25"), through
     check_long_run(through)
     check_long_run(alone)
+    assert through["text"] == alone["text"]
     assert through["silent"]["code"] == -32001, through
     assert IDLE_TIMEOUT_TEXT in through["silent"]["message"]
     assert alone["silent"]["result"][0].startswith("Long running operation completed"), alone
@@ -357,15 +384,20 @@ async def test_item2_mcp_remote_long_tool_lives_past_the_idle_timeout_on_its_pro
 ) -> None:
     """mcp-remote (a stdio proxy to the gateway's URL, token from its environment) driven by the Python SDK's stdio
     client: the progress token and notifications cross it, so the call completes as directly over stdio."""
-    with anyio.fail_after(SCENARIO_TIMEOUT_S):
-        async with py_stdio(
-            remote_params(matrix.url("long"), matrix.admin, tmp_path), tmp_path / "remote.err"
-        ) as session:
-            through = await py_progress(session, LONG_ARGS)
+
+    async def through() -> dict[str, Any]:
+        params = remote_params(matrix.url("long"), matrix.admin, tmp_path)
+        async with py_stdio(params, tmp_path / "remote.err") as session:
+            return await py_progress(session, LONG_ARGS)
+
+    async def alone() -> dict[str, Any]:
         async with py_stdio(direct_params(), tmp_path / "direct.err") as session:
-            alone = await py_progress(session, LONG_ARGS)
-    check_long_run(through)
-    assert through == alone
+            return await py_progress(session, LONG_ARGS)
+
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        through_seen, alone_seen = await concurrently(through, alone)
+    check_long_run(through_seen)
+    assert through_seen == alone_seen
 
 
 def inspector(*args: str) -> dict[str, Any]:
@@ -542,25 +574,39 @@ SAMPLED = "reply to Resource trigger-sampling-request context: "
 ELICITED = "User inputs:\n- Name: Ada Lovelace"
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_item6_python_sdk_without_a_get_stream_answers_sampling_and_elicitation(
-    matrix: Matrix, tmp_path: Path, mode: str
+@pytest.mark.parametrize("client", ["auto", "legacy", "mcp-remote"])
+async def test_item6_python_clients_answer_a_per_session_childs_sampling_and_elicitation(
+    matrix: Matrix, tmp_path: Path, client: str
 ) -> None:
-    """The child's sampling/createMessage and elicitation/create travel on the stream of the call that caused them;
-    the SDK's GETs are refused (405) before they leave, so there is no GET stream to carry them."""
+    """The Python SDK (auto, 2025-11-25) whose GETs are refused (405) before they leave, so no GET stream exists: the
+    child's sampling/createMessage and elicitation/create travel on the stream of the call that caused them.
+    mcp-remote (driven by the Python SDK's stdio client) opens a GET stream itself: its cell proves the relay only."""
     refuse = NoGetStream()
-    prompt = f"p6-{mode}"
-    with anyio.fail_after(SCENARIO_TIMEOUT_S):
-        async with py_http(matrix.url("own"), matrix.admin, mode, refuse, **SERVER_REQUEST_CALLBACKS) as session:
-            through = await py_server_requests(session, prompt)
-            version = session.protocol_version
+    prompt = f"p6-{client}"
+    mode = "legacy" if client == "mcp-remote" else client
+    version: list[str | None] = []
+
+    async def through() -> dict[str, Any]:
+        if client == "mcp-remote":
+            params = remote_params(matrix.url("own"), matrix.admin, tmp_path)
+            opened = py_stdio(params, tmp_path / "remote.err", **SERVER_REQUEST_CALLBACKS)
+        else:
+            opened = py_http(matrix.url("own"), matrix.admin, mode, refuse, **SERVER_REQUEST_CALLBACKS)
+        async with opened as session:
+            version.append(session.protocol_version)
+            return await py_server_requests(session, prompt)
+
+    async def alone() -> dict[str, Any]:
         async with py_stdio(direct_params(), tmp_path / "direct.err", mode, **SERVER_REQUEST_CALLBACKS) as session:
-            alone = await py_server_requests(session, prompt)
-    if version != "2026-07-28":  # a session (today's fallback for a per-session server): the SDK wanted a GET stream
+            return await py_server_requests(session, prompt)
+
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        through_seen, alone_seen = await concurrently(through, alone)
+    if client != "mcp-remote" and version != ["2026-07-28"]:  # a session (today's fallback): the SDK wanted a GET
         assert refuse.refused >= 1, "the client never tried a GET: the test proves nothing"
-    assert through == alone
-    assert SAMPLED + prompt in through["sampling"][0]
-    assert ELICITED in through["elicitation"]
+    assert through_seen == alone_seen
+    assert SAMPLED + prompt in through_seen["sampling"][0]
+    assert ELICITED in through_seen["elicitation"]
 
 
 @pytest.mark.parametrize("sdk", ["v1", "v2"])
@@ -580,22 +626,6 @@ def test_item6_typescript_sdk_without_a_get_stream_answers_sampling_and_elicitat
     assert through == alone
     assert SAMPLED + prompt in through["sampling"][0]
     assert ELICITED in through["elicitation"]
-
-
-async def test_item6_mcp_remote_relays_a_per_session_childs_sampling_and_elicitation(
-    matrix: Matrix, tmp_path: Path
-) -> None:
-    """mcp-remote (driven by the Python SDK's stdio client) passes the child's requests to its client and the answers
-    back; mcp-remote opens a GET stream itself, so this cell proves the relay, not the GET-less path."""
-    prompt = "p6-remote"
-    with anyio.fail_after(SCENARIO_TIMEOUT_S):
-        params = remote_params(matrix.url("own"), matrix.admin, tmp_path)
-        async with py_stdio(params, tmp_path / "remote.err", **SERVER_REQUEST_CALLBACKS) as session:
-            through = await py_server_requests(session, prompt)
-        async with py_stdio(direct_params(), tmp_path / "direct.err", **SERVER_REQUEST_CALLBACKS) as session:
-            alone = await py_server_requests(session, prompt)
-    assert through == alone
-    assert SAMPLED + prompt in through["sampling"][0]
 
 
 # --- Item 7: a Streamable client whose connection drops mid-call resumes with Last-Event-ID -------------------------

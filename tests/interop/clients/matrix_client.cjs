@@ -107,7 +107,10 @@ class Seen {
 
 async function connect(target, seen) {
   const capabilities = { sampling: {}, elicitation: {} };
-  const client = new sdk.Client({ name: `matrix-${config.sdk}`, version: "1.0.0" }, { capabilities });
+  const options = { capabilities };
+  // The v2 client speaks 2025-era sessions unless told to negotiate (server/discover first, 2026-07-28 if offered).
+  if (config.negotiation) options.versionNegotiation = { mode: config.negotiation };
+  const client = new sdk.Client({ name: `matrix-${config.sdk}`, version: "1.0.0" }, options);
   sdk.onRequest(client, "sampling/createMessage", async (request) => ({
     role: "assistant",
     content: { type: "text", text: `reply to ${request.params.messages[0].content.text}` },
@@ -120,6 +123,7 @@ async function connect(target, seen) {
   }
   const transport = transportFor(target);
   await client.connect(transport);
+  transports.set(client, transport);
   closers.set(client, async () => {
     // End the session (DELETE) as a well-behaved client does, so the gateway drops its subscriptions and level now.
     if (target.url) await transport.terminateSession().catch(() => undefined);
@@ -129,6 +133,12 @@ async function connect(target, seen) {
 }
 
 const closers = new Map();
+const transports = new Map();
+
+function versionOf(client) {
+  // v2 reports what it negotiated; the 1.x client's HTTP transport carries the version it sends.
+  return client.getNegotiatedProtocolVersion?.() ?? transports.get(client).protocolVersion ?? null;
+}
 
 async function finish(...clients) {
   for (const client of clients) await closers.get(client)();
@@ -152,12 +162,14 @@ async function progress() {
   const client = await connect(config.target);
   const seen = [];
   const options = { onprogress: (p) => seen.push(p.progress), resetTimeoutOnProgress: true, timeout: WAIT_MS };
-  const answer = await sdk.callTool(client, { name: LONG, arguments: config.args }, options);
-  const out = { progress: seen, text: texts(answer) };
+  const calls = [sdk.callTool(client, { name: LONG, arguments: config.args }, options)];
   if (config.silentArgs) {
-    // The same tool asked without a progress token: the server reports nothing, so only its answer counts.
-    out.silent = await callError(sdk.callTool(client, { name: LONG, arguments: config.silentArgs }, { timeout: WAIT_MS }));
+    // The same tool at the same time, asked without a progress token: the server reports nothing for it.
+    calls.push(callError(sdk.callTool(client, { name: LONG, arguments: config.silentArgs }, { timeout: WAIT_MS })));
   }
+  const [answer, silent] = await Promise.all(calls);
+  const out = { progress: seen, text: texts(answer), version: versionOf(client) };
+  if (silent) out.silent = silent;
   await finish(client);
   return out;
 }
