@@ -164,8 +164,9 @@ class Authorizations:
             scopes=tuple(s for s in pending.scopes if s in scopes),
             approved_by=approved_by,
             expires=self.clock() + CODE_TTL_S,
+            digest=token_hash(code),
         )
-        await self.store.put_record(CODE, token_hash(code), to_record(record), record.expires)
+        await self.store.put_record(CODE, record.digest, to_record(record), record.expires)
         await self.store.put_record(SEEN, pending.client_id, {"first": self.clock()}, self.clock() + SEEN_TTL_S)
         url = redirect_with(pending.redirect_uri, {"code": code, "state": pending.state, "iss": self.issuer})
         return url, record

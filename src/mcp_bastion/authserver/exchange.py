@@ -13,7 +13,7 @@ from typing import Any
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.authserver.authorize import pkce_ok
-from mcp_bastion.authserver.grants import GrantTokens, display_name
+from mcp_bastion.authserver.grants import GrantTokens, grant_fields
 from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import CODE, CODE_USED, REFRESH, REFRESH_USED, Code, Grant, Refresh, from_record
 from mcp_bastion.authserver.records import to_record as record_of
@@ -95,7 +95,7 @@ class Exchange:
         """Revoke a grant and audit it."""
         grant = await self.grants.revoke(grant_id)
         if grant is not None:
-            self.audit.record("oauth.grant.revoked", outcome="ok", reason=reason, **_grant_fields(grant), **who)
+            self.audit.record("oauth.grant.revoked", outcome="ok", reason=reason, **grant_fields(grant), **who)
         return grant
 
     async def _redeem(self, form: Mapping[str, str], who: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class Exchange:
             expires=now + self.lifetimes.grant_s,
         )
         await self.grants.put(grant)
-        self.audit.record("oauth.code.redeemed", outcome="ok", **_grant_fields(grant), **who)
+        self.audit.record("oauth.code.redeemed", outcome="ok", **grant_fields(grant), **who)
         return await self._tokens(grant)
 
     async def _refresh(self, form: Mapping[str, str], who: dict[str, Any]) -> dict[str, Any]:
@@ -146,10 +146,10 @@ class Exchange:
             raise TokenRefused("invalid_target", "resource differs from the one approved")
         claimed = await self.store.put_record(REFRESH_USED, digest, {}, refresh.expires, only_new=True)
         if not claimed:
-            self.audit.record("oauth.refresh.reused", outcome="denied", **_grant_fields(grant), **who)
+            self.audit.record("oauth.refresh.reused", outcome="denied", **grant_fields(grant), **who)
             await self.end(grant.id, "refresh token used twice (family revoked)", who)
             raise TokenRefused("invalid_grant", "refresh token already used; the grant is revoked")
-        self.audit.record("oauth.token.refreshed", outcome="ok", **_grant_fields(grant), **who)
+        self.audit.record("oauth.token.refreshed", outcome="ok", **grant_fields(grant), **who)
         return await self._tokens(grant)
 
     async def _tokens(self, grant: Grant) -> dict[str, Any]:
@@ -168,8 +168,3 @@ class Exchange:
             "refresh_token": refresh,
             "scope": " ".join(grant.scopes),
         }
-
-
-def _grant_fields(grant: Grant) -> dict[str, Any]:
-    """Audit fields naming a grant (never a token)."""
-    return {"grant": grant.id, "client": display_name(grant), "scopes": list(grant.scopes), "resource": grant.resource}

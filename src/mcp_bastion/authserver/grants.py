@@ -10,10 +10,11 @@ and login it opened once the grant is gone, whichever of its tokens opened them.
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from mcp_bastion.access import Principal
 from mcp_bastion.authserver.keys import SigningKeys
-from mcp_bastion.authserver.records import GRANT, GRANT_USED, Grant, from_record, to_record
+from mcp_bastion.authserver.records import CODE, GRANT, GRANT_USED, PENDING, Grant, from_record, to_record
 from mcp_bastion.authserver.resources import Resources
 from mcp_bastion.authserver.tokens import BadToken, is_ours, verify
 from mcp_bastion.store import Store
@@ -24,9 +25,36 @@ TOUCH_EVERY_S = 60.0  # a grant's last use is written at most once a minute
 TOUCHED_MAX = 65_536  # grants whose last write time is remembered; past it the table starts over
 
 
+async def all_grants(store: Store) -> list[Grant]:
+    """Every grant in force with its last use, oldest first (the CLI reads the store directly)."""
+    grants = []
+    for record in await store.list_records(GRANT):
+        grant = from_record(Grant, record)
+        used = await store.get_record(GRANT_USED, grant.id)
+        grants.append(replace(grant, last_used=used["last_used"]) if used else grant)
+    return sorted(grants, key=lambda g: g.created)
+
+
+async def end_all_grants(store: Store) -> int:
+    """Revoke every grant, and the consents and codes not redeemed yet (`lockdown`); how many grants ended."""
+    for pending in await store.list_records(PENDING):
+        await store.delete_record(PENDING, str(pending["id"]))
+    for code in await store.list_records(CODE):
+        await store.delete_record(CODE, str(code["digest"]))
+    ended = 0
+    for grant in await store.list_records(GRANT):
+        ended += await store.delete_record(GRANT, str(grant["id"]))
+    return ended
+
+
 def display_name(grant: Grant) -> str:
     """How people see a grant: `oauth:<client name>`."""
     return f"{DISPLAY_PREFIX}{grant.client_name}"
+
+
+def grant_fields(grant: Grant) -> dict[str, Any]:
+    """Audit fields naming a grant (never a token)."""
+    return {"grant": grant.id, "client": display_name(grant), "scopes": list(grant.scopes), "resource": grant.resource}
 
 
 class GrantTokens:
@@ -106,12 +134,7 @@ class GrantTokens:
 
     async def all(self) -> list[Grant]:
         """Every grant in force with its last use, oldest first."""
-        grants = []
-        for record in await self.store.list_records(GRANT):
-            grant = from_record(Grant, record)
-            used = await self.store.get_record(GRANT_USED, grant.id)
-            grants.append(replace(grant, last_used=used["last_used"]) if used else grant)
-        return sorted(grants, key=lambda g: g.created)
+        return await all_grants(self.store)
 
     async def _live(self, grant_id: str) -> tuple[Grant | None, str]:
         data = await self.store.get_record(GRANT, grant_id)

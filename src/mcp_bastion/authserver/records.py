@@ -59,6 +59,7 @@ class Code:
     scopes: tuple[str, ...]
     approved_by: str
     expires: float
+    digest: str = ""  # the code's hash, its key in the store (so `lockdown` can find and delete it)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Settings are built here, at the edge; errors become one line and exit code 2; uv
 from mcp_bastion.cli import (  # noqa: F401 - importing registers the commands
     audit_query,
     audit_tail,
+    authserver,
     clients,
     connect,
     doctor,

@@ -22,6 +22,7 @@ import typer
 from dotenv import dotenv_values
 from rich.text import Text
 
+from mcp_bastion.authserver.grants import end_all_grants
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
 from mcp_bastion.cli.output import Col, listing
 from mcp_bastion.config import Settings, is_loopback
@@ -325,6 +326,7 @@ def lockdown(
         principal="cli",
         tokens_revoked=result["tokens_revoked"],
         login_sessions_ended=result["login_sessions_ended"],
+        oauth_grants_revoked=result["oauth_grants_revoked"],
         mcp_sessions_ended=mcp.ended,
         admin_tokens_revoked=result["admin_tokens_revoked"],
         new_token=LOCKDOWN_TOKEN_NAME,
@@ -368,6 +370,7 @@ def _steps(result: dict[str, Any], mcp: McpOutcome, env_file: Path, env_error: s
     steps = [
         Step("named tokens revoked", "done", str(result["tokens_revoked"])),
         Step("login sessions ended", "done", str(result["login_sessions_ended"])),
+        Step("OAuth grants revoked", "done", str(result["oauth_grants_revoked"])),
         _mcp_step(mcp),
         Step("old AUTH_TOKEN revoked", "done", "yes")
         if result["admin_tokens_revoked"]
@@ -425,12 +428,14 @@ async def _contain(store: Store, old_admin_tokens: list[str]) -> dict[str, Any]:
         await store.revoke_hash(token_hash(old))
     tokens_revoked = await store.revoke_all_tokens()
     sessions_ended = await store.delete_all_sessions()
+    grants_revoked = await end_all_grants(store)  # Issue 14: the built-in authorization server's clients too
     value = new_token()
     await store.create_token(TokenRecord(LOCKDOWN_TOKEN_NAME, token_hash(value), (ADMIN_SCOPE,), time.time()))
     await store.close()
     return {
         "tokens_revoked": tokens_revoked,
         "login_sessions_ended": sessions_ended,
+        "oauth_grants_revoked": grants_revoked,
         "admin_tokens_revoked": len(old_admin_tokens),
         "name": LOCKDOWN_TOKEN_NAME,
         "token": value,

@@ -9,6 +9,8 @@ import typer
 from rich.text import Text
 
 from mcp_bastion.access.scopes import may_see_server, valid_scope
+from mcp_bastion.authserver.grants import DISPLAY_PREFIX
+from mcp_bastion.cli.authserver import grant_rows, revoke_grants
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
 from mcp_bastion.cli.output import Col, listing
 from mcp_bastion.config import Settings, load_servers, variables
@@ -103,6 +105,7 @@ def token_list(as_json: JsonFlag = False, env_file: EnvFile = Path(".env")) -> N
         {"name": r.name, "scopes": list(r.scopes), "created": r.created, "last_used": r.last_used, "expires": r.expires}
         for r in records
     ]
+    rows += run(grant_rows(store))  # Issue 14: the built-in authorization server's grants, as oauth:<client name>
     columns = [
         Col("name", "name"),
         Col("scopes", lambda row: ", ".join(row["scopes"])),
@@ -124,6 +127,11 @@ def token_revoke(name: str, env_file: EnvFile = Path(".env")) -> None:
     Example: mcp-bastion token revoke cursor-laptop
     """
     _, store, audit = context(env_file)
+    if name.startswith(DISPLAY_PREFIX):  # Issue 14: every grant of that client (`oauth revoke` takes an id too)
+        if not run(revoke_grants(store, audit, name)):
+            fail(f"no grant named {name!r}", "see `mcp-bastion token list`")
+        out.print(f"revoked {name}")
+        return
     if not run(store.revoke_token(name)):
         fail(f"no token named {name!r}", "see `mcp-bastion token list`")
     audit.record("token.revoked", outcome="ok", principal="cli", token=name)
