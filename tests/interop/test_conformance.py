@@ -79,6 +79,11 @@ SCENARIOS = [
     (LEGACY, "tools-call-elicitation", "conf-session"),
     # 2026-07-28 multi-round-trip requests: a per-session child's asks become InputRequiredResults (Issue 11 item 5).
     *[(MODERN, f"input-required-result-{s}", "conf-session") for s in INPUT_REQUIRED],
+    # A per-session server serves every 2026-07-28 request from a child of its own: listen, Mcp-Param-*, progress.
+    *[
+        (MODERN, s, "conf-session")
+        for s in ["server-stateless", "http-custom-header-server-validation", "tools-call-with-progress", "caching"]
+    ],
     # 2026-07-28: stateless, routing headers, caching hints.
     *[
         (MODERN, s, "conf")

@@ -107,6 +107,17 @@ def child_init(message: Message) -> Message:
     return {"params": params}
 
 
+async def known_tools(backend: Backend) -> None:
+    """A fresh child's tool schemas before its first call (its tools/list, once), so Mcp-Param-* headers are checked
+    against what it declares (2026-07-28), as on a shared child that learned them at start."""
+    capabilities = (backend.init_result or {}).get("capabilities") or {}
+    if backend.tool_schemas or "tools" not in capabilities:
+        return
+    slot = ResponseSlot()
+    await backend.forward({"jsonrpc": "2.0", "id": "bastion-tools", "method": "tools/list"}, slot)
+    await slot.future  # bounded by the call timeout; the backend remembers the schemas it answers
+
+
 class InputBridge:
     """One call on a per-session child across the rounds of its multi-round-trip request (the call's sink)."""
 

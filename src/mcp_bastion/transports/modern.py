@@ -1,6 +1,7 @@
 """Stateless Streamable HTTP (2026-07-28): every POST is self-contained; closing the stream cancels the call."""
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from mcp_bastion.errors import (
@@ -38,7 +39,14 @@ from mcp_bastion.protocol import (
     decode_header_value,
 )
 from mcp_bastion.relay import Backend, Gateway, ResponseSlot
-from mcp_bastion.relay.input_required import InputBridge, InputStates, StateRefused, input_responses, new_instance_id
+from mcp_bastion.relay.input_required import (
+    InputBridge,
+    InputStates,
+    StateRefused,
+    input_responses,
+    known_tools,
+    new_instance_id,
+)
 from mcp_bastion.relay.sessions import SHUTDOWN_EVENT
 from mcp_bastion.sealing import Sealer
 from mcp_bastion.transports import dispatch
@@ -184,6 +192,10 @@ class Listener:
         self.queue.put_nowait({**message, "params": params})
 
 
+def noop() -> None:
+    """Nothing to keep alive (a shared child's listen stream)."""
+
+
 class ModernTransport:
     """2026-07-28 requests on /mcp/{server}."""
 
@@ -251,12 +263,8 @@ class ModernTransport:
     ) -> None:
         """Issue 11 item 5: each request gets its own child; one that asks for input is parked between rounds."""
         method = message["method"]
-        if method == "subscriptions/listen":
-            text = (
-                f"server {server!r} runs one child per client request (isolation: per-session), which lives only "
-                "while a request waits: it has no notifications to listen to"
-            )
-            raise ProtocolError(text)
+        if method == "subscriptions/listen" and not has_sse:
+            raise ProtocolError("subscriptions/listen needs Accept: text/event-stream", status=406)
         params = message.get("params")
         params = params if isinstance(params, dict) else {}
         responses = input_responses(params)
@@ -299,11 +307,15 @@ class ModernTransport:
             answer = self._discover(backend) if method == "server/discover" else {}
             await self._send(req, result(message["id"], answer), method, backend)
             return
+        if method == "subscriptions/listen":  # the stream's own child, kept (not idled out) while the stream lives
+            await self._listen(req, backend, message, policy, alive=bridge.session.touch)
+            return
         streaming = has_sse and progress_token(message) is not None
         view = ResponseSlot(streaming=streaming)
         bridge.attach(view, message, responses)
         if first:
             if method == "tools/call":
+                await known_tools(backend)  # a fresh child: its schemas decide the Mcp-Param-* check
                 check_param_headers(req, backend, message)
             sink = policy.wrap(message, bridge)
             bridge.request_id = await backend.forward(message, sink, session=bridge.session, strip_modern=True)
@@ -374,15 +386,19 @@ class ModernTransport:
         headers = JSON_HEADERS + retry_after(answer)
         await send_answer(req.send, status, finish(answer, method, backend), headers)
 
-    async def _listen(self, req: Request, backend: Backend, message: Message, policy: CallPolicy) -> None:
+    async def _listen(
+        self, req: Request, backend: Backend, message: Message, policy: CallPolicy, alive: Callable[[], None] = noop
+    ) -> None:
         """A listen stream holds one of the principal's stream slots, as GET and HTTP+SSE streams do (429 past it)."""
         slot = self.gateway.claim_stream(req.principal, backend.name)
         try:
-            await self._listen_stream(req, backend, message, policy)
+            await self._listen_stream(req, backend, message, policy, alive)
         finally:
             slot.release()
 
-    async def _listen_stream(self, req: Request, backend: Backend, message: Message, policy: CallPolicy) -> None:
+    async def _listen_stream(
+        self, req: Request, backend: Backend, message: Message, policy: CallPolicy, alive: Callable[[], None]
+    ) -> None:
         filters = (message.get("params") or {}).get("notifications") or {}
         wanted = {key for key in LIST_CHANGED.values() if filters.get(key) is True}
         asked = resource_subscriptions(filters)
@@ -407,6 +423,7 @@ class ModernTransport:
             await start_stream(req.send)
             await stream_chunk(req.send, sse_event(ack))
             while True:
+                alive()  # a per-session stream's child is not idled out while it streams
                 getter = asyncio.ensure_future(listener.queue.get())
                 done, _ = await asyncio.wait(
                     {getter, gone}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
