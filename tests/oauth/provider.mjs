@@ -1,7 +1,7 @@
 // A real OpenID provider (oidc-provider, the certified Node implementation) for the gateway's OAuth tests.
 //
-// Configured by the JSON in OIDC_TEST_CONFIG: {port, clients: [oidc-provider client metadata], resources:
-// {"<resource URL>": {"scope": "...", "format": "jwt" | "opaque"}}}. It issues access tokens for the resources it
+// Configured by the JSON in OIDC_TEST_CONFIG: {port, interactive, clients: [oidc-provider client metadata], resources:
+// {"<resource URL>": {"scope": "...", "format": "jwt" | "opaque", "alg", "ttl"}}}. It issues access tokens for the resources it
 // knows (RFC 8707 resource indicators), JWT or opaque per resource, answers introspection (RFC 7662), and prints
 // "READY <issuer>" once it listens on 127.0.0.1. It stops on SIGTERM (tests run it with no stdin).
 import { generateKeyPairSync } from 'node:crypto';
@@ -37,7 +37,10 @@ const provider = new Provider(issuer, {
   jwks,
   scopes: [...scopes],
   features: {
-    devInteractions: { enabled: false },
+    // config.interactive: the provider's own login and consent pages (any login, any password), and Dynamic Client
+    // Registration (RFC 7591), for the authorization-code flow a browser drives.
+    devInteractions: { enabled: Boolean(config.interactive) },
+    registration: { enabled: Boolean(config.interactive) },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     resourceIndicators: {

@@ -36,11 +36,11 @@ class Provider:
 
 @contextlib.contextmanager
 def oidc_provider(
-    tmp_path: Path, *, clients: list[dict[str, Any]], resources: dict[str, dict[str, Any]]
+    tmp_path: Path, *, clients: list[dict[str, Any]], resources: dict[str, dict[str, Any]], interactive: bool = False
 ) -> Iterator[Provider]:
     """The provider, ready (its discovery document answers) when entered; stopped (TERM, then KILL) on exit."""
     port = free_port()
-    config = {"port": port, "clients": clients, "resources": resources}
+    config = {"port": port, "clients": clients, "resources": resources, "interactive": interactive}
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "HOME": str(tmp_path),

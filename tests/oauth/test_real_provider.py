@@ -4,22 +4,24 @@ official Python SDK client reaches a tool with them on every transport, and its 
 from the gateway's metadata and gets its token by itself; mcp-remote carries one as a header."""
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.auth import TokenStorage
+from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from tests.harness import RunningGateway, free_port, spec
 from tests.interop.conftest import tool
@@ -77,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "response_types": [],
         },
     ]
-    with oidc_provider(tmp_path, clients=clients, resources=resources) as provider:
+    with oidc_provider(tmp_path, clients=clients, resources=resources, interactive=True) as provider:
         settings: dict[str, Any] = {
             "port": port,
             "public_url": public,
@@ -204,3 +206,115 @@ async def test_mcp_remote_carries_a_provider_token_to_a_tool(world: World, tmp_p
         async with Client(stdio_client(params, errlog=sink), mode="legacy") as session:
             answer = await session.call_tool("echo", {"text": "via mcp-remote"})
     assert answer.content[0].text == "via mcp-remote"
+
+
+@pytest.mark.anyio
+async def test_the_sdk_oauth_client_logs_a_person_in_through_the_browser_and_calls_a_tool(world: World) -> None:
+    """The authorization-code flow with PKCE as a desktop client runs it: dynamic registration at the provider, the
+    provider's login and consent pages driven in Chromium, the code exchanged for a token bound to the server."""
+    from playwright.async_api import async_playwright
+
+    from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    callback = f"http://127.0.0.1:{free_port()}/callback"  # nothing listens: the browser's request is caught
+    arrived = anyio.Event()
+    seen: dict[str, str] = {}
+    storage = MemoryStorage()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+
+            async def catch(route: Any) -> None:
+                seen["url"] = route.request.url
+                await route.fulfill(status=200, body="You may close this window.")
+                arrived.set()
+
+            async def log_in(url: str) -> None:
+                page = await browser.new_page()
+                await page.route(lambda target: target.startswith(callback), catch)
+                await page.goto(url)
+                await page.fill("input[name=login]", "alice")
+                await page.fill("input[name=password]", "any")
+                await page.click("button[type=submit]")
+                await page.wait_for_selector("input[name=prompt][value=consent]", state="attached")
+                await page.click("button[type=submit]")
+                await arrived.wait()
+
+            async def code() -> AuthorizationCodeResult:
+                query = parse_qs(urlsplit(seen["url"]).query)
+                first = lambda key: query[key][0] if key in query else None  # noqa: E731
+                return AuthorizationCodeResult(code=query["code"][0], state=first("state"), iss=first("iss"))
+
+            metadata = OAuthClientMetadata(
+                redirect_uris=[callback],
+                grant_types=["authorization_code", "refresh_token"],
+                response_types=["code"],
+                token_endpoint_auth_method="none",
+                client_name="bastion browser test",
+            )
+            auth = OAuthClientProvider(world.gw.mcp("files"), metadata, storage, log_in, code)
+            with anyio.fail_after(CALL_TIMEOUT_S * 2):
+                async with (
+                    httpx2.AsyncClient(timeout=10, auth=auth) as http,
+                    Client(streamable_http_client(world.gw.mcp("files"), http_client=http)) as client,
+                ):
+                    answer = await client.call_tool("echo", {"text": "logged in"})
+        finally:
+            await browser.close()
+    assert answer.content[0].text == "logged in"
+    assert storage.tokens is not None
+    assert storage.tokens.scope == "mcp:server:files"
+    port = world.provider.issuer.rsplit(":", 1)[1]
+    people = [e for e in audit_events(world.tmp_path, "auth.success") if e.get("oauth_subject") == "alice"]
+    assert people[-1]["principal_id"] == f"oauth:127.0.0.1:{port}:alice"
+
+
+AUTHORIZE_URL = re.compile(r"Please authorize this client by visiting:\s*(\S+)")
+
+
+@pytest.mark.anyio
+async def test_mcp_remote_logs_a_person_in_through_the_browser_and_calls_a_tool(world: World, tmp_path: Path) -> None:
+    """mcp-remote registers itself at the provider, prints the authorization URL (no desktop to open a browser
+    on), the provider's pages are driven in Chromium, and its callback server receives the code."""
+    from playwright.async_api import async_playwright
+
+    from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    callback_port = free_port()
+    errlog = tmp_path / "remote.err"
+    params = StdioServerParameters(
+        command=tool("mcp-remote"),
+        args=[world.gw.mcp("other"), str(callback_port), "--host", "127.0.0.1"],
+        env={"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path)},
+    )
+
+    async def authorization_url() -> str:
+        while True:
+            found = AUTHORIZE_URL.search(errlog.read_text(errors="replace")) if errlog.exists() else None
+            if found:
+                return found.group(1)
+            await anyio.sleep(0.1)
+
+    async def log_in(browser: Any) -> None:
+        page = await browser.new_page()
+        await page.goto(await authorization_url())
+        await page.fill("input[name=login]", "bob")
+        await page.fill("input[name=password]", "any")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("input[name=prompt][value=consent]", state="attached")
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"http://127.0.0.1:{callback_port}/**")
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            with anyio.fail_after(CALL_TIMEOUT_S * 2), errlog.open("a", encoding="utf-8") as sink:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(log_in, browser)
+                    async with Client(stdio_client(params, errlog=sink), mode="legacy") as session:
+                        answer = await session.call_tool("echo", {"text": "via mcp-remote and a browser"})
+        finally:
+            await browser.close()
+    assert answer.content[0].text == "via mcp-remote and a browser"
+    people = [e for e in audit_events(world.tmp_path, "auth.success") if e.get("oauth_subject") == "bob"]
+    assert people, errlog.read_text(errors="replace")[-2000:]
