@@ -13,6 +13,9 @@ from mcp_bastion.middleware.headers import CSP
 
 HTML = (b"content-type", b"text/html; charset=utf-8")
 NO_STORE = (b"cache-control", b"no-store")
+# With the gateway's `no-referrer`, a browser sends `Origin: null` on a form post, which the Origin check refuses;
+# `same-origin` keeps the referrer from every other site (the client's included) and lets the form name its origin.
+REFERRER = (b"referrer-policy", b"same-origin")
 
 PAGE = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

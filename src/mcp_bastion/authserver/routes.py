@@ -300,7 +300,7 @@ class AuthServerRoutes:
         return principal, login
 
     async def _page(self, req: Request, status: int, body: bytes, headers: Headers | None = None) -> None:
-        await send_bytes(req.send, status, body, [pages.HTML, pages.NO_STORE, *(headers or [])])
+        await send_bytes(req.send, status, body, [pages.HTML, pages.NO_STORE, pages.REFERRER, *(headers or [])])
 
     async def _redirect(self, req: Request, url: str, headers: Headers | None = None) -> None:
         location = (b"location", url.encode("utf-8"))

@@ -543,8 +543,9 @@
   async function refreshTokens() {
     try {
       const data = await api("GET", "/api/tokens");
+      const grants = await oauthGrants();
       if (state.view !== "tokens") return;
-      renderTokens(data.tokens || []);
+      renderTokens([...(data.tokens || []), ...grants]);
     } catch (err) {
       if (err.status === 403) {
         $("tokens-table").tBodies[0].replaceChildren(
@@ -552,6 +553,17 @@
         return;
       }
       report(err, "Tokens");
+    }
+  }
+
+  // Grants of the built-in OAuth authorization server, shown as oauth:<client name> (none when it is off: 404).
+  async function oauthGrants() {
+    try {
+      const data = await api("GET", "/api/grants");
+      return (data.grants || []).map((g) => ({ ...g, grant: g.id }));
+    } catch (err) {
+      if (err.status === 404) return [];
+      throw err;
     }
   }
 
@@ -567,7 +579,8 @@
         type: "button",
         className: "btn small danger",
         "aria-label": `Revoke token ${t.name}`,
-        onclick: (e) => revokeToken(t.name, e.currentTarget),
+        onclick: (e) => revokeToken(t.name, e.currentTarget,
+          t.grant ? `/api/grants/${encodeURIComponent(t.grant)}` : `/api/tokens/${encodeURIComponent(t.name)}`),
       }, "Revoke")),
     ));
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6, className: "empty" }, "No named tokens yet.")));
@@ -625,10 +638,10 @@
     }
   }
 
-  async function revokeToken(name, button) {
+  async function revokeToken(name, button, path) {
     button.disabled = true;
     try {
-      await api("DELETE", `/api/tokens/${encodeURIComponent(name)}`);
+      await api("DELETE", path);
       setStatus(`Revoked token ${name}.`, "ok");
     } catch (err) {
       button.disabled = false;
