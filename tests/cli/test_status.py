@@ -139,3 +139,4 @@ def test_status_lists_every_instance_of_a_cluster(cluster: tuple[list[RunningGat
         [row] = [line for line in done.stdout.splitlines() if f"{name}" in line and gw.url in line]
         assert ("(this one)" in row) == (name == "node-b"), row
     assert "cluster ok" in done.stdout.splitlines()[-1]
+    assert " · forwarded 0, served for peers 0" in done.stdout.splitlines()[-1]

@@ -53,7 +53,8 @@ INSTANCE_COLUMNS = [
 
 
 def health_line(health: dict[str, Any]) -> Text:
-    """`status ok · version 1.2.0 · store ok, ratelimit ok · servers 2 running, 1 failed`."""
+    """`status ok · version 1.2.0 · store ok, ratelimit ok · servers 2 running, 1 failed · forwarded 3, served for
+    peers 5` (the last part in cluster mode)."""
     status = str(health.get("status", "unknown"))
     line = Text.assemble(("status ", "bold"), (status, "bold green" if status == "ok" else "bold red"))
     line.append(f" · version {health.get('version', '?')}")
@@ -67,6 +68,9 @@ def health_line(health: dict[str, Any]) -> Text:
             state = str(view.get("state", "?")) if isinstance(view, dict) else "?"
             states[state] = states.get(state, 0) + 1
         line.append(" · servers " + ", ".join(f"{count} {state}" for state, count in states.items()))
+    cluster = health.get("cluster")
+    if isinstance(cluster, dict) and "forwarded" in cluster:  # this instance's share of the forwarding
+        line.append(f" · forwarded {cluster['forwarded']}, served for peers {cluster.get('served_for_peers', 0)}")
     return line
 
 
