@@ -13,6 +13,7 @@ import orjson
 
 from mcp_bastion.access import Principal, RequestContext, context_of
 from mcp_bastion.audit import AuditLog
+from mcp_bastion.cluster.revocations import MCP_SESSION, SWEEP, RevocationChannel
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import DependencyUnavailable, ProtocolError
 from mcp_bastion.middleware.auth import CSRF_COOKIE, SESSION_COOKIE, TOKEN_KEY, Authenticator, cookie_value
@@ -46,6 +47,7 @@ class AdminRoutes:
         self.limiter = limiter
         self.auth = auth
         self.gateway = gateway
+        self.revocations: RevocationChannel | None = None  # cluster mode (Issue 12 item 4): tell every instance
 
     def _cookie(self, name: str, value: str, max_age: int, *, http_only: bool) -> tuple[bytes, bytes]:
         parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Strict"]
@@ -206,6 +208,8 @@ class AdminRoutes:
             if login.id_hash[:PUBLIC_ID_CHARS] == public_id:
                 await self.store.delete_session(login.id_hash)
                 self._revoked(st, public_id, "login", login.principal)
+                if self.revocations is not None:
+                    await self.revocations.publish(SWEEP)
                 await send_json(req.send, 200, {"revoked": public_id, "kind": "login"})
                 return
         for client in list(self.gateway.sessions.values()):
@@ -214,6 +218,10 @@ class AdminRoutes:
                 self._revoked(st, public_id, "mcp", client.principal)
                 await send_json(req.send, 200, {"revoked": public_id, "kind": "mcp"})
                 return
+        if self.revocations is not None:  # an MCP session held by another instance: its owner ends it and audits
+            await self.revocations.publish(MCP_SESSION, session=public_id)
+            await send_json(req.send, 202, {"revoked": public_id, "kind": "mcp", "instances": "all"})
+            return
         raise ProtocolError("no such session", status=404)
 
     def _revoked(self, ctx: RequestContext, public_id: str, kind: str, owner: str | None) -> None:

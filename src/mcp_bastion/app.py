@@ -95,10 +95,12 @@ class BastionApp:
             cluster=cluster,
         )
         self.dashboard = DashboardRoutes(
-            gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.sweep, instances=self.instances
+            gateway=gateway, store=store, audit=audit, on_revoked=self.revocation.revoked, instances=self.instances
         )
         self.oauth = authenticator.oauth  # Issue 13: the resource server (None unless OAUTH_ISSUER is set)
         self.authserver = self._authserver_routes(authserver, authenticator)  # Issue 14 (None unless builtin)
+        if cluster is not None:  # Issue 12 item 4: revocations reach every instance at once
+            self.revocation.channel = self.admin.revocations = cluster.revocations
         self.handlers = self._handlers()
         # Issue 12: in cluster mode a request for a session held elsewhere is forwarded there, after the pipeline.
         router = cluster.route(self._http) if cluster is not None else self._http
@@ -150,7 +152,7 @@ class BastionApp:
                 await self.gateway.start()
                 self.revocation.start()
                 if self.cluster is not None:
-                    self.cluster.start()
+                    self.cluster.start(self.revocation.heard)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.dashboard.close()
@@ -425,7 +427,7 @@ def create_app(
         limiter=limiter,
         authenticator=authenticator,
         cluster=cluster,
-        sealer=sealer,
+        sealer=sealer or (cluster.sealer if cluster is not None else None),  # Issue 12: one key for the cluster
         instance_id=instance_id,
         authserver=authserver,
     )

@@ -9,8 +9,10 @@ is looked up once; whatever belongs to one that is no longer valid is ended and 
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from mcp_bastion.audit import AuditLog
+from mcp_bastion.cluster.revocations import MCP_SESSION, SWEEP, RevocationChannel
 from mcp_bastion.middleware.auth import TOKEN_KEY, Authenticator
 from mcp_bastion.relay import Gateway
 from mcp_bastion.store import Store, StoreError
@@ -34,6 +36,7 @@ class RevocationWatcher:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.sweeps = 0  # completed passes (for /health-style introspection and tests)
+        self.channel: RevocationChannel | None = None  # cluster mode (Issue 12 item 4): every instance hears
 
     def start(self) -> None:
         """Sweep every `every_s` until closed."""
@@ -54,6 +57,31 @@ class RevocationWatcher:
                 await self.sweep()
             except Exception:  # the top of a task: log it and keep sweeping
                 log.exception("revocation sweep failed")
+
+    async def revoked(self) -> int:
+        """A token or a login session was revoked here: end what it opened here now, and tell every instance."""
+        ended = await self.sweep()
+        if self.channel is not None:
+            await self.channel.publish(SWEEP)
+        return ended
+
+    async def heard(self, message: dict[str, Any]) -> None:
+        """A revocation on another instance (or by the CLI): sweep now, or end the one MCP session it names."""
+        if message["kind"] != MCP_SESSION:
+            await self.sweep()
+            return
+        public_id = message.get("session")
+        for session in [s for s in self.gateway.sessions.values() if s.public_id == public_id]:
+            self.audit.record(
+                "session.revoked",
+                outcome="ended",
+                reason=f"revoked on instance {str(message.get('from'))[:64]}",
+                kind="mcp",
+                principal=session.principal,
+                server=session.server,
+                session=session.public_id,
+            )
+            await self.gateway.end_session(session)
 
     async def sweep(self) -> int:
         """One pass; returns how many sessions and streams it ended. A store that cannot answer ends nothing

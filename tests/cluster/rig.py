@@ -162,6 +162,7 @@ def write_instance(instance: Instance, token: str, redis_url: str, extra: dict[s
         "LOG_DIR": str(instance.dir / "logs"),
         "RATE_LIMIT_MAX_REQUESTS": "1000000",
         "RATE_LIMIT_TOKEN_MAX_REQUESTS": "1000000",
+        "REVOCATION_CHECK_S": "60",  # the periodic sweep never helps: revocations must travel by pub/sub
         **extra,
     }
     env_file = instance.dir / ".env"

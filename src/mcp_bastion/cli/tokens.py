@@ -13,6 +13,7 @@ from mcp_bastion.authserver.grants import DISPLAY_PREFIX
 from mcp_bastion.cli.authserver import grant_rows, revoke_grants
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
 from mcp_bastion.cli.output import Col, listing
+from mcp_bastion.cluster.revocations import announce
 from mcp_bastion.config import Settings, load_servers, variables
 from mcp_bastion.errors import ConfigError
 from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash, token_name_problem
@@ -126,7 +127,7 @@ def token_revoke(name: str, env_file: EnvFile = Path(".env")) -> None:
 
     Example: mcp-bastion token revoke cursor-laptop
     """
-    _, store, audit = context(env_file)
+    settings, store, audit = context(env_file)
     if name.startswith(DISPLAY_PREFIX):  # Issue 14: every grant of that client (`oauth revoke` takes an id too)
         if not run(revoke_grants(store, audit, name)):
             fail(f"no grant named {name!r}", "see `mcp-bastion token list`")
@@ -135,7 +136,14 @@ def token_revoke(name: str, env_file: EnvFile = Path(".env")) -> None:
     if not run(store.revoke_token(name)):
         fail(f"no token named {name!r}", "see `mcp-bastion token list`")
     audit.record("token.revoked", outcome="ok", principal="cli", token=name)
+    _tell_cluster(settings)
     out.print(f"revoked {name}")
+
+
+def _tell_cluster(settings: Settings) -> None:
+    """Cluster mode (Issue 12 item 4): every running instance ends what the token opened now, not at its next sweep."""
+    if settings.redis_url is not None:
+        run(announce(settings.redis_url.get_secret_value()))
 
 
 @token_cli.command("rotate")
@@ -144,7 +152,7 @@ def token_rotate(name: str, as_json: JsonFlag = False, env_file: EnvFile = Path(
 
     Example: mcp-bastion token rotate cursor-laptop
     """
-    _, store, audit = context(env_file)
+    settings, store, audit = context(env_file)
     records = {r.name: r for r in run(store.list_tokens())}
     old = records.get(name)
     if old is None:
@@ -154,6 +162,7 @@ def token_rotate(name: str, as_json: JsonFlag = False, env_file: EnvFile = Path(
     run(store.revoke_token(name))
     run(store.create_token(TokenRecord(name, token_hash(value), old.scopes, time.time(), old.expires)))
     audit.record("token.revoked", outcome="ok", principal="cli", token=name, reason="rotated")
+    _tell_cluster(settings)
     audit.record("token.created", outcome="ok", principal="cli", token=name, scopes=list(old.scopes))
     if as_json:
         out.print_json(json.dumps({"name": name, "token": value}))

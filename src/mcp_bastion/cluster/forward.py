@@ -7,6 +7,7 @@ byte as it comes: a JSON answer, an SSE stream for as long as it lasts, the owne
 """
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -24,6 +25,9 @@ FORWARD_WRITE_S = 10.0  # sending a request body (at most MAX_BODY_BYTES) to a p
 FORWARD_POOL_S = 5.0  # waiting for a free pooled connection to a peer
 FORWARD_READ_SLACK_S = 30.0  # beyond the longest a call or a stream's keepalive may keep a peer silent
 FORWARD_MAX_CONNECTIONS = 1000  # open connections to peers at once (each open stream holds one)
+# A JSON answer up to this size is read whole before its head is sent (an answer is either all there or not at all
+# for the balancer, which may then retry); larger ones and streams are passed on as they come.
+WHOLE_ANSWER_MAX_BYTES = 1024 * 1024
 FORWARD_KEEPALIVE = 100  # idle pooled connections kept per instance: forwarding does not pay a handshake each time
 # Request headers that describe this connection, the client's credential (the hop replaces it), or the client's
 # address (the hop carries the address the first instance believed): never sent on.
@@ -36,8 +40,11 @@ DROPPED_REQUEST = frozenset(
 )  # fmt: skip
 # Response headers this instance's own pipeline sets (security headers, request id) or that describe the hop.
 DROPPED_RESPONSE = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"x-request-id", HSTS[0], *(n for n, _ in BASE_HEADERS)}
-)
+    {
+        b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"x-request-id", HSTS[0],
+        *(n for n, _ in BASE_HEADERS),
+    }
+)  # fmt: skip
 
 
 class OwnerUnreachable(GatewayError):
@@ -94,9 +101,20 @@ class Forwarder:
     async def _relay(self, req: Request, response: Any) -> None:
         """Pass the owner's answer on as it comes; a client that leaves ends the upstream request too."""
         headers = [(k, v) for k, v in response.headers.raw if k.lower() not in DROPPED_RESPONSE]
+        first = b""
+        chunks = response.aiter_raw()  # one iterator: the head read below and the pump share it
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            first, whole = await _head_of(chunks)
+            if whole:  # head and body in one go: no half answer if this instance dies in between
+                headers.append((b"content-length", str(len(first)).encode()))
+                await req.send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+                await req.send({"type": "http.response.body", "body": first})
+                return
         await req.send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        if first:
+            await req.send({"type": "http.response.body", "body": first, "more_body": True})
         disconnect = Disconnect(req.receive)
-        pump = asyncio.ensure_future(self._pump(req, response))
+        pump = asyncio.ensure_future(self._pump(req, chunks))
         disconnect.on_disconnect = lambda: _cancel(pump)
         try:
             await asyncio.wait({pump})
@@ -108,8 +126,8 @@ class Forwarder:
             raise failure  # the owner dying mid-answer just ends the answer; anything else is ours to report
         await end_stream(req.send)
 
-    async def _pump(self, req: Request, response: Any) -> None:
-        async for chunk in response.aiter_raw():
+    async def _pump(self, req: Request, chunks: AsyncIterator[bytes]) -> None:
+        async for chunk in chunks:
             await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def close(self) -> None:
@@ -119,3 +137,15 @@ class Forwarder:
 
 def _cancel(task: "asyncio.Future[None]") -> None:
     task.cancel()
+
+
+async def _head_of(stream: AsyncIterator[bytes]) -> tuple[bytes, bool]:
+    """Up to WHOLE_ANSWER_MAX_BYTES of a (JSON) answer, and whether that is all of it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > WHOLE_ANSWER_MAX_BYTES:
+            return b"".join(chunks), False
+    return b"".join(chunks), True

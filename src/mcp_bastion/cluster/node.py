@@ -5,6 +5,7 @@ from mcp_bastion.cluster.bus import ClusterBus
 from mcp_bastion.cluster.forward import Forwarder
 from mcp_bastion.cluster.hop import HopSigner
 from mcp_bastion.cluster.registry import HEARTBEAT_S, InstanceInfo, Load, Registry
+from mcp_bastion.cluster.revocations import Handler, RevocationChannel
 from mcp_bastion.cluster.router import ClusterRouter
 from mcp_bastion.cluster.session_ids import SessionIds
 from mcp_bastion.cluster.settings import ClusterSettings
@@ -40,6 +41,7 @@ class Cluster:
             load=load,
         )
         self.forwarder = Forwarder(self.hops, read_s=read_s, max_body=max_body)
+        self.revocations = RevocationChannel(self.bus, config.instance_id)
         self.router: ClusterRouter | None = None
 
     def route(self, app: ASGIApp) -> ClusterRouter:
@@ -65,12 +67,15 @@ class Cluster:
         """
         return await self.registry.instances()
 
-    def start(self) -> None:
-        """Join: heartbeat from now on."""
+    def start(self, on_revocation: Handler | None = None) -> None:
+        """Join: heartbeat from now on, and hand every instance's revocations to `on_revocation`."""
         self.registry.start()
+        if on_revocation is not None:
+            self.revocations.start(on_revocation)
 
     async def close(self) -> None:
         """Leave the cluster and close the connections."""
+        await self.revocations.close()
         await self.registry.close()
         await self.forwarder.close()
         await self.bus.close()

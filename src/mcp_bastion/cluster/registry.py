@@ -133,6 +133,14 @@ class Registry:
         self.view[instance_id] = info
         return info.advertise_url
 
+    async def wait_gone(self, instance_id: str) -> None:
+        """Return once `instance_id`'s record is gone (checked every heartbeat; a Redis outage decides nothing)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            with contextlib.suppress(DependencyUnavailable):
+                if await self.still_there(instance_id) is None:
+                    return
+
     def start(self) -> None:
         """Heartbeat until closed (the first beat runs at once)."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="cluster-heartbeat")

@@ -5,6 +5,7 @@ session, sessions of this instance, ids this cluster did not mint (the transport
 another principal (404 here, never forwarded), and every request that arrived as a hop (never forwarded again).
 """
 
+import asyncio
 from urllib.parse import parse_qs
 
 from mcp_bastion.access import context_of
@@ -15,7 +16,7 @@ from mcp_bastion.errors import GatewayError
 from mcp_bastion.middleware.hop import HOP_KEY
 from mcp_bastion.middleware.reply import headers_of, state
 from mcp_bastion.relay.sessions import SessionGone
-from mcp_bastion.transports.http import Request, send_error
+from mcp_bastion.transports.http import Request, end_stream, send_error
 from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
 SESSION_HEADER = b"mcp-session-id"
@@ -45,10 +46,28 @@ class ClusterRouter:
             url = await self.registry.url_of(owner)
             if url is None:
                 raise SessionGone("Session not found")  # its owner left or died: the client starts a new session
-            await self.forwarder.forward(req, url)
+            await self._forward(req, owner, url)
         except GatewayError as exc:  # DependencyUnavailable too: Redis down, the owner cannot be looked up (503)
             if not state(scope).get("response_started"):
                 await send_error(send, exc, None)
+            else:
+                await end_stream(send)
+
+    async def _forward(self, req: Request, owner: str, url: str) -> None:
+        """Forward, unless the owner's record expires first (frozen, cut off): then its sessions are gone (404), or
+        the stream already under way ends, within the registry's bound instead of a read timeout."""
+        work = asyncio.ensure_future(self.forwarder.forward(req, url))
+        gone = asyncio.ensure_future(self.registry.wait_gone(owner))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work})
+        if work.cancelled():
+            raise SessionGone("Session not found")
+        work.result()
 
     def _elsewhere(self, scope: Scope) -> str | None:
         """The instance that owns the request's session, when that is another one and the caller is its principal."""
