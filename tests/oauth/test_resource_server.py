@@ -299,3 +299,10 @@ def test_the_clients_token_never_reaches_the_child(world: Any) -> None:
     assert "PATH" in seen  # the child's environment, as it sees it
     assert value not in seen
     assert value.split(".")[2] not in seen
+
+
+def test_the_dashboard_login_takes_no_oauth_token(world: Any) -> None:
+    gw, issuer, _, _ = world
+    answer = httpx.post(gw.url + "/auth/login", json={"token": token(issuer, PUBLIC_URL, "mcp:admin")}, timeout=5)
+    assert answer.status_code == 401
+    assert "bastion_session" not in answer.headers.get("set-cookie", "")

@@ -65,6 +65,11 @@ class KeySource:
         """Changes whenever a new key set is in use."""
         return self._cache.generation
 
+    @property
+    def fresh(self) -> bool:
+        """Whether the cached set is within its lifetime (past it, the next key look-up refreshes it)."""
+        return self.clock() < self._cache.fresh_until
+
     async def key(self, kid: str | None) -> dict[str, Any] | None:
         """The JWK named `kid` (None: the set's only key), or None when the issuer has no such key.
 
@@ -101,6 +106,14 @@ class KeySource:
             return  # the last good set still serves
         retry = max(1, int(cache.failed + JWKS_RETRY_S - now + 0.999))
         raise KeysUnavailable("the identity provider's signing keys cannot be fetched", retry)
+
+    async def close(self) -> None:
+        """Stop a refresh still in flight (the gateway's shutdown)."""
+        task, self._refresh = self._refresh, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OAuthFetchError):
+                await task
 
     async def _fetch(self) -> None:
         self.fetches += 1

@@ -40,7 +40,7 @@ class ResourceServer:
         self.fetcher = fetcher or JsonFetcher()
         self.clock = clock  # wall time: token lifetimes
         self.keys = KeySource(self.fetcher, issuer=config.issuer, jwks_url=config.jwks_url, clock=monotonic)
-        self.validator = TokenValidator(self.keys, issuer=config.issuer, leeway_s=config.leeway_s)
+        self.validator = TokenValidator(self.keys, issuer=config.issuer, leeway_s=config.leeway_s, clock=clock)
         self.introspector: Introspector | None = None
         if config.introspection_url and config.client_id and config.client_secret:
             self.introspector = Introspector(
@@ -70,7 +70,7 @@ class ResourceServer:
         audience = self.config.audiences(server)
         try:
             if looks_like_jwt(token):
-                claims = await self.validator.claims(token, audience)
+                claims = await self.validator.claims(token, audience, digest)
             else:
                 claims = await self._introspected(token, digest, audience)
             principal = self._principal(claims, digest)
@@ -100,6 +100,7 @@ class ResourceServer:
 
     async def close(self) -> None:
         """Close the connections to the identity provider."""
+        await self.keys.close()
         await self.fetcher.close()
 
     async def _introspected(self, token: str, digest: str, audience: str) -> dict[str, Any]:
