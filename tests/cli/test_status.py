@@ -1,15 +1,14 @@
 """`mcp-bastion status` (Issue 12 item 6) as a subprocess against real gateways over HTTP: the instances table and
 the health line, plain off a terminal; --json; the token from the .env only; one-line errors with a hint."""
 
-import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.dashboard.test_instances import cluster_of
 from tests.harness import RunningGateway, free_port, spec, wait_until
-from tests.redis_server import redis_server
 from tests.security.support import add_token, admin_token, run_cli, secure_gateway, write_env
 
 ANSI = "\x1b["
@@ -102,23 +101,8 @@ def test_the_token_is_never_a_flag() -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[list[RunningGateway], str]]:
-    admin = admin_token()
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(redis_server(tmp_path))
-        gateways = [
-            stack.enter_context(
-                secure_gateway(
-                    [spec("toolbox")],
-                    tmp_path / name,
-                    auth_token=admin,
-                    instance_id=name,
-                    redis_url=url,
-                    cluster_secret="c" * 32,
-                )
-            )
-            for name in ("node-a", "node-b", "node-c")
-        ]
-        yield gateways, admin
+    with cluster_of(tmp_path, "node-a", "node-b", "node-c") as found:
+        yield found
 
 
 @pytest.mark.cluster

@@ -81,8 +81,9 @@ def test_the_dashboard_overview_lists_the_instances(single: tuple[RunningGateway
     assert [i["id"] for i in body["instances"]] == ["solo-1"]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[list[RunningGateway], str]]:
+@contextlib.contextmanager
+def cluster_of(tmp_path: Path, *names: str) -> Iterator[tuple[list[RunningGateway], str]]:
+    """A real redis-server and one in-thread gateway per name (its INSTANCE_ID) in cluster mode, one admin token."""
     admin = admin_token()
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(redis_server(tmp_path))
@@ -97,9 +98,15 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[RunningGateway], str]]:
                     cluster_secret=SECRET,
                 )
             )
-            for name in ("gw-a", "gw-b")
+            for name in names
         ]
         yield gateways, admin
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[list[RunningGateway], str]]:
+    with cluster_of(tmp_path, "gw-a", "gw-b") as found:
+        yield found
 
 
 @pytest.mark.cluster
