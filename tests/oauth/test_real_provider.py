@@ -16,16 +16,17 @@ import httpx
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from tests.harness import RunningGateway, free_port, spec
 from tests.interop.conftest import tool
 from tests.oauth.real_provider import Provider, oidc_provider
+from tests.oauth.support import MemoryStorage
 from tests.security.support import admin_token, audit_events, audit_text, bearer, modern_call, secure_gateway
 
 pytestmark = pytest.mark.interop
@@ -154,24 +155,6 @@ def test_a_provider_token_for_the_gateway_reaches_the_management_routes(world: W
     assert health.status_code == 200
     assert set(health.json()["servers"]) == {"files", "other", "vault"}
     assert httpx.get(world.gw.url + "/health", headers=bearer(world.token("files")), timeout=10).status_code == 401
-
-
-class MemoryStorage(TokenStorage):
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 @pytest.mark.anyio
