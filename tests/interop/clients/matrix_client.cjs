@@ -1,9 +1,10 @@
 // One scenario of Issue 11's feature matrix, run by a real TypeScript SDK client (1.x or the v2 client).
 //
 // Usage: node matrix_client.cjs SCENARIO CONFIG_JSON   (NODE_PATH=.tools/node_modules)
-// CONFIG_JSON: {"sdk": "v1"|"v2", "target": TARGET, ...scenario fields}; TARGET is {"url": ..., "auth": "A"|"B"|null,
-// "refuseGet": bool} or {"command": [...], "envFrom": [names]}. Credentials come from the environment only
-// (MATRIX_AUTH_A / MATRIX_AUTH_B hold a whole Authorization header value), never from argv.
+// CONFIG_JSON: {"sdk": "v1"|"v2", "negotiation": "auto"|null, "target": TARGET, ...scenario fields}; TARGET is
+// {"url": ..., "auth": NAME|null, "refuseGet": bool} or {"command": [...], "envFrom": [variable names]}.
+// Credentials come from the environment only, never from argv: MATRIX_AUTH_<NAME> holds a whole Authorization
+// header value; a stdio target gets the variables named in envFrom (e.g. MCP_BASTION_TOKEN for `connect`).
 // Prints one JSON object (what the client saw) on stdout; exits 1 with the error on stderr otherwise.
 "use strict";
 
