@@ -9,7 +9,9 @@ ASGI app (its lifespan run by hand) with the conformance fixture child; the last
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -33,12 +35,12 @@ from mcp.types import (
 
 from mcp_bastion.app import BastionApp, create_app
 from mcp_bastion.config import Settings
-from mcp_bastion.errors import INVALID_PARAMS, QUOTA_EXCEEDED
-from mcp_bastion.relay.input_required import REQUEST_STATE_PURPOSE, principal_hash
+from mcp_bastion.errors import INVALID_PARAMS, QUOTA_EXCEEDED, SERVER_UNAVAILABLE
+from mcp_bastion.relay.input_required import REQUEST_STATE_PURPOSE, instance_of, principal_hash
 from mcp_bastion.sealing import Sealer
 from mcp_bastion.security import token_hash
 from mcp_bastion.store import TokenRecord
-from tests.harness import FIXTURES, run_gateway, spec
+from tests.harness import FIXTURES, TOOLBOX, run_gateway, spec
 from tests.transports.wire import modern_headers, modern_request
 
 pytestmark = pytest.mark.anyio
@@ -310,6 +312,8 @@ async def test_a_state_from_another_instance_names_the_instance_that_holds_the_c
             elsewhere = await call(node_b, tool, state=first["requestState"], responses={"user_name": accept(name="Q")})
             failure = refused(elsewhere, "other-instance")
             assert failure["data"]["instance"] == "node-a"
+            assert instance_of(Sealer.from_secret(secret), first["requestState"], now=time.time()) == "node-a"
+            assert instance_of(Sealer(), first["requestState"], now=time.time()) is None  # another key: unread
             assert "node-a" in failure["message"]
             done = await call(
                 node_a, tool, state=first["requestState"], responses={"user_name": accept(name="Q")}, request_id=2
@@ -354,6 +358,39 @@ async def test_answers_sent_up_front_are_used_and_bad_ones_are_refused(tmp_path:
             assert bad.status_code == 400
             assert bad.json()["error"]["code"] == INVALID_PARAMS
             await until(lambda: not app.gateway.sessions)
+
+
+async def test_a_parked_call_whose_child_dies_is_answered_with_the_error_on_retry(tmp_path: Path) -> None:
+    app = create_app(settings(tmp_path), {"box": spec("box", TOOLBOX, isolation="per-session")})
+    with anyio.fail_after(STEP_S):
+        async with running(app) as http:
+            first = input_required(await call(http, "sample", server="box"))
+            (session,) = app.gateway.sessions.values()
+            child = session.backend.child
+            assert child is not None
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            await until(lambda: session.backend.child is None)
+            (key,) = first["inputRequests"]
+            retry = await call(
+                http, "sample", server="box", state=first["requestState"], responses={key: {}}, request_id=2
+            )
+            assert retry.status_code == 200, retry.text
+            assert retry.json()["id"] == 2
+            assert retry.json()["error"]["code"] == SERVER_UNAVAILABLE
+            await until(lambda: not app.gateway.sessions and not app.modern.states.parked)
+
+
+async def test_a_client_that_disconnects_mid_call_cancels_it_and_its_child_goes(tmp_path: Path) -> None:
+    """Closing the connection is cancellation on 2026-07-28, for a per-session call too; nothing is left behind."""
+    with run_gateway([spec("box", TOOLBOX, isolation="per-session")], tmp_path) as running_gateway:
+        body = modern_request(1, "tools/call", {"name": "slow", "arguments": {"steps": 100, "seconds": 0.1}})
+        async with httpx.AsyncClient(timeout=httpx.Timeout(1.0)) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(running_gateway.mcp("box"), json=body, headers=modern_headers("tools/call", "slow"))
+        await until(lambda: not running_gateway.app.gateway.sessions)
+    cancelled = [f for e, f in running_gateway.events if e == "server.stop" and f.get("isolation") == "per-session"]
+    assert len(cancelled) == 1
 
 
 # --- the official SDK client (2.x) in 2026-07-28 mode, through the gateway and directly over stdio -------------

@@ -35,7 +35,7 @@ from mcp_bastion.relay.sessions import ClientSession
 from mcp_bastion.relay.sinks import ResponseSlot
 from mcp_bastion.sealing import Sealer, SealError
 from mcp_bastion.security import token_hash
-from mcp_bastion.supervisor import Clock
+from mcp_bastion.supervisor import Child, Clock
 from mcp_bastion.supervisor.clock import Cancellable
 
 ERA = "modern"  # the era of the sessions that hold these children
@@ -118,6 +118,14 @@ async def known_tools(backend: Backend) -> None:
     await slot.future  # bounded by the call timeout; the backend remembers the schemas it answers
 
 
+async def child_watch(backend: Backend, child: Child) -> None:
+    """A request's own child that dies fails its call at once (no supervisor handle watches a per-session child), so
+    a parked call's retry, or the request waiting, hears why instead of waiting for the call's timeout."""
+    await child.exited.wait()
+    if backend.child is child:
+        backend.child_exited(f"its process exited with code {child.returncode}")
+
+
 class InputBridge:
     """One call on a per-session child across the rounds of its multi-round-trip request (the call's sink)."""
 
@@ -138,6 +146,7 @@ class InputBridge:
         self.reply_id: Any = None
         self.reply_token: Any = None
         self._park = park
+        self.watch: asyncio.Future[None] | None = None  # fails the call at once if the child dies (see InputStates)
         self._gather: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -284,6 +293,9 @@ class InputStates:
         )
         bridge = InputBridge(session, message, self.park)
         session.post_streams[message["id"]] = ChildAsks(bridge)
+        child = session.backend.child
+        if child is not None:
+            bridge.watch = asyncio.ensure_future(child_watch(session.backend, child))
         return bridge
 
     def park(self, bridge: InputBridge) -> str:
@@ -351,6 +363,8 @@ class InputStates:
         """The call is over (or abandoned): its child goes (with the call, if still in flight)."""
         if bridge.state_id is not None:
             self._unpark(bridge.state_id)
+        if bridge.watch is not None:
+            bridge.watch.cancel()
         await self.gateway.end_session(bridge.session)
 
     async def close(self) -> None:
