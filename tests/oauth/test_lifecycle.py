@@ -121,13 +121,14 @@ def test_opaque_tokens_are_introspected_with_the_gateway_credentials(tmp_path: P
             issuer.opaque["opaque-elsewhere"] = {**good, "aud": PUBLIC_URL + "/mcp/other"}
             issuer.opaque["opaque-expired"] = {**good, "exp": now - 60}
             issuer.opaque["opaque-no-aud"] = {k: v for k, v in good.items() if k != "aud"}
+            issuer.opaque["opaque-refresh"] = {**good, "token_type": "refresh_token"}
             assert call(gw, "opaque-good").status_code == 200
             assert call(gw, "opaque-good").status_code == 200
             assert issuer.introspections == 1  # cached
-            for refused in ("opaque-elsewhere", "opaque-expired", "opaque-no-aud", "opaque-unknown"):
+            for refused in ("opaque-elsewhere", "opaque-expired", "opaque-no-aud", "opaque-refresh", "opaque-unknown"):
                 assert call(gw, refused).status_code == 401, refused
             assert call(gw, add_token(gw, "ci", "server:files")).status_code == 200  # named tokens never leave
-            assert issuer.introspections == 5
+            assert issuer.introspections == 6
 
 
 def test_the_introspection_endpoint_refusing_the_gateway_fails_closed(tmp_path: Path) -> None:

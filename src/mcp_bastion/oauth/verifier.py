@@ -23,6 +23,7 @@ DEPENDENCY = "oauth"  # how a 503 names the identity provider
 SEEN_MAX = 65_536  # tokens whose sessions are tracked; past it the oldest are forgotten (their sessions end: closed)
 CLAIM_MAX_CHARS = 256  # a principal claim longer than this is refused rather than cut (ids must not collide)
 SCOPES_MAX = 256  # scope values read from one token
+REFRESH_TOKEN_TYPES = frozenset({"refresh_token", "refresh"})  # introspection's token_type (RFC 7662; Keycloak)
 
 
 class ResourceServer:
@@ -109,6 +110,8 @@ class ResourceServer:
         answer = await self.introspector.introspect(token, digest)
         if answer.get("active") is not True:
             raise InvalidToken("inactive token (introspection)")
+        if str(answer.get("token_type", "")).lower() in REFRESH_TOKEN_TYPES:
+            raise InvalidToken("a refresh token is not an access token")
         if answer.get("iss", self.config.issuer) != self.config.issuer:
             raise InvalidToken("token from another issuer (iss)")
         aud = answer.get("aud")
