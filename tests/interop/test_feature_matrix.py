@@ -32,6 +32,7 @@ from mcp.types import CreateMessageRequestParams, CreateMessageResult, ElicitRes
 from tests.harness import RunningGateway, spec
 from tests.interop.conftest import ROOT, tool
 from tests.interop.wire import RecordingProxy
+from tests.relay.test_shared_subscriptions_and_logs import Seen
 from tests.security.support import add_token, admin_token, secure_gateway
 
 # resources/subscribe and logging/setLevel are legacy-era methods (removed in 2026-07-28): the SDK warns on each use.
@@ -187,35 +188,9 @@ async def py_server_requests(session: Client, prompt: str) -> dict[str, Any]:
     return {"sampling": texts(sampled), "elicitation": texts(elicited)}
 
 
-class Seen:
-    """What one Python session received: resource updates (URIs) and log lines (data), in order."""
-
-    def __init__(self) -> None:
-        self.updates: list[str] = []
-        self.logs: list[str] = []
-        self.changed = anyio.Event()
-
-    async def on_message(self, message: Any) -> None:
-        note = getattr(message, "root", message)
-        if getattr(note, "method", None) == "notifications/resources/updated":
-            self.updates.append(str(note.params.uri))
-            self._wake()
-
-    async def on_log(self, params: Any) -> None:
-        self.logs.append(str(params.data))
-        self._wake()
-
-    def _wake(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
-
-    async def until(self, what: str, needle: str) -> None:
-        """Wait (bounded by the caller's fail_after) until an update or log line containing `needle` arrived."""
-        while not any(needle in item for item in getattr(self, what)):
-            await self.changed.wait()
-
-    def options(self) -> dict[str, Any]:
-        return {"message_handler": self.on_message, "logging_callback": self.on_log}
+def handlers(seen: Seen) -> dict[str, Any]:
+    """The SDK client options that record resource updates and log lines into `seen`."""
+    return {"message_handler": seen.on_message, "logging_callback": seen.on_log}
 
 
 def remote_params(url: str, token: str, home: Path) -> StdioServerParameters:
@@ -446,15 +421,15 @@ TOGGLE = "toggle-subscriber-updates"  # starts/stops the child's update rounds (
 
 async def py_subscriptions_direct(seen: Seen, errlog: Path, x: str, y: str) -> None:
     """Directly over stdio (one client): subscribe x, updates; unsubscribe x and subscribe y, updates for y only."""
-    async with py_stdio(direct_params(), errlog, **seen.options()) as session:
+    async with py_stdio(direct_params(), errlog, **handlers(seen)) as session:
         await session.subscribe_resource(x)
         await session.call_tool(TOGGLE, {})
-        await seen.until("updates", x)
+        await seen.until("updates", 1)
         await session.unsubscribe_resource(x)
         await session.subscribe_resource(y)
         await session.call_tool(TOGGLE, {})  # off
         await session.call_tool(TOGGLE, {})  # on: one round at once
-        await seen.until("updates", y)
+        await seen.until("updates", 2)
         await session.call_tool(TOGGLE, {})
 
 
@@ -468,18 +443,18 @@ async def test_item3_one_sessions_unsubscribe_leaves_the_other_subscribed(
     a_seen, b_seen, d_seen = Seen(), Seen(), Seen()
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with (
-            session_via(client, matrix.url("subs"), matrix.admin, tmp_path / "a", **a_seen.options()) as a,
-            session_via(client, matrix.url("subs"), matrix.admin, tmp_path / "b", **b_seen.options()) as b,
+            session_via(client, matrix.url("subs"), matrix.admin, tmp_path / "a", **handlers(a_seen)) as a,
+            session_via(client, matrix.url("subs"), matrix.admin, tmp_path / "b", **handlers(b_seen)) as b,
         ):
             await a.subscribe_resource(x)
             await b.subscribe_resource(x)
             await a.unsubscribe_resource(x)
             await b.call_tool(TOGGLE, {})  # on: the child sends x's update (B still holds x)
-            await b_seen.until("updates", x)
+            await b_seen.until("updates", 1)
             await a.subscribe_resource(y)
             await a.call_tool(TOGGLE, {})  # off
             await a.call_tool(TOGGLE, {})  # on again: one round at once, x and y
-            await a_seen.until("updates", y)
+            await a_seen.until("updates", 1)
             await a.call_tool(TOGGLE, {})  # off
         await py_subscriptions_direct(d_seen, tmp_path / "direct.err", x, y)
     assert set(a_seen.updates) == {y}, a_seen.updates
@@ -534,25 +509,25 @@ async def test_item4_two_principals_on_a_shared_child_each_get_only_their_own_lo
     a_seen, b_seen, d_seen = Seen(), Seen(), Seen()
     with anyio.fail_after(SCENARIO_TIMEOUT_S):
         async with (
-            session_via(client, matrix.url("logs"), matrix.alice, tmp_path / "a", **a_seen.options()) as a,
-            session_via(client, matrix.url("logs"), matrix.bob, tmp_path / "b", **b_seen.options()) as b,
+            session_via(client, matrix.url("logs"), matrix.alice, tmp_path / "a", **handlers(a_seen)) as a,
+            session_via(client, matrix.url("logs"), matrix.bob, tmp_path / "b", **handlers(b_seen)) as b,
         ):
             await b.set_logging_level("info")
             await a.set_logging_level("error")  # the last to ask: a child told directly would now drop bob's info
             await b.subscribe_resource(b1)
-            await b_seen.until("logs", b1)
+            await b_seen.until("logs", 1)
             await a.subscribe_resource(a1)  # logged at info: below what alice asked for
             await a.set_logging_level("info")
             await a.subscribe_resource(a2)
-            await a_seen.until("logs", a2)
+            await a_seen.until("logs", 1)
             await b.subscribe_resource(b2)
-            await b_seen.until("logs", b2)
-        async with py_stdio(direct_params(), tmp_path / "direct.err", **d_seen.options()) as direct:
+            await b_seen.until("logs", 2)
+        async with py_stdio(direct_params(), tmp_path / "direct.err", **handlers(d_seen)) as direct:
             await direct.set_logging_level("error")
             await direct.subscribe_resource(a1)
             await direct.set_logging_level("info")
             await direct.subscribe_resource(a2)
-            await d_seen.until("logs", a2)
+            await d_seen.until("logs", 1)
     assert lines_about(a_seen.logs, names) == [a2]
     assert lines_about(b_seen.logs, names) == [b1, b2]
     assert lines_about(d_seen.logs, names) == [a2]
