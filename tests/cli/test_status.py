@@ -1,6 +1,7 @@
 """`mcp-bastion status` (Issue 12 item 6) as a subprocess against real gateways over HTTP: the instances table and
 the health line, plain off a terminal; --json; the token from the .env only; one-line errors with a hint."""
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from tests.dashboard.test_instances import cluster_of
 from tests.harness import RunningGateway, free_port, spec, wait_until
+from tests.redis_server import redis_server
 from tests.security.support import add_token, admin_token, run_cli, secure_gateway, write_env
 
 ANSI = "\x1b["
@@ -124,3 +126,24 @@ def test_status_lists_every_instance_of_a_cluster(cluster: tuple[list[RunningGat
         assert ("(this one)" in row) == (name == "node-b"), row
     assert "cluster ok" in done.stdout.splitlines()[-1]
     assert " · forwarded 0, served for peers 0" in done.stdout.splitlines()[-1]
+
+
+@pytest.mark.cluster
+def test_with_redis_down_status_names_the_dependency_and_exits_1(tmp_path: Path) -> None:
+    """The gateway answers /health 503 naming what is down (Issue 12 item 5): status prints it, exit code 1."""
+    admin = admin_token()
+    env = write_env(tmp_path, AUTH_TOKEN=admin)
+    with contextlib.ExitStack() as gateway_stack, contextlib.ExitStack() as redis_stack:
+        url = redis_stack.enter_context(redis_server(tmp_path))
+        settings = {"instance_id": "lonely", "redis_url": url, "cluster_secret": "c" * 32}
+        gw = gateway_stack.enter_context(
+            secure_gateway([spec("toolbox")], tmp_path / "gw", auth_token=admin, **settings)
+        )
+        assert run_cli(tmp_path, env, "status", "--url", gw.url).returncode == 0
+        redis_stack.close()
+        done = run_cli(tmp_path, env, "status", "--url", gw.url)
+        assert done.returncode == 1, done.stdout + done.stderr
+        message, line = done.stdout.splitlines()
+        assert message.startswith("the gateway answered 503: ")
+        assert line.startswith("status degraded")
+        assert "down" in line

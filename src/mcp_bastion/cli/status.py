@@ -18,6 +18,7 @@ from mcp_bastion.cli.incident import ServerUnavailable, UrlOption, admin_api
 from mcp_bastion.cli.output import MISSING, Col, Row, emit_json, new_table, print_table
 
 EXIT_DEGRADED = 1  # the gateway answered, and says it is not healthy
+UNAVAILABLE = 503  # a dependency is down: the answer still names it (fail closed, Issue 9 item 1)
 UNREACHABLE_HINT = "is the gateway running (`mcp-bastion serve`)? pass --url if it listens elsewhere"
 SOURCES = {
     "local": "one instance (no REDIS_URL)",
@@ -81,6 +82,8 @@ def read_health(env_file: Path, url: str | None) -> dict[str, Any]:
         code, body = api.call("GET", "/health")
     except ServerUnavailable as exc:
         fail(str(exc), exc.hint if exc.reached else UNREACHABLE_HINT)
+    if code == UNAVAILABLE and isinstance(body, dict) and "dependencies" in body:
+        return body  # the gateway is up and says which dependency is down (Redis): a degraded status, not an error
     if code != 200 or not isinstance(body, dict):
         message = body.get("message") if isinstance(body, dict) else None
         detail = f": {message}" if isinstance(message, str) else ""
@@ -116,6 +119,8 @@ def show(health: dict[str, Any]) -> None:
         for row in rows:
             table.add_row(*(column.cell(row) for column in INSTANCE_COLUMNS))
         print_table(table)
+    elif isinstance(health.get("message"), str):
+        out.print(Text(f"the gateway answered 503: {health['message']}", style="yellow"), soft_wrap=True)
     else:
         out.print(Text("no instance list: the token lacks the admin scope", style="yellow"), soft_wrap=True)
     out.print(health_line(health), soft_wrap=True)
