@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     # 4 MiB is the SDK's default body cap; MCP requests are small, results travel the other way.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     # One NDJSON line from a child. Servers send a result twice (content + structuredContent): a 30 MiB file read is
-    # a ~62 MiB line. Each large answer in flight costs ~5x its line in RSS (bench/RESULTS.md, Issue 11 item 1).
+    # a ~62 MiB line. A large result passes through as the child's bytes: each one in flight costs ~1x its line in
+    # RSS, 2x on HTTP+SSE (bench/RESULTS.md, Issue 11 item 1).
     child_line_max_bytes: Annotated[int, Field(ge=16 * 1024 * 1024)] = 64 * 1024 * 1024
     # A call with no answer and no progress notification for this long times out (progress resets it: Issue 11).
     request_timeout_s: Annotated[float, Field(gt=0)] = 60.0

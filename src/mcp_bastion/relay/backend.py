@@ -54,6 +54,7 @@ BROADCAST = frozenset(LIST_CHANGED)
 # RFC 5424 severities as MCP names them, most verbose first (Issue 11 item 4: a session gets a level and above).
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 SEVERITY = {name: rank for rank, name in enumerate(LOG_LEVELS)}
+MIB = 1024 * 1024
 HELD = 0  # the gateway id a held call has in its session's in-flight map (no real id is 0): it still counts
 # Issue 11 item 1: the answers the gateway relays as the child wrote them when large (jsonrpc.RawResponse): nothing
 # reads or filters their results. Every other answer (lists, which are filtered by scope; the gateway's own
@@ -262,7 +263,7 @@ class Backend:
         if pending is not None:
             text = (
                 f"the answer of server {self.name!r} to {pending.method} was too large to relay: over "
-                f"{limit_bytes} bytes (CHILD_LINE_MAX_BYTES)"
+                f"{limit_bytes} bytes ({limit_bytes / MIB:g} MiB, CHILD_LINE_MAX_BYTES)"
             )
             self._finish(request_id, error(pending.client_id, INTERNAL_ERROR, text, {"maxBytes": limit_bytes}))
 
