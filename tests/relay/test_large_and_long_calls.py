@@ -34,6 +34,7 @@ SMALLEST_CAP = 16 * MIB  # the smallest CHILD_LINE_MAX_BYTES Settings accept
 OVERSIZE_MIB = 8.5  # content + structuredContent: a ~17.8 MB line, over the smallest cap
 FAST_FAIL_S = 1.0  # an oversized answer fails this soon, not at the 60 s timeout
 SCENARIO_S = 60.0
+LIST_PAD_BYTES = 50_000  # per tool: the toolbox's 19 tools make a ~1 MB tools/list line, over RAW_LINE_MIN_BYTES
 MODERN = "2026-07-28"
 MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 
@@ -90,6 +91,19 @@ async def test_an_answer_over_the_cap_fails_its_own_call_at_once_saying_it_was_t
     assert after.content[0].text == "next"
     assert relayed.content[0].text == direct_answer.content[0].text
     assert relayed.structured_content == direct_answer.structured_content
+
+
+async def test_a_large_tools_list_is_still_filtered_by_what_the_caller_may_use(tmp_path: Path) -> None:
+    """Issue 11 item 1: lists are parsed whatever their size (never passed through as the child's bytes), so the one
+    authorizer still filters them: a ~1 MB tools/list under allowedTools ["echo", "blob"] shows those two only."""
+    padded = spec("toolbox", env={"TOOLBOX_LIST_PAD": str(LIST_PAD_BYTES)}, allowedTools=["echo", "blob"])
+    with anyio.fail_after(SCENARIO_S), run_gateway([padded], tmp_path) as gateway:
+        async with sdk_client(gateway, "toolbox") as client:
+            listed = await client.list_tools()
+            echoed = await client.call_tool("echo", {"text": "still works"})
+    assert sorted(tool.name for tool in listed.tools) == ["blob", "echo"]
+    assert all(len(tool.description or "") > LIST_PAD_BYTES for tool in listed.tools)
+    assert echoed.content[0].text == "still works"
 
 
 async def test_a_tool_reporting_progress_outlives_the_request_timeout_as_it_does_directly(tmp_path: Path) -> None:
