@@ -709,58 +709,38 @@ def connect_command(matrix: Matrix, server: str, *flags: str) -> list[str]:
 def test_item8_typescript_sdk_stdio_client_through_connect_gets_progress_sampling_and_elicitation(
     matrix: Matrix, tmp_path: Path, sdk: str
 ) -> None:
-    """The TS SDK's stdio client launches `connect URL` (token in its environment): the long call lives on its
-    progress past the idle timeout, and a per-session child's sampling and elicitation are answered, as over stdio."""
-    via_connect = {"envFrom": ["MCP_BASTION_TOKEN"]}
+    """The TS SDK's stdio client launches `connect URL` (token in its environment) for a per-session server: a long
+    call reports its progress, and the child's sampling and elicitation are answered, as directly over stdio."""
     prompt = f"p8-{sdk}"
-    long_through, asked_through, long_alone, asked_alone = run_concurrently(
+    shim = {"command": connect_command(matrix, "own"), "envFrom": ["MCP_BASTION_TOKEN"]}
+    through, alone = run_concurrently(
         lambda: node(
-            "progress",
-            tmp_path,
-            matrix,
-            sdk=sdk,
-            target={"command": connect_command(matrix, "long")} | via_connect,
-            args=LONG_ARGS,
+            "progressAndServerRequests", tmp_path, matrix, sdk=sdk, target=shim, args=LONG_ARGS, prompt=prompt
         ),
         lambda: node(
-            "serverRequests",
-            tmp_path,
-            matrix,
-            sdk=sdk,
-            target={"command": connect_command(matrix, "own")} | via_connect,
-            prompt=prompt,
+            "progressAndServerRequests", tmp_path, None, sdk=sdk, target=direct_target(), args=LONG_ARGS, prompt=prompt
         ),
-        lambda: node("progress", tmp_path, None, sdk=sdk, target=direct_target(), args=LONG_ARGS),
-        lambda: node("serverRequests", tmp_path, None, sdk=sdk, target=direct_target(), prompt=prompt),
     )
-    check_long_run(long_through)
-    check_long_run(long_alone)
-    assert long_through["text"] == long_alone["text"]
-    assert asked_through == asked_alone
-    assert SAMPLED + prompt in asked_through["sampling"][0]
-    assert ELICITED in asked_through["elicitation"]
+    check_long_run(through["long"])
+    check_long_run(alone["long"])
+    assert through["long"]["text"] == alone["long"]["text"]
+    assert through["asked"] == alone["asked"]
+    assert SAMPLED + prompt in through["asked"]["sampling"][0]
+    assert ELICITED in through["asked"]["elicitation"]
 
 
 def test_item8_inspector_cli_launches_connect_as_its_stdio_server(matrix: Matrix, tmp_path: Path) -> None:
-    """The Inspector CLI (stdio transport) runs `connect URL --token-file F` (0600): tools/list and a long call with a
-    progress token answer as server-everything does directly over stdio; no token on any command line."""
+    """The Inspector CLI (stdio transport) runs `connect URL --token-file F` (0600): a long call with a progress token
+    lives past the server's idle timeout and answers as server-everything does directly over stdio; no token on
+    any command line."""
     secret = tmp_path / "gateway.token"
     secret.write_text(matrix.admin + "\n", encoding="utf-8")
     secret.chmod(0o600)
-
-    def shim(server: str) -> list[str]:
-        return connect_command(matrix, server, "--token-file", str(secret))
-
-    listing = ["--method", "tools/list"]
+    shim = connect_command(matrix, "long", "--token-file", str(secret))
     long_call = [*LONG_CALL, "--tool-metadata", "progressToken=p8"]
-    listed, called, listed_alone, called_alone = run_concurrently(
-        # A per-session child sees the client's own capabilities, so it offers the same conditional tools.
-        lambda: inspector(tmp_path, *shim("own"), *listing),
-        lambda: inspector(tmp_path, *shim("long"), *long_call),
-        lambda: inspector(tmp_path, *everything_stdio(), *listing),
+    called, called_alone = run_concurrently(
+        lambda: inspector(tmp_path, *shim, *long_call),
         lambda: inspector(tmp_path, *everything_stdio(), *long_call),
     )
-    assert [t["name"] for t in listed["tools"]] == [t["name"] for t in listed_alone["tools"]]
-    assert LONG in {t["name"] for t in listed["tools"]}
     assert called == called_alone
     assert called["content"][0]["text"].startswith("Long running operation completed. Duration: 1.2 seconds")

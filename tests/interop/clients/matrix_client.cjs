@@ -161,6 +161,12 @@ const LONG = "trigger-long-running-operation";
 
 async function progress() {
   const client = await connect(config.target);
+  const out = await longCall(client);
+  await finish(client);
+  return out;
+}
+
+async function longCall(client) {
   const seen = [];
   const options = { onprogress: (p) => seen.push(p.progress), resetTimeoutOnProgress: true, timeout: WAIT_MS };
   const calls = [sdk.callTool(client, { name: LONG, arguments: config.args }, options)];
@@ -171,7 +177,6 @@ async function progress() {
   const [answer, silent] = await Promise.all(calls);
   const out = { progress: seen, text: texts(answer), version: versionOf(client) };
   if (silent) out.silent = silent;
-  await finish(client);
   return out;
 }
 
@@ -250,13 +255,33 @@ async function logsDirect() {
 
 async function serverRequests() {
   const client = await connect(config.target);
+  const out = await askedBack(client);
+  await finish(client);
+  return out;
+}
+
+async function askedBack(client) {
   const sampled = await sdk.callTool(client, { name: "trigger-sampling-request", arguments: { prompt: config.prompt } });
   const elicited = await sdk.callTool(client, { name: "trigger-elicitation-request", arguments: {} });
-  await finish(client);
   return { sampling: texts(sampled), elicitation: texts(elicited), refusedGets: refusedGets.count };
 }
 
-const scenarios = { progress, subscriptions, subscriptionsDirect, logs, logsDirect, serverRequests };
+async function progressAndServerRequests() {
+  const client = await connect(config.target);
+  const out = { long: await longCall(client), asked: await askedBack(client) };
+  await finish(client);
+  return out;
+}
+
+const scenarios = {
+  progress,
+  subscriptions,
+  subscriptionsDirect,
+  logs,
+  logsDirect,
+  serverRequests,
+  progressAndServerRequests,
+};
 
 scenarios[process.argv[2]]()
   .then((out) => {
