@@ -1,6 +1,7 @@
 """`doctor` checks the identity provider the gateway will trust: its metadata and its signing keys."""
 
 from mcp_bastion.cli.doctor import check_oauth
+from mcp_bastion.cli.preflight import auth_finding
 from mcp_bastion.config import load_settings
 from tests.harness import free_port
 from tests.oauth.support import PUBLIC_URL, loopback_issuer, new_key
@@ -35,3 +36,12 @@ def test_doctor_fails_a_key_set_without_a_signing_key_it_accepts() -> None:
 
 def test_doctor_says_nothing_about_oauth_when_it_is_off() -> None:
     assert check_oauth(load_settings(None)) == []
+
+
+def test_oauth_alone_is_enough_authentication_to_bind_the_network() -> None:
+    """No AUTH_TOKEN and no named token, but an issuer: serve starts on a public address (tokens come from the IdP)."""
+    settings = load_settings(None, host="0.0.0.0", public_url=PUBLIC_URL, oauth_issuer="https://idp.example")
+    found = auth_finding(settings, lambda: 0)
+    assert (found.level, found.message) == ("ok", "no AUTH_TOKEN; OAuth access tokens from https://idp.example")
+    bare = auth_finding(load_settings(None, host="0.0.0.0"), lambda: 0)
+    assert bare.level == "refuse"

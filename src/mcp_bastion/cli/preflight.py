@@ -145,6 +145,8 @@ def auth_finding(settings: Settings, stored_tokens: StoredTokens) -> Finding:
     stored = stored_tokens()
     if stored:
         return Finding("ok", "auth token", f"no AUTH_TOKEN; {stored} named token(s) in the store")
+    if settings.oauth_issuer is not None:  # Issue 13: the identity provider's access tokens authenticate
+        return Finding("ok", "auth token", f"no AUTH_TOKEN; OAuth access tokens from {settings.oauth_issuer}")
     if not loopback:
         message = f"refusing to bind {settings.host} with no token configured"
         return Finding("refuse", "auth token", message, CREATE_ADMIN)
