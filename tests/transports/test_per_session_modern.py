@@ -36,7 +36,7 @@ from mcp.types import (
 from mcp_bastion.app import BastionApp, create_app
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import INVALID_PARAMS, QUOTA_EXCEEDED, SERVER_UNAVAILABLE
-from mcp_bastion.relay.input_required import REQUEST_STATE_PURPOSE, instance_of, principal_hash
+from mcp_bastion.relay.input_states import REQUEST_STATE_PURPOSE, instance_of, principal_hash
 from mcp_bastion.sealing import Sealer
 from mcp_bastion.security import token_hash
 from mcp_bastion.store import TokenRecord

@@ -39,14 +39,8 @@ from mcp_bastion.protocol import (
     decode_header_value,
 )
 from mcp_bastion.relay import Backend, Gateway, ResponseSlot
-from mcp_bastion.relay.input_required import (
-    InputBridge,
-    InputStates,
-    StateRefused,
-    input_responses,
-    known_tools,
-    new_instance_id,
-)
+from mcp_bastion.relay.input_required import InputBridge, input_responses, known_tools
+from mcp_bastion.relay.input_states import InputStates, StateRefused, new_instance_id
 from mcp_bastion.relay.sessions import SHUTDOWN_EVENT
 from mcp_bastion.sealing import Sealer
 from mcp_bastion.transports import dispatch
