@@ -24,6 +24,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -144,6 +145,17 @@ async def py_http(url: str, token: str, mode: str, transport: NoGetStream | None
         httpx2.AsyncClient(timeout=SCENARIO_TIMEOUT_S, headers=headers, transport=transport) as http,
         Client(streamable_http_client(url, http_client=http), mode=mode, **options) as session,
     ):
+        yield session
+
+
+@asynccontextmanager
+async def py_client(url: str, token: str, mode: str) -> Any:
+    """The Python SDK over Streamable HTTP in `mode`, or over HTTP+SSE (2024-11-05's transport) for mode "sse"."""
+    if mode != "sse":
+        async with py_http(url, token, mode) as session:
+            yield session
+        return
+    async with Client(sse_client(f"{url}/sse", headers={"Authorization": f"Bearer {token}"}), mode="legacy") as session:
         yield session
 
 
@@ -270,12 +282,13 @@ def check_long_run(seen: dict[str, Any], args: dict[str, Any] = LONG_ARGS) -> No
     assert len(progress) >= steps - 1, seen
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
+@pytest.mark.parametrize("mode", ["auto", "legacy", "sse"])
 async def test_item2_python_sdk_long_tool_lives_past_the_idle_timeout_on_its_progress(
     matrix: Matrix, tmp_path: Path, mode: str
 ) -> None:
     """A 1.2 s tool on a server whose timeoutSeconds is 1 s completes because it reports progress; the same tool
-    without a progress token is timed out, and the error names the idle limit; directly over stdio both complete."""
+    without a progress token is timed out, and the error names the idle limit; directly over stdio both complete.
+    In each front era: 2026-07-28 (auto), 2025-11-25 sessions, and the HTTP+SSE transport."""
     found: dict[str, Any] = {}
 
     async def progress(session: Client, key: str) -> None:
@@ -290,14 +303,14 @@ async def test_item2_python_sdk_long_tool_lives_past_the_idle_timeout_on_its_pro
         found["quiet"] = texts(await session.call_tool(LONG, SILENT_ARGS))
 
     async def through() -> None:
-        async with py_http(matrix.url("long"), matrix.admin, mode) as session, anyio.create_task_group() as calls:
+        async with py_client(matrix.url("long"), matrix.admin, mode) as session, anyio.create_task_group() as calls:
             found["version"] = session.protocol_version
             calls.start_soon(progress, session, "through")
             calls.start_soon(silent, session)
 
     async def alone() -> None:
         async with (
-            py_stdio(direct_params(), tmp_path / "direct.err", mode) as session,
+            py_stdio(direct_params(), tmp_path / "direct.err", "legacy" if mode == "sse" else mode) as session,
             anyio.create_task_group() as calls,
         ):
             calls.start_soon(progress, session, "alone")
@@ -307,7 +320,7 @@ async def test_item2_python_sdk_long_tool_lives_past_the_idle_timeout_on_its_pro
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(through)
             tasks.start_soon(alone)
-    assert found["version"] == ("2026-07-28" if mode == "auto" else "2025-11-25")
+    assert found["version"] == ("2026-07-28" if mode == "auto" else "2025-11-25"), found["version"]
     check_long_run(found["through"])
     assert found["through"] == found["alone"]
     assert found["silent"].code == -32001
