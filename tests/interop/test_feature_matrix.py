@@ -5,6 +5,21 @@ Clients: the official Python SDK 2.x (`auto`, and `legacy`, which negotiates 202
 v2 client (tests/interop/clients/matrix_client.cjs), the Inspector 2.x CLI and mcp-remote (driven by the Python SDK's
 stdio client). One gateway (authentication on) serves the module; each feature gets its own child so no test sees
 another's subscriptions, log level or timers.
+
+The cells (- = not possible, with why):
+  item | Python auto  | Python 2025-11-25 | TS 1.x | TS v2        | mcp-remote | Inspector CLI
+  2    | yes          | yes, and over SSE | yes    | yes (auto)   | yes        | yes (progressToken metadata)
+  3    | - (a)        | yes               | yes    | yes          | yes        | - (b)
+  4    | - (a)        | yes               | yes    | yes          | yes        | - (b)
+  6    | yes          | yes               | yes    | yes          | relay (c)  | - (b)
+  7    | - (d)        | yes               | yes    | yes          | yes        | - (b)
+  8    | test_connect | test_connect      | yes    | yes          | - (e)      | yes
+(a) auto settles on 2026-07-28, which has no resources/subscribe or logging/setLevel (subscriptions/listen is item 5).
+(b) one request per process: no session outlives the call to hold a subscription, receive later log lines or resume
+    a stream; and it advertises neither sampling nor elicitation (server-everything does not even list those tools).
+(c) mcp-remote opens the GET stream itself, so its cell proves the relay of the child's requests, not the GET-less path.
+(d) resumability belongs to the 2025 eras' SSE streams; a 2026-07-28 request has no session to resume in.
+(e) mcp-remote is the other way to reach a gateway from a stdio-only client, not a client of `connect`.
 """
 
 import json
