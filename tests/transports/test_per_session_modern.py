@@ -30,6 +30,8 @@ from mcp.types import (
     CreateMessageResult,
     ElicitRequestParams,
     ElicitResult,
+    ListRootsResult,
+    Root,
     TextContent,
 )
 
@@ -406,10 +408,23 @@ async def elicitation(context: object, params: ElicitRequestParams) -> ElicitRes
     return ElicitResult(action="accept", content={"name": "Sam"})
 
 
+async def roots(context: object) -> ListRootsResult:
+    return ListRootsResult(roots=[Root(uri="file:///work", name="work")])
+
+
 async def ask_both(transport: Any, mode: str) -> tuple[list[str], str | None]:
-    async with Client(transport, mode=mode, sampling_callback=sampling, elicitation_callback=elicitation) as client:  # type: ignore[arg-type]
+    callbacks: dict[str, Any] = {
+        "sampling_callback": sampling,
+        "elicitation_callback": elicitation,
+        "list_roots_callback": roots,
+    }
+    async with Client(transport, mode=mode, **callbacks) as client:
         texts = []
-        for tool in ("test_input_required_result_sampling", "test_input_required_result_elicitation"):
+        for tool in (
+            "test_input_required_result_sampling",
+            "test_input_required_result_elicitation",
+            "test_input_required_result_list_roots",
+        ):
             result = await client.call_tool(tool, {})
             block = result.content[0]
             assert isinstance(block, TextContent)
@@ -417,7 +432,7 @@ async def ask_both(transport: Any, mode: str) -> tuple[list[str], str | None]:
         return texts, client.session.protocol_version
 
 
-async def test_the_sdk_client_pinned_to_2026_07_28_gets_sampling_and_elicitation_as_over_stdio(
+async def test_the_sdk_client_pinned_to_2026_07_28_gets_sampling_elicitation_and_roots_as_over_stdio(
     tmp_path: Path,
 ) -> None:
     """Issue 11 item 5's proof: the same tools, the same answers, directly (handshake) and through the gateway."""
@@ -431,5 +446,7 @@ async def test_the_sdk_client_pinned_to_2026_07_28_gets_sampling_and_elicitation
                     streamable_http_client(running_gateway.mcp("own"), http_client=http), "2026-07-28"
                 )
             await until(lambda: not running_gateway.app.gateway.sessions)
-    assert direct == relayed == ["Sampling said: re What is the capital of France?", "Hello, Sam!"]
+    assert (
+        direct == relayed == ["Sampling said: re What is the capital of France?", "Hello, Sam!", "Roots: file:///work"]
+    )
     assert version == "2026-07-28"
