@@ -43,6 +43,7 @@ from mcp_bastion.sealing import Sealer
 from mcp_bastion.security import token_hash
 from mcp_bastion.store import TokenRecord
 from tests.harness import FIXTURES, TOOLBOX, run_gateway, spec
+from tests.interop.conftest import tool
 from tests.transports.wire import modern_headers, modern_request
 
 pytestmark = pytest.mark.anyio
@@ -450,3 +451,40 @@ async def test_the_sdk_client_pinned_to_2026_07_28_gets_sampling_elicitation_and
         direct == relayed == ["Sampling said: re What is the capital of France?", "Hello, Sam!", "Roots: file:///work"]
     )
     assert version == "2026-07-28"
+
+
+# --- the TypeScript v2 client in 2026-07-28 mode (version negotiation) on server-everything -------------------------
+
+MATRIX_CLIENT = FIXTURES.parent / "interop" / "clients" / "matrix_client.cjs"
+
+
+async def ts_v2_server_requests(tmp_path: Path, target: dict[str, Any]) -> dict[str, Any]:
+    """The v2 client's serverRequests scenario (server-everything's sampling and elicitation tools)."""
+    config = {"sdk": "v2", "negotiation": "auto", "target": target, "prompt": "p-11-5-ts"}
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    env["NODE_PATH"] = str(FIXTURES.parent.parent / ".tools" / "node_modules")
+    done = await anyio.run_process(
+        [tool("node22"), str(MATRIX_CLIENT), "serverRequests", json.dumps(config)], env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()[-4000:]
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.interop
+async def test_the_typescript_v2_client_in_2026_07_28_mode_answers_a_per_session_childs_requests(
+    tmp_path: Path,
+) -> None:
+    """Issue 11 item 5 with the TS v2 client: server-everything's sampling and elicitation through the gateway's
+    InputRequiredResults equal what the same client gets directly over stdio."""
+    everything = [tool("mcp-server-everything"), "stdio"]
+    with anyio.fail_after(90):
+        with run_gateway([spec("own", everything, isolation="per-session")], tmp_path) as running_gateway:
+            target = {"url": running_gateway.mcp("own"), "auth": None, "refuseGet": False}
+            through = await ts_v2_server_requests(tmp_path, target)
+            await until(lambda: not running_gateway.app.gateway.sessions)
+            children = [f for e, f in running_gateway.events if e == "server.start"]
+        alone = await ts_v2_server_requests(tmp_path, {"command": everything})
+    assert through == alone
+    assert "reply to Resource trigger-sampling-request context: p-11-5-ts" in through["sampling"][0]
+    assert "User inputs:\n- Name: Ada Lovelace" in through["elicitation"]
+    assert len(children) >= 3  # a child per stateless request (discover, then each call): the 2026-07-28 path
