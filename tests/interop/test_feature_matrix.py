@@ -447,18 +447,28 @@ def uris(tag: str) -> list[str]:
 TOGGLE = "toggle-subscriber-updates"  # starts/stops the child's update rounds (one at once, then every 5 s)
 
 
+async def updates_restart(session: Client) -> None:
+    """One round of updates now, whatever state an earlier scenario left the child's one switch in."""
+    if texts(await session.call_tool(TOGGLE, {}))[0].startswith("Stopped"):
+        await session.call_tool(TOGGLE, {})
+
+
+async def updates_stop(session: Client) -> None:
+    if texts(await session.call_tool(TOGGLE, {}))[0].startswith("Started"):
+        await session.call_tool(TOGGLE, {})
+
+
 async def py_subscriptions_direct(seen: Seen, errlog: Path, x: str, y: str) -> None:
     """Directly over stdio (one client): subscribe x, updates; unsubscribe x and subscribe y, updates for y only."""
     async with py_stdio(direct_params(), errlog, **handlers(seen)) as session:
         await session.subscribe_resource(x)
-        await session.call_tool(TOGGLE, {})
+        await updates_restart(session)
         await seen.until("updates", 1)
         await session.unsubscribe_resource(x)
         await session.subscribe_resource(y)
-        await session.call_tool(TOGGLE, {})  # off
-        await session.call_tool(TOGGLE, {})  # on: one round at once
+        await updates_restart(session)
         await seen.until("updates", 2)
-        await session.call_tool(TOGGLE, {})
+        await updates_stop(session)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -477,13 +487,12 @@ async def test_item3_one_sessions_unsubscribe_leaves_the_other_subscribed(
             await a.subscribe_resource(x)
             await b.subscribe_resource(x)
             await a.unsubscribe_resource(x)
-            await b.call_tool(TOGGLE, {})  # on: the child sends x's update (B still holds x)
+            await updates_restart(b)  # one round at once: x, still held by B
             await b_seen.until("updates", 1)
             await a.subscribe_resource(y)
-            await a.call_tool(TOGGLE, {})  # off
-            await a.call_tool(TOGGLE, {})  # on again: one round at once, x and y
+            await updates_restart(a)  # one more round: x (for B) and y (for A)
             await a_seen.until("updates", 1)
-            await a.call_tool(TOGGLE, {})  # off
+            await updates_stop(a)
         await py_subscriptions_direct(d_seen, tmp_path / "direct.err", x, y)
     assert set(a_seen.updates) == {y}, a_seen.updates
     assert x in b_seen.updates, b_seen.updates

@@ -180,23 +180,34 @@ async function longCall(client) {
   return out;
 }
 
+// server-everything's toggle-subscriber-updates flips one switch per child (all stdio clients are one session to it):
+// "Started ..." sends one round of updates at once (then one every 5 s), "Stopped ..." ends them. These two set the
+// state whatever it was, so a scenario never depends on how an earlier one left the shared child.
+async function updatesRestart(client) {
+  const toggle = () => sdk.callTool(client, { name: "toggle-subscriber-updates", arguments: {} });
+  if (texts(await toggle())[0].startsWith("Stopped")) await toggle();
+}
+
+async function updatesStop(client) {
+  const toggle = () => sdk.callTool(client, { name: "toggle-subscriber-updates", arguments: {} });
+  if (texts(await toggle())[0].startsWith("Started")) await toggle();
+}
+
 async function subscriptions() {
   const [x, y] = config.uris;
   const aSeen = new Seen();
   const bSeen = new Seen();
   const a = await connect(config.target, aSeen);
   const b = await connect(config.target, bSeen);
-  const toggle = (client) => sdk.callTool(client, { name: "toggle-subscriber-updates", arguments: {} });
   await a.subscribeResource({ uri: x });
   await b.subscribeResource({ uri: x });
   await a.unsubscribeResource({ uri: x });
-  await toggle(b); // the child starts sending updates for what it is subscribed to: x, still held by B
+  await updatesRestart(b); // one round at once: x, still held by B
   await bSeen.until("updates", (u) => u === x, `B's update for ${x}`);
   await a.subscribeResource({ uri: y });
-  await toggle(a); // off
-  await toggle(a); // on again: one round at once, x (for B) and y (for A)
+  await updatesRestart(a); // one more round: x (for B) and y (for A)
   await aSeen.until("updates", (u) => u === y, `A's update for ${y}`);
-  await toggle(a); // off, so the child stops its timer
+  await updatesStop(a);
   await finish(a, b);
   return { a: aSeen.updates, b: bSeen.updates };
 }
@@ -205,16 +216,14 @@ async function subscriptionsDirect() {
   const [x, y] = config.uris;
   const seen = new Seen();
   const client = await connect(config.target, seen);
-  const toggle = () => sdk.callTool(client, { name: "toggle-subscriber-updates", arguments: {} });
   await client.subscribeResource({ uri: x });
-  await toggle();
+  await updatesRestart(client);
   await seen.until("updates", (u) => u === x, `the update for ${x}`);
   await client.unsubscribeResource({ uri: x });
   await client.subscribeResource({ uri: y });
-  await toggle();
-  await toggle();
+  await updatesRestart(client);
   await seen.until("updates", (u) => u === y, `the update for ${y}`);
-  await toggle();
+  await updatesStop(client);
   await finish(client);
   return { updates: seen.updates };
 }
