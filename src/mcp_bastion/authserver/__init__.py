@@ -56,7 +56,12 @@ def build_authserver(
         store=store, keys=keys, issuer=issuer, resources=resources, exclusive=settings.oauth_issuer is None
     )
     fetcher = fetcher or CimdFetcher(allow_loopback=settings.oauth_cimd_allow_loopback)
-    clients = Clients(store=store, fetcher=fetcher, unused_ttl_s=settings.oauth_client_unused_ttl_s)
+    clients = Clients(
+        store=store,
+        fetcher=fetcher,
+        unused_ttl_s=settings.oauth_client_unused_ttl_s,
+        used_ttl_s=settings.oauth_grant_ttl_s,
+    )
     lifetimes = Lifetimes(access_s=settings.oauth_access_token_ttl_s, grant_s=settings.oauth_grant_ttl_s)
     return AuthServer(
         issuer=issuer,

@@ -16,7 +16,7 @@ from dataclasses import replace
 from urllib.parse import urlencode
 
 from mcp_bastion.authserver.clients import BadClient, Clients, redirect_matches
-from mcp_bastion.authserver.records import CODE, PENDING, SEEN, Code, Pending, from_record, to_record
+from mcp_bastion.authserver.records import CODE, PENDING, SEEN, Client, Code, Pending, from_record, to_record
 from mcp_bastion.authserver.resources import ForeignResource, Resources
 from mcp_bastion.security import token_hash
 from mcp_bastion.store import Store
@@ -168,6 +168,9 @@ class Authorizations:
         )
         await self.store.put_record(CODE, record.digest, to_record(record), record.expires)
         await self.store.put_record(SEEN, pending.client_id, {"first": self.clock()}, self.clock() + SEEN_TTL_S)
+        client = await self._client(pending.client_id)
+        if client is not None:
+            await self.clients.keep(client, approved=True)
         url = redirect_with(pending.redirect_uri, {"code": code, "state": pending.state, "iss": self.issuer})
         return url, record
 
@@ -175,6 +178,15 @@ class Authorizations:
         """The redirect URL telling the client the operator said no."""
         params = {"error": "access_denied", "error_description": "the operator denied the request"}
         return redirect_with(pending.redirect_uri, {**params, "state": pending.state, "iss": self.issuer})
+
+    async def _client(self, client_id: str) -> Client | None:
+        """A registered client still on record (None for a metadata-document client, or one forgotten meanwhile)."""
+        if client_id.startswith("https://"):
+            return None
+        try:
+            return await self.clients.find(client_id)
+        except BadClient:
+            return None
 
     async def _keep(self, pending: Pending) -> None:
         await self.store.put_record(PENDING, pending.id, to_record(pending), self.clock() + PENDING_TTL_S)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 
-FETCH_TIMEOUT_S = 5.0  # DNS, connect and read together: a consent page must not hang on a slow host
+FETCH_TIMEOUT_S = 5.0  # DNS, then the whole HTTP exchange, each: a consent page must not hang on a slow host
 MAX_DOCUMENT_BYTES = 16 * 1024  # a client's metadata is a few hundred bytes; more is not a client document
 CACHE_S = 300.0  # a document is re-fetched after this (clients change redirect URIs rarely)
 CACHE_MAX = 512  # documents remembered; the oldest go first
@@ -66,8 +66,10 @@ class CimdFetcher:
         *,
         allow_loopback: bool = False,
         verify: ssl.SSLContext | bool = True,
+        timeout_s: float = FETCH_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.timeout_s = timeout_s
         self.allow_loopback = allow_loopback
         self.verify = verify
         self.clock = clock
@@ -82,11 +84,7 @@ class CimdFetcher:
         cached = self._cache.get(url)
         if cached is not None and cached[0] > self.clock():
             return cached[1]
-        try:
-            async with asyncio.timeout(FETCH_TIMEOUT_S):
-                document = await self._fetch(url)
-        except TimeoutError:
-            raise CimdRefused("client_id URL did not answer in time") from None
+        document = await self._fetch(url)
         self._cache[url] = (self.clock() + CACHE_S, document)
         self._cache.move_to_end(url)
         while len(self._cache) > CACHE_MAX:
@@ -100,9 +98,15 @@ class CimdFetcher:
         netloc = f"[{address}]" if address.version == 6 else str(address)
         pinned = urlunsplit(("https", f"{netloc}:{port}", parts.path, parts.query, ""))
         headers = {"Host": parts.netloc, "Accept": "application/json"}
+        # httpx's own timeouts, never a cancellation from outside: cancelled mid-handshake, httpx leaves the socket
+        # open; a body that trickles in is cut by the deadline checked between chunks.
+        deadline = time.monotonic() + self.timeout_s
+        timeout = httpx.Timeout(self.timeout_s)
         try:
             async with (
-                httpx.AsyncClient(verify=self.verify, follow_redirects=False, trust_env=False) as client,
+                httpx.AsyncClient(
+                    verify=self.verify, follow_redirects=False, trust_env=False, timeout=timeout
+                ) as client,
                 client.stream("GET", pinned, headers=headers, extensions={"sni_hostname": host}) as answer,
             ):
                 if answer.status_code != 200:
@@ -112,6 +116,10 @@ class CimdFetcher:
                     body += chunk
                     if len(body) > MAX_DOCUMENT_BYTES:
                         raise CimdRefused(f"client document is larger than {MAX_DOCUMENT_BYTES} bytes")
+                    if time.monotonic() > deadline:
+                        raise CimdRefused("client_id URL did not answer in time")
+        except httpx.TimeoutException:
+            raise CimdRefused("client_id URL did not answer in time") from None
         except httpx.HTTPError as exc:
             raise CimdRefused(f"client_id URL could not be fetched ({exc.__class__.__name__})") from None
         try:
@@ -125,7 +133,10 @@ class CimdFetcher:
     async def _resolve(self, host: str, port: int) -> IpAddress:
         """The one address to connect to; every address the name has must be allowed (no mixed answers)."""
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            async with asyncio.timeout(self.timeout_s):
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError:
+            raise CimdRefused("client_id host did not resolve in time") from None
         except OSError:
             raise CimdRefused("client_id host does not resolve") from None
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]

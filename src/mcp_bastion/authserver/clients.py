@@ -99,11 +99,18 @@ class Clients:
     """Registered clients (in the store, forgotten when unused) and metadata-document clients (fetched)."""
 
     def __init__(
-        self, *, store: Store, fetcher: CimdFetcher, unused_ttl_s: float, clock: Callable[[], float] = time.time
+        self,
+        *,
+        store: Store,
+        fetcher: CimdFetcher,
+        unused_ttl_s: float,
+        used_ttl_s: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.unused_ttl_s = unused_ttl_s
+        self.used_ttl_s = used_ttl_s  # an approved client lives as long as its grant can (then unused_ttl_s more)
         self.clock = clock
 
     async def register(self, data: Any) -> tuple[Client, dict[str, Any]]:
@@ -126,9 +133,12 @@ class Clients:
         }
         return client, body
 
-    async def keep(self, client: Client) -> None:
-        """Store (or extend) a registration: it lives `unused_ttl_s` past its last authorization."""
-        await self.store.put_record(CLIENT, client.client_id, to_record(client), self.clock() + self.unused_ttl_s)
+    async def keep(self, client: Client, *, approved: bool = False) -> None:
+        """Store (or extend) a registration: `unused_ttl_s` from now, or past its grant's life once approved."""
+        if client.metadata_document:
+            return  # nothing to keep: its document is the registration
+        ttl = self.unused_ttl_s + (self.used_ttl_s if approved else 0.0)
+        await self.store.put_record(CLIENT, client.client_id, to_record(client), self.clock() + ttl)
 
     async def find(self, client_id: str) -> Client:
         """The client an authorization request names.
