@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from mcp_bastion.authserver.pages import consent_policy
+from mcp_bastion.middleware.headers import CSP
 from tests.authserver.support import (
     REDIRECT,
     Browser,
@@ -242,10 +244,27 @@ def test_a_denied_consent_sends_access_denied_and_issues_nothing(env: Builtin, b
     assert audit_events(env.logs, "oauth.consent.denied")
 
 
-def test_registration_refuses_plain_http_redirects_off_loopback(env: Builtin) -> None:
-    answer = httpx.post(f"{env.url}/oauth/register", json={"redirect_uris": ["http://example.test/cb"]}, timeout=10)
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://example.test/cb",  # plain http off loopback
+        "https://a.test;script-src*/cb",  # would reach the consent page's CSP
+        "https://user@a.test/cb",
+        "https://a.test/cb#frag",
+        "myapp://callback",
+        "https:///cb",
+    ],
+)
+def test_registration_refuses_redirects_that_are_not_https_or_loopback_http(env: Builtin, uri: str) -> None:
+    answer = httpx.post(f"{env.url}/oauth/register", json={"redirect_uris": [uri]}, timeout=10)
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_redirect_uri"
+    assert audit_events(env.logs, "oauth.client.refused")
+
+
+def test_the_consent_csp_names_only_a_plain_origin() -> None:
+    assert consent_policy("https://a.test;script-src */cb")[1] == CSP
+    assert b"form-action 'self' https://app.test:8443;" in consent_policy("https://app.test:8443/cb")[1]
 
 
 def test_unknown_grant_type_and_repeated_parameters_are_refused(env: Builtin) -> None:

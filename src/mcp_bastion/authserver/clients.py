@@ -5,6 +5,7 @@ plain http on a loopback address (RFC 8252 native apps); they match exactly, exc
 any port (RFC 8252 section 7.3).
 """
 
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,6 +22,9 @@ MAX_URI_CHARS = 2048
 MAX_NAME_CHARS = 100
 CLIENT_ID_BYTES = 16
 GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
+# A redirect's authority: a DNS name, an IPv4 address or a bracketed IPv6 one, and a port. Nothing else, since the
+# consent page's CSP names this origin (a `;` or a space there would add directives).
+AUTHORITY = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 DEFAULT_NAME = "unnamed client"
 
 
@@ -42,6 +46,8 @@ def redirect_problem(uri: Any) -> str | None:
         return "a redirect URI may not hold a fragment"
     if parts.username is not None or parts.password is not None:
         return "a redirect URI may not hold credentials"
+    if not AUTHORITY.fullmatch(parts.netloc):
+        return "a redirect URI's host must be a DNS name or an IP address"
     if parts.scheme == "https" and parts.hostname:
         return None
     if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):

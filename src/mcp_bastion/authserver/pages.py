@@ -4,6 +4,7 @@ They live under the gateway's strict CSP (no inline script or style); the consen
 form's answer redirect to the client's origin (browsers apply form-action to the redirect after a form post).
 """
 
+import re
 from collections.abc import Iterable
 from html import escape
 from string import Template
@@ -16,6 +17,7 @@ NO_STORE = (b"cache-control", b"no-store")
 # With the gateway's `no-referrer`, a browser sends `Origin: null` on a form post, which the Origin check refuses;
 # `same-origin` keeps the referrer from every other site (the client's included) and lets the form name its origin.
 REFERRER = (b"referrer-policy", b"same-origin")
+ORIGIN_SAFE = re.compile(r"[A-Za-z0-9.:\[\]-]+")  # what may follow a scheme in a CSP source: no `;`, no space
 
 PAGE = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -100,10 +102,13 @@ def consent(
 
 
 def consent_policy(redirect_uri: str) -> tuple[bytes, bytes]:
-    """The strict CSP with form-action widened to the client's origin only (the approve/deny redirect)."""
+    """The strict CSP with form-action widened to the client's origin only (the approve/deny redirect); unchanged
+    if the origin is not plainly one (registration already refuses such URIs)."""
     parts = urlsplit(redirect_uri)
-    origin = f"{parts.scheme}://{parts.netloc}".encode("ascii", "replace")
-    return b"content-security-policy", CSP.replace(b"form-action 'self'", b"form-action 'self' " + origin)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme not in ("http", "https") or not ORIGIN_SAFE.fullmatch(parts.netloc):
+        return b"content-security-policy", CSP
+    return b"content-security-policy", CSP.replace(b"form-action 'self'", b"form-action 'self' " + origin.encode())
 
 
 def _meaning(scope: str) -> str:
