@@ -415,7 +415,7 @@ def create_app(
     gateway.limiter = limiter
     config = oauth_config(settings)
     oauth = oauth or (ResourceServer(config) if config is not None else None)
-    authserver = build_authserver(settings, servers, store=store, audit=audit)  # Issue 14: AUTHORIZATION_SERVER
+    authserver = build_authserver(settings, servers, store=store, audit=audit, gateway=gateway)  # Issue 14
     issued = authserver.grants if authserver is not None else None
     authenticator = Authenticator(admin_token=admin_token, store=store, oauth=oauth, issued=issued)
     cluster = _cluster(settings, gateway)

@@ -123,7 +123,7 @@ class Browser:
     def decide(self, page: httpx.Response, decision: str, scopes: list[str] | None = None) -> httpx.Response:
         """Submit the consent form as a browser would (unchecked boxes are simply not sent)."""
         fields = hidden(page.text)
-        chosen = scopes if scopes is not None else re.findall(r'name="scope" value="([^"]+)"', page.text)
+        chosen = scopes if scopes is not None else re.findall(r'name="scope" value="([^"]+)" checked', page.text)
         body = [*fields.items(), ("decision", decision), *(("scope", s) for s in chosen)]
         return self.http.post("/oauth/consent", content=urlencode(body), headers=FORM)
 

@@ -289,3 +289,21 @@ def test_the_login_form_refuses_an_invalid_token(env: Builtin, browser: Browser)
     answer = browser.http.post("/oauth/login", data={"request": request, "token": "not-a-token"})
     assert answer.status_code == 401
     assert 'id="error"' in answer.text
+
+
+def test_the_operator_can_narrow_a_whole_server_to_single_tools(env: Builtin, browser: Browser) -> None:
+    client_id = register(env)
+    verifier, challenge = pkce()
+    page = browser.consent_page(authorize_params(client_id, challenge, resource=env.resource()))
+    assert "Or only these tools" in page.text
+    assert 'value="tool:toolbox/echo">' in page.text  # offered, unchecked
+    answer = browser.decide(page, "approve", ["tool:toolbox/echo"])  # the whole server unchecked
+    tokens = redeem(env, client_id, query_of(answer.headers["location"])["code"], verifier).json()
+    assert tokens["scope"] == "tool:toolbox/echo"
+    listed = tools_list(env, tokens["access_token"]).json()["result"]["tools"]
+    assert [t["name"] for t in listed] == ["echo"]
+    with httpx.Client(timeout=10) as client:
+        args = {"name": "add", "arguments": {"a": 1, "b": 2}}
+        refused = modern_call(client, env.gw.mcp("toolbox"), tokens["access_token"], "tools/call", args)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "this token may not call that tool"

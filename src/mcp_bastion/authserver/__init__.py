@@ -21,6 +21,7 @@ from mcp_bastion.authserver.grants import GrantTokens, display_name
 from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.resources import Resources
 from mcp_bastion.config import Settings
+from mcp_bastion.relay import Gateway
 from mcp_bastion.store import Store
 
 
@@ -37,8 +38,20 @@ class AuthServer:
     scopes: list[str]
 
 
+def known_tools(gateway: Gateway, server: str) -> list[str]:
+    """The tools a shared server's child listed last (none before it has run): the consent page's narrower choices."""
+    backend = gateway.backends.get(server)
+    return sorted(backend.tool_schemas) if backend is not None else []
+
+
 def build_authserver(
-    settings: Settings, servers: Iterable[str], *, store: Store, audit: AuditLog, fetcher: CimdFetcher | None = None
+    settings: Settings,
+    servers: Iterable[str],
+    *,
+    store: Store,
+    audit: AuditLog,
+    gateway: Gateway | None = None,
+    fetcher: CimdFetcher | None = None,
 ) -> AuthServer | None:
     """The built-in authorization server when AUTHORIZATION_SERVER=builtin (keys created on first start), else None.
 
@@ -68,7 +81,13 @@ def build_authserver(
         keys=keys,
         grants=grants,
         clients=clients,
-        authorizations=Authorizations(store=store, clients=clients, resources=resources, issuer=issuer),
+        authorizations=Authorizations(
+            store=store,
+            clients=clients,
+            resources=resources,
+            issuer=issuer,
+            tools=(lambda server: known_tools(gateway, server)) if gateway is not None else (lambda server: []),
+        ),
         exchange=Exchange(store=store, grants=grants, keys=keys, issuer=issuer, lifetimes=lifetimes, audit=audit),
         scopes=[f"server:{name}" for name in names],
     )

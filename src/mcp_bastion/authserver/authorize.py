@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from urllib.parse import urlencode
 
+from mcp_bastion.access import valid_scope
 from mcp_bastion.authserver.clients import BadClient, Clients, redirect_matches
 from mcp_bastion.authserver.records import CODE, PENDING, SEEN, Client, Code, Pending, from_record, to_record
 from mcp_bastion.authserver.resources import ForeignResource, Resources
@@ -28,6 +29,7 @@ STATE_MAX_CHARS = 1024
 PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256, unpadded
 PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 section 4.1
 SECRET_BYTES = 32
+MAX_TOOL_CHOICES = 64  # single-tool checkboxes per server on a consent page: more is not a choice a person reads
 
 
 class AuthorizeRefused(Exception):
@@ -70,8 +72,10 @@ class Authorizations:
         clients: Clients,
         resources: Resources,
         issuer: str,
+        tools: Callable[[str], list[str]] = lambda server: [],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.tools = tools  # the tools a server is known to have (its child's last tools/list), for narrowing
         self.store = store
         self.clients = clients
         self.resources = resources
@@ -123,9 +127,19 @@ class Authorizations:
             resource=resource,
             scopes=offered,
             first_seen=seen is None,
+            tools=self._tool_choices(offered),
         )
         await self._keep(pending)
         return pending
+
+    def _tool_choices(self, offered: tuple[str, ...]) -> tuple[str, ...]:
+        """Single tools of each whole server offered: the operator may grant some of them instead."""
+        choices = []
+        for scope in offered:
+            kind, _, server = scope.partition(":")
+            if kind == "server":
+                choices += [f"tool:{server}/{name}" for name in self.tools(server)[:MAX_TOOL_CHOICES]]
+        return tuple(c for c in dict.fromkeys(choices) if c not in offered and valid_scope(c))
 
     async def pending(self, pending_id: str) -> Pending | None:
         """A request waiting for consent."""
@@ -161,7 +175,7 @@ class Authorizations:
             redirect_uri=pending.redirect_uri,
             code_challenge=pending.code_challenge,
             resource=pending.resource,
-            scopes=tuple(s for s in pending.scopes if s in scopes),
+            scopes=tuple(s for s in (*pending.scopes, *pending.tools) if s in scopes),
             approved_by=approved_by,
             expires=self.clock() + CODE_TTL_S,
             digest=token_hash(code),

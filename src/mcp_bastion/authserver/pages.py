@@ -36,13 +36,14 @@ $flag<p>After your answer you will be sent to <strong id="redirect-host">$host</
 <fieldset><legend>Allow access to</legend>
 $scopes
 </fieldset>
+$tools
 <button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button>
 </form>
 """)
 
 SCOPE = Template(
-    '<label><input type="checkbox" name="scope" value="$scope" checked> <code>$scope</code> $meaning</label><br>'
+    '<label><input type="checkbox" name="scope" value="$scope"$checked> <code>$scope</code> $meaning</label><br>'
 )
 
 LOGIN = Template("""<p>Log in to this gateway to answer <strong>$client</strong>'s request.</p>
@@ -79,16 +80,27 @@ def login(client: str, request: str, error: str | None = None) -> bytes:
 
 
 def consent(
-    *, client: str, redirect_uri: str, resource: str, scopes: Iterable[str], first_seen: bool, request: str, csrf: str
+    *,
+    client: str,
+    redirect_uri: str,
+    resource: str,
+    scopes: Iterable[str],
+    tools: Iterable[str] = (),
+    first_seen: bool,
+    request: str,
+    csrf: str,
 ) -> bytes:
-    """The consent page: who asks, where the answer goes, for what, and the scopes to narrow."""
+    """The consent page: who asks, where the answer goes, for what, and the scopes to narrow (uncheck a whole
+    server and check some of its tools instead)."""
     flag = (
         '<p id="first-seen" class="warning">This client has never been approved here before. '
         "Approve only if you just started connecting it yourself.</p>"
         if first_seen
         else ""
     )
-    rows = "\n".join(SCOPE.substitute(scope=escape(s, quote=True), meaning=escape(_meaning(s))) for s in scopes)
+    rows = _boxes(scopes, checked=True)
+    narrower = _boxes(tools, checked=False)
+    tool_rows = f"<fieldset><legend>Or only these tools</legend>\n{narrower}\n</fieldset>" if narrower else ""
     body = CONSENT.substitute(
         client=escape(client),
         resource=escape(resource),
@@ -97,6 +109,7 @@ def consent(
         request=escape(request, quote=True),
         csrf=escape(csrf, quote=True),
         scopes=rows,
+        tools=tool_rows,
     )
     return page("Allow access?", body)
 
@@ -109,6 +122,13 @@ def consent_policy(redirect_uri: str) -> tuple[bytes, bytes]:
     if parts.scheme not in ("http", "https") or not ORIGIN_SAFE.fullmatch(parts.netloc):
         return b"content-security-policy", CSP
     return b"content-security-policy", CSP.replace(b"form-action 'self'", b"form-action 'self' " + origin.encode())
+
+
+def _boxes(scopes: Iterable[str], *, checked: bool) -> str:
+    mark = " checked" if checked else ""
+    return "\n".join(
+        SCOPE.substitute(scope=escape(s, quote=True), meaning=escape(_meaning(s)), checked=mark) for s in scopes
+    )
 
 
 def _meaning(scope: str) -> str:

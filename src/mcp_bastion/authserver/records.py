@@ -44,6 +44,7 @@ class Pending:
     first_seen: bool
     csrf_hash: str = ""  # set when the consent page is shown to a logged-in operator
     login: str = ""  # the login session (its id hash) the consent page was shown to
+    tools: tuple[str, ...] = ()  # narrower choices the page also offers, unchecked: single tools of those servers
 
 
 @dataclass(frozen=True)

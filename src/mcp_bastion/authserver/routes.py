@@ -171,6 +171,7 @@ class AuthServerRoutes:
             redirect_uri=pending.redirect_uri,
             resource=pending.resource,
             scopes=pending.scopes,
+            tools=pending.tools,
             first_seen=pending.first_seen,
             request=pending.id,
             csrf=csrf,
@@ -192,7 +193,7 @@ class AuthServerRoutes:
             self._record(req, "oauth.consent.refused", "denied", reason="no login session or a wrong CSRF token")
             await self._page(req, 403, pages.message("Forbidden", "This form is not valid any more; start again."))
             return
-        chosen = tuple(s for s in lists.get("scope", []) if s in pending.scopes)
+        chosen = tuple(s for s in lists.get("scope", []) if s in pending.scopes or s in pending.tools)
         if form.get("decision") != "approve" or not chosen:
             reason = "denied by the operator" if form.get("decision") != "approve" else "no scope approved"
             self._record(req, "oauth.consent.denied", "denied", reason=reason, client=pending.client_name)
