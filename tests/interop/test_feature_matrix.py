@@ -11,7 +11,7 @@ The cells (- = not possible, with why):
   2    | yes          | yes, and over SSE | yes    | yes (auto)   | yes        | yes (progressToken metadata)
   3    | - (a)        | yes               | yes    | yes          | yes        | - (b)
   4    | - (a)        | yes               | yes    | yes          | yes        | - (b)
-  6    | yes          | yes               | yes    | yes          | relay (c)  | - (b)
+  6    | yes          | yes, and GET (f)  | yes, f | yes, f       | relay (c)  | - (b)
   7    | - (d)        | yes               | yes    | yes          | yes        | - (b)
   8    | test_connect | test_connect      | yes    | yes          | - (e)      | yes
 (a) auto settles on 2026-07-28, which has no resources/subscribe or logging/setLevel (subscriptions/listen is item 5).
@@ -20,6 +20,8 @@ The cells (- = not possible, with why):
 (c) mcp-remote opens the GET stream itself, so its cell proves the relay of the child's requests, not the GET-less path.
 (d) resumability belongs to the 2025 eras' SSE streams; a 2026-07-28 request has no session to resume in.
 (e) mcp-remote is the other way to reach a gateway from a stdio-only client, not a client of `connect`.
+(f) also the other half: a child's request outside any call (roots/list) on the GET stream. Not in auto mode: a
+    2026-07-28 client has no stream outside its calls.
 """
 
 import json
@@ -43,7 +45,14 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CreateMessageRequestParams, CreateMessageResult, ElicitResult, TextContent
+from mcp.types import (
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    ElicitResult,
+    ListRootsResult,
+    Root,
+    TextContent,
+)
 
 from tests.harness import RunningGateway, spec
 from tests.interop.conftest import ROOT, tool
@@ -643,6 +652,67 @@ def test_item6_typescript_sdk_without_a_get_stream_answers_sampling_and_elicitat
     assert through == alone
     assert SAMPLED + prompt in through["sampling"][0]
     assert ELICITED in through["elicitation"]
+
+
+ROOTS = [{"uri": "file:///matrix/roots", "name": "matrix"}]
+ROOTS_LISTED = "Current MCP Roots (1 total):\n\n1. matrix\n   URI: file:///matrix/roots"
+
+
+async def py_roots_outside_a_call(opened: Callable[..., Any]) -> dict[str, Any]:
+    """server-everything asks a client that has roots for them 350 ms after the handshake, outside any call, and logs
+    once it stored the answer; wait for that line (bounded by the caller), then read the roots back: the child asks
+    no second time."""
+    stored = anyio.Event()
+    asked: list[int] = []
+
+    async def list_roots(context: object) -> ListRootsResult:
+        asked.append(1)
+        return ListRootsResult(roots=[Root.model_validate(root) for root in ROOTS])
+
+    async def on_log(params: Any) -> None:
+        if str(params.data).startswith("Roots updated"):
+            stored.set()
+
+    async with opened(list_roots_callback=list_roots, logging_callback=on_log) as session:
+        await stored.wait()
+        listed = texts(await session.call_tool("get-roots-list", {}))
+    return {"listed": listed, "asked": len(asked)}
+
+
+async def test_item6_python_sdk_a_childs_request_outside_any_call_travels_on_the_get_stream(
+    matrix: Matrix, tmp_path: Path
+) -> None:
+    """The other half of item 6: a per-session child's roots/list sent while no call is in flight reaches the client
+    on its GET stream (and the child's log line after it); the roots it answered are the ones the child later
+    lists, as directly over stdio."""
+
+    def through(**options: Any) -> Any:
+        return py_http(matrix.url("own"), matrix.admin, "legacy", **options)
+
+    def alone(**options: Any) -> Any:
+        return py_stdio(direct_params(), tmp_path / "direct.err", **options)
+
+    with anyio.fail_after(SCENARIO_TIMEOUT_S):
+        seen, seen_alone = await concurrently(
+            lambda: py_roots_outside_a_call(through), lambda: py_roots_outside_a_call(alone)
+        )
+    assert seen == seen_alone
+    assert seen["asked"] == 1, seen
+    assert seen["listed"][0].startswith(ROOTS_LISTED), seen
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2"])
+def test_item6_typescript_sdk_a_childs_request_outside_any_call_travels_on_the_get_stream(
+    matrix: Matrix, tmp_path: Path, sdk: str
+) -> None:
+    """The same with the TS SDK client (1.x, v2) and its roots/list handler."""
+    through, alone = run_concurrently(
+        lambda: node("rootsOutsideACall", tmp_path, matrix, sdk=sdk, target=via(matrix, "own"), roots=ROOTS),
+        lambda: node("rootsOutsideACall", tmp_path, None, sdk=sdk, target=direct_target(), roots=ROOTS),
+    )
+    assert through == alone
+    assert through["asked"] == 1
+    assert through["listed"][0].startswith(ROOTS_LISTED)
 
 
 # Item 7: a Streamable client whose connection drops mid-call resumes with Last-Event-ID.

@@ -19,6 +19,7 @@ function loadSdk(version) {
     const requests = {
       "sampling/createMessage": types.CreateMessageRequestSchema,
       "elicitation/create": types.ElicitRequestSchema,
+      "roots/list": types.ListRootsRequestSchema,
     };
     const notes = {
       "notifications/message": types.LoggingMessageNotificationSchema,
@@ -106,8 +107,11 @@ class Seen {
   }
 }
 
+const rootsAsked = { count: 0 };
+
 async function connect(target, seen) {
   const capabilities = { sampling: {}, elicitation: {} };
+  if (config.roots) capabilities.roots = {};
   const options = { capabilities };
   // The v2 client speaks 2025-era sessions unless told to negotiate (server/discover first, 2026-07-28 if offered).
   if (config.negotiation) options.versionNegotiation = { mode: config.negotiation };
@@ -118,6 +122,12 @@ async function connect(target, seen) {
     model: `ts-${config.sdk}`,
   }));
   sdk.onRequest(client, "elicitation/create", async () => ({ action: "accept", content: { name: "Ada Lovelace" } }));
+  if (config.roots) {
+    sdk.onRequest(client, "roots/list", async () => {
+      rootsAsked.count += 1;
+      return { roots: config.roots };
+    });
+  }
   if (seen) {
     sdk.onNote(client, "notifications/message", (note) => seen.push("logs", note.params.data));
     sdk.onNote(client, "notifications/resources/updated", (note) => seen.push("updates", note.params.uri));
@@ -275,6 +285,18 @@ async function askedBack(client) {
   return { sampling: texts(sampled), elicitation: texts(elicited), refusedGets: refusedGets.count };
 }
 
+// server-everything asks a client that has roots for them 350 ms after the handshake, outside any call: through a
+// gateway that request can only travel on the GET stream. Its log line says it stored the answer; then read them back.
+async function rootsOutsideACall() {
+  const seen = new Seen();
+  const client = await connect(config.target, seen);
+  await seen.until("logs", (line) => String(line).startsWith("Roots updated"), "the server's roots log line");
+  const listed = await sdk.callTool(client, { name: "get-roots-list", arguments: {} });
+  const out = { listed: texts(listed), asked: rootsAsked.count };
+  await finish(client);
+  return out;
+}
+
 async function progressAndServerRequests() {
   const client = await connect(config.target);
   const out = { long: await longCall(client), asked: await askedBack(client) };
@@ -290,6 +312,7 @@ const scenarios = {
   logsDirect,
   serverRequests,
   progressAndServerRequests,
+  rootsOutsideACall,
 };
 
 scenarios[process.argv[2]]()
