@@ -7,13 +7,13 @@ stdio client). One gateway (authentication on) serves the module; each feature g
 another's subscriptions, log level or timers.
 
 The cells (- = not possible, with why):
-  item | Python auto  | Python 2025-11-25 | TS 1.x | TS v2        | mcp-remote | Inspector CLI
-  2    | yes          | yes, and over SSE | yes    | yes (auto)   | yes        | yes (progressToken metadata)
-  3    | - (a)        | yes               | yes    | yes          | yes        | - (b)
-  4    | - (a)        | yes               | yes    | yes          | yes        | - (b)
-  6    | yes          | yes, and GET (f)  | yes, f | yes, f       | relay (c)  | - (b)
-  7    | - (d)        | yes               | yes    | yes          | yes        | - (b)
-  8    | test_connect | test_connect      | yes    | yes          | - (e)      | yes
+  item | Python auto  | Python 2025-11-25 | TS 1.x   | TS v2        | mcp-remote | Inspector CLI
+  2    | yes          | yes, and over SSE | yes      | yes (auto)   | yes        | yes (progressToken metadata)
+  3    | - (a)        | yes               | yes      | yes          | yes        | - (b)
+  4    | - (a)        | yes               | yes      | yes          | yes        | - (b)
+  6    | yes          | yes + (f)         | yes + (f)| yes + (f)    | relay (c)  | - (b)
+  7    | - (d)        | yes               | yes      | yes          | yes        | - (b)
+  8    | test_connect | test_connect      | yes      | yes          | - (e)      | yes
 (a) auto settles on 2026-07-28, which has no resources/subscribe or logging/setLevel (subscriptions/listen is item 5).
 (b) one request per process: no session outlives the call to hold a subscription, receive later log lines or resume
     a stream; and it advertises neither sampling nor elicitation (server-everything does not even list those tools).
