@@ -30,6 +30,7 @@ class OAuthConfig:
     introspection_url: str | None = None
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
+    builtin_issuer: str | None = None  # Issue 14: the gateway's own authorization server, named first in the PRM
 
     @property
     def issuer_host(self) -> str:
@@ -72,6 +73,7 @@ def oauth_config(settings: Settings) -> OAuthConfig | None:
         introspection_url=settings.oauth_introspection_url,
         client_id=settings.oauth_client_id,
         client_secret=secret.get_secret_value() if secret is not None else None,
+        builtin_issuer=settings.public_url if settings.authorization_server == "builtin" else None,
     )
 
 
@@ -81,7 +83,7 @@ def protected_resource_metadata(config: OAuthConfig, server: str | None) -> dict
     scope = ADMIN_SCOPE if server is None else f"server:{server}"
     return {
         "resource": config.resource(server),
-        "authorization_servers": [config.issuer],
+        "authorization_servers": list(dict.fromkeys(filter(None, [config.builtin_issuer, config.issuer]))),
         "scopes_supported": [config.external_scope(scope)],
         "bearer_methods_supported": ["header"],
         "resource_name": "mcp-bastion" if server is None else f"mcp-bastion: {server}",
