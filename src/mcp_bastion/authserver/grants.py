@@ -16,13 +16,17 @@ from mcp_bastion.access import Principal
 from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import CODE, GRANT, GRANT_USED, PENDING, Grant, from_record, to_record
 from mcp_bastion.authserver.resources import Resources
-from mcp_bastion.authserver.tokens import BadToken, is_ours, verify
+from mcp_bastion.authserver.tokens import AccessClaims, BadToken, is_ours, verify
+from mcp_bastion.security import token_hash
 from mcp_bastion.store import Store
 
 CREDENTIAL_PREFIX = "grant:"
 DISPLAY_PREFIX = "oauth:"
 TOUCH_EVERY_S = 60.0  # a grant's last use is written at most once a minute
 TOUCHED_MAX = 65_536  # grants whose last write time is remembered; past it the table starts over
+# Tokens whose signature was checked, by hash, until they expire: an ES256 check costs ~0.3 ms a request, the
+# grant's store look-up (revocation) still happens every time. Past the bound the oldest half is dropped.
+VERIFIED_MAX = 4096
 
 
 async def all_grants(store: Store) -> list[Grant]:
@@ -77,10 +81,11 @@ class GrantTokens:
         self.resources = resources
         self.clock = clock
         self._touched: dict[str, float] = {}
+        self._verified: dict[str, AccessClaims] = {}
 
     def owns(self, token: str) -> bool:
         """Whether a bearer token is one of ours (its header names one of our keys); cheap, verifies nothing."""
-        return is_ours(token, self.keys)
+        return token_hash(token) in self._verified or is_ours(token, self.keys)
 
     def claims(self, token: str) -> bool:
         """Whether this server judges a bearer token: ours by its header, or any JWT when no other issuer is set."""
@@ -97,7 +102,7 @@ class GrantTokens:
             StoreError: the store could not answer (the caller fails closed).
         """
         try:
-            claims = verify(token, self.keys, issuer=self.issuer)
+            claims = self._claims(token)
         except BadToken as exc:
             return None, str(exc)
         grant, reason = await self._live(claims.grant_id)
@@ -108,6 +113,23 @@ class GrantTokens:
         scopes = self.resources.bound(grant.resource, [s for s in claims.scopes if s in grant.scopes])
         await self._touch(grant)
         return self._principal(grant, scopes, min(claims.expires, grant.expires)), "ok"
+
+    def _claims(self, token: str) -> AccessClaims:
+        """The claims of a token, verified once and remembered until it expires.
+
+        Raises:
+            BadToken
+        """
+        digest = token_hash(token)
+        claims = self._verified.get(digest)
+        if claims is not None and claims.expires > self.clock():
+            return claims
+        claims = verify(token, self.keys, issuer=self.issuer)
+        if len(self._verified) >= VERIFIED_MAX:
+            for key in list(self._verified)[: VERIFIED_MAX // 2]:
+                del self._verified[key]
+        self._verified[digest] = claims
+        return claims
 
     async def by_credential(self, credential: str) -> tuple[Principal | None, str]:
         """The principal of a grant still in force (what the revocation sweep and login sessions ask)."""
