@@ -103,7 +103,7 @@ class BastionApp:
             self.revocation.channel = self.admin.revocations = cluster.revocations
         self.handlers = self._handlers()
         # Issue 12: in cluster mode a request for a session held elsewhere is forwarded there, after the pipeline.
-        router = cluster.route(self._http) if cluster is not None else self._http
+        router = cluster.route(self._http, lambda: gateway.closing) if cluster is not None else self._http
         hop = cluster.hops.verify if cluster is not None else None
         self.pipeline = build_pipeline(router, settings, Security(audit, limiter, authenticator, gateway, hop))
 
@@ -144,6 +144,8 @@ class BastionApp:
         children stop in the lifespan's shutdown, once uvicorn has seen every connection close. Idempotent.
         """
         self.gateway.begin_shutdown(self.settings.shutdown_grace_s)
+        if self.cluster is not None:
+            self.cluster.drain()  # Issue 12 item 3: the other instances see it leaving
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

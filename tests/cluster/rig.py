@@ -18,7 +18,7 @@ import pytest
 
 from mcp_bastion.config import Settings
 from tests.faults.redis_process import RedisProcess
-from tests.harness import TOOLBOX, free_port, serve_process, wait_until
+from tests.harness import FIXTURES, TOOLBOX, free_port, serve_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "docs" / "deploy" / "nginx.conf"
@@ -147,7 +147,8 @@ def write_instance(instance: Instance, token: str, redis_url: str, extra: dict[s
     instance.dir.mkdir(parents=True, exist_ok=True)
     config = instance.dir / "mcp.json"
     toolbox = {"command": sys.executable, "args": TOOLBOX[1:]}
-    config.write_text(json.dumps({"mcpServers": {"toolbox": toolbox}}))
+    own = {"command": sys.executable, "args": [str(FIXTURES / "conformance_child.py")], "isolation": "per-session"}
+    config.write_text(json.dumps({"mcpServers": {"toolbox": toolbox, "own": own}}))
     values = {
         "HOST": "127.0.0.1",
         "PORT": str(instance.port),

@@ -15,6 +15,8 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.cluster.rig import Rig, cluster
+from tests.transports.test_per_session_modern import accept
+from tests.transports.wire import modern_headers, modern_request
 
 pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
 
@@ -79,3 +81,23 @@ def test_a_forged_hop_is_refused_and_audited(rig: Rig) -> None:
     answer = httpx.post(target.url + "/mcp/toolbox", json=body, headers=headers, timeout=10)
     assert answer.status_code == 403
     assert any(line["event"] == "cluster.hop.refused" for line in rig.audit(target))
+
+
+def test_a_2026_07_28_retry_is_forwarded_to_the_instance_holding_its_call(rig: Rig) -> None:
+    """A per-session call asks for input on instance 1 (InputRequiredResult with a sealed requestState naming it); the
+    retry carrying the answer lands on instance 2, which forwards it to instance 1, where the call completes."""
+    first, second = rig.instances[0], rig.instances[1]
+    tool = "test_input_required_result_elicitation"
+    headers = {**rig.auth, **modern_headers("tools/call", tool)}
+    meta = {"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+    ask = modern_request(1, "tools/call", {"name": tool, "arguments": {}}, **meta)
+    answer = httpx.post(first.url + "/mcp/own", json=ask, headers=headers, timeout=20)
+    assert answer.status_code == 200, answer.text
+    state = answer.json()["result"]["requestState"]
+    before = rig.health(second)["cluster"]["forwarded"]
+    params = {"name": tool, "arguments": {}, "requestState": state, "inputResponses": {"user_name": accept(name="Bo")}}
+    retry = httpx.post(second.url + "/mcp/own", json=modern_request(2, "tools/call", params, **meta), headers=headers,
+                       timeout=20)  # fmt: skip
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["result"]["content"][0]["text"] == "Hello, Bo!"
+    assert rig.health(second)["cluster"]["forwarded"] == before + 1

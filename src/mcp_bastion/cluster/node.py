@@ -1,5 +1,9 @@
 """One instance's membership in a cluster: its registry record, its sealed ids and hops, its forwarder (one per app)."""
 
+import asyncio
+import contextlib
+from collections.abc import Callable
+
 from mcp_bastion.breaker import Breaker
 from mcp_bastion.cluster.bus import ClusterBus
 from mcp_bastion.cluster.forward import Forwarder
@@ -43,11 +47,20 @@ class Cluster:
         self.forwarder = Forwarder(self.hops, read_s=read_s, max_body=max_body)
         self.revocations = RevocationChannel(self.bus, config.instance_id)
         self.router: ClusterRouter | None = None
+        self._drain: asyncio.Task[None] | None = None
 
-    def route(self, app: ASGIApp) -> ClusterRouter:
+    def route(self, app: ASGIApp, closing: Callable[[], bool]) -> ClusterRouter:
         """Wrap the router: requests for sessions held elsewhere are forwarded there."""
-        self.router = ClusterRouter(app, ids=self.session_ids, registry=self.registry, forwarder=self.forwarder)
+        self.router = ClusterRouter(
+            app, ids=self.session_ids, registry=self.registry, forwarder=self.forwarder, closing=closing
+        )
         return self.router
+
+    def drain(self) -> None:
+        """SIGTERM: the record says draining at once (the port closes, calls finish); the lifespan's end removes it."""
+        self.registry.draining = True
+        with contextlib.suppress(RuntimeError):  # no loop running: the next heartbeat says it
+            self._drain = asyncio.get_running_loop().create_task(self.registry.drain(), name="cluster-drain")
 
     @property
     def breaker(self) -> Breaker:

@@ -74,6 +74,7 @@ class Registry:
         self.started_at = wall()
         self.draining = False
         self.view: dict[str, InstanceInfo] = {}  # the last fresh read (one per heartbeat)
+        self._up_since: float | None = None  # the first good heartbeat since start or the last Redis failure
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -93,8 +94,20 @@ class Registry:
         Raises:
             DependencyUnavailable: Redis failed or is down.
         """
-        await self.bus.put_instance(self.id, json.dumps(self.me()._asdict()), self.ttl_ms)
-        await self.instances()
+        try:
+            await self.bus.put_instance(self.id, json.dumps(self.me()._asdict()), self.ttl_ms)
+            await self.instances()
+        except DependencyUnavailable:
+            self._up_since = None
+            raise
+        if self._up_since is None:
+            self._up_since = self.wall()
+
+    @property
+    def trusted(self) -> bool:
+        """Whether a missing record means a dead instance: Redis has answered for a whole TTL since it was last seen
+        down (a restarted Redis is empty until every live instance has beaten once)."""
+        return self._up_since is not None and self.wall() - self._up_since >= self.ttl_ms / 1000
 
     async def instances(self) -> list[InstanceInfo]:
         """Every live instance (this one included), by id.
@@ -123,10 +136,15 @@ class Registry:
         """A fresh read of one instance's record: its URL, or None when it is gone.
 
         Raises:
-            DependencyUnavailable: Redis failed or is down.
+            DependencyUnavailable: Redis failed or is down, or came back too recently to tell about an unknown peer.
         """
         raw = await self.bus.get_instance(instance_id)
         info = _parse(raw) if raw is not None else None
+        if info is None and not self.trusted:  # Redis just came back: the view still knows better
+            known = self.view.get(instance_id)
+            if known is None:
+                raise DependencyUnavailable("the cluster registry is rebuilding", dependency="cluster", retry_after_s=1)
+            return known.advertise_url
         if info is None:
             self.view.pop(instance_id, None)
             return None

@@ -6,27 +6,41 @@ another principal (404 here, never forwarded), and every request that arrived as
 """
 
 import asyncio
+from collections.abc import Callable
 from urllib.parse import parse_qs
+
+import orjson
 
 from mcp_bastion.access import context_of
 from mcp_bastion.cluster.forward import Forwarder
 from mcp_bastion.cluster.registry import Registry
 from mcp_bastion.cluster.session_ids import SessionIds
-from mcp_bastion.errors import GatewayError
-from mcp_bastion.middleware.hop import HOP_KEY
+from mcp_bastion.errors import GatewayError, ShuttingDown
+from mcp_bastion.middleware.hop import HOP_KEY, replay_body
 from mcp_bastion.middleware.reply import headers_of, state
-from mcp_bastion.relay.sessions import SessionGone
+from mcp_bastion.relay.input_states import instance_of
+from mcp_bastion.relay.sessions import SHUTDOWN_RETRY_AFTER_S, SessionGone
 from mcp_bastion.transports.http import Request, end_stream, send_error
 from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
 SESSION_HEADER = b"mcp-session-id"
+STATE_MARKER = b'"requestState"'  # only a body that holds this is parsed here (the transport parses it again)
 
 
 class ClusterRouter:
     """Wraps the router: forwards requests for sessions held elsewhere, passes the rest on."""
 
-    def __init__(self, app: ASGIApp, *, ids: SessionIds, registry: Registry, forwarder: Forwarder) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ids: SessionIds,
+        registry: Registry,
+        forwarder: Forwarder,
+        closing: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.app = app
+        self.closing = closing  # SIGTERM: a forwarded request starts no new work here either (503, as a direct one)
         self.ids = ids
         self.registry = registry
         self.forwarder = forwarder
@@ -35,18 +49,33 @@ class ClusterRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get(HOP_KEY) is not None:
             self.served_for_peers += 1
+            if self.closing():
+                await send_error(send, ShuttingDown(SHUTDOWN_RETRY_AFTER_S))
+                return
             await self.app(scope, receive, send)
             return
         owner = self._elsewhere(scope)
-        if owner is None:
+        state_owner = None
+        if owner is None and _may_carry_state(scope):
+            try:
+                body = await Request(scope, receive, send).body(self.forwarder.max_body)
+            except GatewayError as exc:
+                await send_error(send, exc, None)
+                return
+            receive = replay_body(body, receive)
+            state_owner = self._state_owner(body)
+        if owner is None and state_owner is None:
             await self.app(scope, receive, send)
             return
         req = Request(scope, receive, send)
         try:
-            url = await self.registry.url_of(owner)
+            url = await self.registry.url_of(owner or state_owner or "")
+            if url is None and state_owner is not None:  # its holder is gone: refused here as a state it cannot use
+                await self.app(scope, receive, send)
+                return
             if url is None:
                 raise SessionGone("Session not found")  # its owner left or died: the client starts a new session
-            await self._forward(req, owner, url)
+            await self._forward(req, owner or state_owner or "", url)
         except GatewayError as exc:  # DependencyUnavailable too: Redis down, the owner cannot be looked up (503)
             if not state(scope).get("response_started"):
                 await send_error(send, exc, None)
@@ -69,6 +98,19 @@ class ClusterRouter:
             raise SessionGone("Session not found")
         work.result()
 
+    def _state_owner(self, body: bytes) -> str | None:
+        """Issue 11 item 5 in a cluster: the instance holding the call a 2026-07-28 retry's requestState names, when
+        that is another one (the owner checks the rest: principal, server, method, expiry)."""
+        if STATE_MARKER not in body:
+            return None
+        try:
+            message = orjson.loads(body)
+            sealed = message["params"]["requestState"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        instance = instance_of(self.ids.sealer, sealed, now=self.ids.wall())
+        return instance if instance is not None and instance != self.ids.instance_id else None
+
     def _elsewhere(self, scope: Scope) -> str | None:
         """The instance that owns the request's session, when that is another one and the caller is its principal."""
         ctx = context_of(scope)
@@ -87,3 +129,10 @@ class ClusterRouter:
         if owner is None or owner.instance == self.ids.instance_id or not owner.same_principal:
             return None
         return owner.instance
+
+
+def _may_carry_state(scope: Scope) -> bool:
+    """A sessionless POST on an MCP route: a 2026-07-28 request, perhaps the retry of a multi-round-trip call."""
+    return (
+        scope["method"] == "POST" and context_of(scope).route.name == "mcp" and SESSION_HEADER not in headers_of(scope)
+    )

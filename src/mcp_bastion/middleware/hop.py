@@ -69,7 +69,7 @@ class HopMiddleware:
             return
         scope[CONTEXT_KEY] = ctx._replace(request_id=hop.request_id, client_ip=hop.client_ip, principal=hop.principal)
         scope[HOP_KEY] = hop.origin
-        await self.direct(scope, _replay(body, receive), send)
+        await self.direct(scope, replay_body(body, receive), send)
 
     async def _body(self, receive: Receive) -> bytes | None:
         """The whole body (None past the cap: the forwarder checked it against the same cap)."""
@@ -88,7 +88,7 @@ class HopMiddleware:
                 return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A receive that hands the already-read body out once, then waits on the real one (for the disconnect)."""
     sent = False
 
