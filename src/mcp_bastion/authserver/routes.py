@@ -11,7 +11,6 @@ POST /oauth/token, POST /oauth/revoke          RFC 6749 / 7009
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 import orjson
 
@@ -22,6 +21,7 @@ from mcp_bastion.authserver import pages
 from mcp_bastion.authserver.authorize import Authorizations, AuthorizeRefused, redirect_with
 from mcp_bastion.authserver.clients import BadClient, Clients
 from mcp_bastion.authserver.exchange import Exchange, TokenRefused
+from mcp_bastion.authserver.forms import BadForm, form_of
 from mcp_bastion.authserver.grants import display_name
 from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import Pending
@@ -34,32 +34,6 @@ from mcp_bastion.transports.http import Headers, Request, send_bytes, send_json
 FORM_MAX_BYTES = 16 * 1024  # token and consent forms: a few parameters of at most a few KiB
 REGISTER_MAX_BYTES = 16 * 1024  # a registration is a few hundred bytes
 NO_STORE: Headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
-
-
-class BadForm(Exception):
-    """A form body that is not one: wrong content type, a repeated parameter, not UTF-8."""
-
-
-def form_of(body: bytes, *, repeatable: frozenset[str] = frozenset()) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """The single-valued parameters of a urlencoded body, and the repeatable ones as lists.
-
-    Raises:
-        BadForm: a parameter other than the repeatable ones given twice (RFC 6749 section 3.1), bad encoding.
-    """
-    try:
-        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        raise BadForm("the form is not UTF-8") from None
-    single: dict[str, str] = {}
-    lists: dict[str, list[str]] = {}
-    for key, values in parsed.items():
-        if key in repeatable:
-            lists[key] = values
-        elif len(values) > 1:
-            raise BadForm(f"{key} is given more than once")
-        else:
-            single[key] = values[0]
-    return single, lists
 
 
 class AuthServerRoutes:
