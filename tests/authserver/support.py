@@ -37,10 +37,10 @@ class Builtin:
 
 
 @contextlib.contextmanager
-def builtin_gateway(tmp_path: Path, **settings: Any) -> Iterator[Builtin]:
+def builtin_gateway(tmp_path: Path, admin: str | None = None, **settings: Any) -> Iterator[Builtin]:
     """A real gateway on loopback, AUTHORIZATION_SERVER=builtin, PUBLIC_URL its own URL, servers toolbox and other."""
     port = free_port()
-    admin = admin_token()
+    admin = admin or admin_token()
     values: dict[str, Any] = {
         "port": port,
         "public_url": f"http://127.0.0.1:{port}",

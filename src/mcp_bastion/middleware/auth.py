@@ -89,9 +89,9 @@ class Authenticator:
         Raises:
             StoreError, DependencyUnavailable: the store or the identity provider could not answer (fail closed).
         """
-        if self.issued is not None and self.issued.claims(token):
-            return await self.issued.principal(token)
         digest = token_hash(token)
+        if self.issued is not None and self.issued.claims(token) and not self._is_admin(digest):
+            return await self.issued.principal(token)
         oauth = self.oauth
         if oauth is not None and oauth.takes(token) and not self._is_admin(digest):
             return await oauth.verify(token, digest, server)
