@@ -6,6 +6,7 @@ The child is the test fixture tests/fixtures/toolbox.py, tool `blob`: an N MiB t
 `structuredContent`), the id last, as an MCP server on the TypeScript SDK answers a file read; the line is ~2N MiB.
 `mcp-bastion serve` (whole security pipeline, bearer token), calls one at a time: `streamable` (2025-11-25 session,
 JSON answers), `sse` (HTTP+SSE 2024-11-05), `modern` (stateless 2026-07-28, JSON answers).
+"gw CPU ms/call" is the gateway process's user+system CPU over the calls (robust to a busy machine, unlike calls/s).
 Peak RSS is the kernel's high-water mark of the gateway process (VmHWM, so no sample can miss a transient peak), of
 a fresh gateway per cell; "peak growth / line" divides its growth over the freshly started gateway by the line.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLBOX = ROOT / "tests" / "fixtures" / "toolbox.py"
@@ -193,10 +195,10 @@ def main() -> int:
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     print(
-        "| transport | result MiB | line MiB | calls | gateway calls/s | direct calls/s | ratio | fresh RSS MiB |"
-        " peak RSS MiB | peak growth / line |"
+        "| transport | result MiB | line MiB | calls | gateway calls/s | direct calls/s | ratio | gw CPU ms/call |"
+        " fresh RSS MiB | peak RSS MiB | peak growth / line |"
     )
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for mib in [float(m) for m in args.mib.split(",")]:
         line_mib = 2 * mib  # content + structuredContent, plus a few bytes
         baseline = direct(mib, args.calls)
@@ -206,13 +208,17 @@ def main() -> int:
                 try:
                     fresh = vm_kib(gw.proc.pid, "VmRSS") / 1024
                     reset_peak(gw.proc.pid)
+                    cpu = psutil.Process(gw.proc.pid).cpu_times()
                     rate = CELLS[transport](gw, mib, args.calls)
                     peak = vm_kib(gw.proc.pid, "VmHWM") / 1024
+                    used = psutil.Process(gw.proc.pid).cpu_times()
+                    cpu_ms = (used.user + used.system - cpu.user - cpu.system) * 1000 / args.calls
                 finally:
                     gw.stop()
             print(
                 f"| {transport} | {mib:g} | {line_mib:g} | {args.calls} | {rate:.1f} | {baseline:.1f} | "
-                f"{rate / baseline:.2f}x | {fresh:.1f} | {peak:.1f} | {(peak - fresh) / line_mib:.2f}x |",
+                f"{rate / baseline:.2f}x | {cpu_ms:.1f} | {fresh:.1f} | {peak:.1f} | "
+                f"{(peak - fresh) / line_mib:.2f}x |",
                 flush=True,
             )
     return 0

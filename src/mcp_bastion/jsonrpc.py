@@ -87,11 +87,15 @@ def is_valid_id(value: JSON) -> bool:
 def dumps(message: "Message | RawResponse") -> bytes:
     """Serialise one message; orjson never emits a raw newline, so the result is one NDJSON line.
 
-    A `RawResponse` is its bytes as the child wrote them (joined once).
+    A `RawResponse` is its bytes as the child wrote them (joined once); orjson refuses it, so the hot path of every
+    other message pays nothing for it.
     """
-    if isinstance(message, RawResponse):
-        return b"".join(message.chunks)
-    return orjson.dumps(message)
+    try:
+        return orjson.dumps(message)
+    except orjson.JSONEncodeError:
+        if isinstance(message, RawResponse):
+            return b"".join(message.chunks)
+        raise
 
 
 def parsed(answer: "Message | RawResponse") -> Message:

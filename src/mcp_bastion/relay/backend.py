@@ -247,7 +247,9 @@ class Backend:
         if pending is not None and not pending.internal and pending.method in PASSED_RAW:
             if self.handle is not None:
                 self.handle.liveness.answered()
-            self._finish(raw.id, raw)
+            self._finish(raw.id, None)
+            raw.set_id(pending.client_id)  # written where the child wrote its id
+            pending.sink.deliver(raw)
             return
         try:
             message = raw.parse()
@@ -549,9 +551,9 @@ class Backend:
             return
         self._finish(request_id, message)
 
-    def _finish(self, request_id: int, message: Answer | None) -> None:
+    def _finish(self, request_id: int, message: Message | None) -> None:
         pending = self.pending.pop(request_id)
-        if pending.method == "tools/list" and isinstance(message, dict):
+        if pending.method == "tools/list" and message is not None:
             self._remember_tools(message)
         if pending.timer is not None:
             pending.timer.cancel()
@@ -559,11 +561,8 @@ class Backend:
             self._by_token.pop(request_id, None)
         if pending.session is not None:
             pending.session.inflight.pop(pending.client_id, None)
-        if isinstance(message, dict):
+        if message is not None:
             message["id"] = pending.client_id
-            pending.sink.deliver(message)
-        elif message is not None:
-            message.set_id(pending.client_id)  # written where the child wrote its id (Issue 11 item 1)
             pending.sink.deliver(message)
 
     def _remember_tools(self, message: Message) -> None:
