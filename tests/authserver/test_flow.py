@@ -3,7 +3,6 @@ grant's token reaches (Issue 14)."""
 
 import os
 import stat
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,7 +14,6 @@ from tests.authserver.support import (
     Browser,
     Builtin,
     authorize_params,
-    builtin_gateway,
     hidden,
     issue_tokens,
     pkce,
@@ -24,21 +22,6 @@ from tests.authserver.support import (
     register,
 )
 from tests.security.support import audit_events, bearer, modern_call
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builtin]:
-    with builtin_gateway(tmp_path_factory.mktemp("authserver")) as running:
-        yield running
-
-
-@pytest.fixture
-def browser(env: Builtin) -> Iterator[Browser]:
-    opened = Browser(env)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def tools_list(env: Builtin, token: str, server: str = "toolbox") -> httpx.Response:

@@ -2,14 +2,12 @@
 revokes its own tokens (RFC 7009), and no grant is ever shown with a token (Issue 14)."""
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import httpx
-import pytest
 
 from mcp_bastion.authserver.records import GRANT
-from tests.authserver.support import Browser, Builtin, builtin_gateway, issue_tokens
+from tests.authserver.support import Browser, Builtin, issue_tokens
 from tests.harness import wait_until
 from tests.security.support import (
     audit_events,
@@ -19,21 +17,6 @@ from tests.security.support import (
     open_legacy_session,
     rpc,
 )
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builtin]:
-    with builtin_gateway(tmp_path_factory.mktemp("grants")) as running:
-        yield running
-
-
-@pytest.fixture
-def browser(env: Builtin) -> Iterator[Browser]:
-    opened = Browser(env)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def grant_of(env: Builtin, client_id: str) -> dict[str, object]:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from tests.authserver.support import Builtin, builtin_gateway
+from tests.authserver.support import Builtin
 from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 from tests.harness import free_port
 from tests.interop.conftest import tool
@@ -27,12 +26,6 @@ pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 FLOW_TIMEOUT_S = 60.0  # registration, a browser login and consent, a token and a tool call, on two busy cores
 STEP_TIMEOUT_MS = 15_000
 AUTHORIZE_URL = re.compile(r"Please authorize this client by visiting:\s*(\S+)")
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builtin]:
-    with builtin_gateway(tmp_path_factory.mktemp("mcp-remote")) as running:
-        yield running
 
 
 async def authorize_url(errlog: Path) -> str:

@@ -3,45 +3,20 @@ calls a tool: 401 -> Protected Resource Metadata -> RFC 8414 metadata -> Dynamic
 page (driven over HTTP by its redirect handler, as a browser would) -> code + PKCE -> token -> tools/call; then it
 refreshes once its access token expires, without a second consent (Issue 14)."""
 
-from collections.abc import Iterator
-
 import anyio
 import httpx2
 import pytest
 from mcp import Client
-from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from tests.authserver.support import REDIRECT, Browser, Builtin, builtin_gateway
+from tests.authserver.support import REDIRECT, Browser, Builtin
+from tests.oauth.support import MemoryStorage
 from tests.security.support import audit_events, audit_text
 
 CALL_TIMEOUT_S = 30.0
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builtin]:
-    with builtin_gateway(tmp_path_factory.mktemp("sdk")) as running:
-        yield running
-
-
-class MemoryStorage(TokenStorage):
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
 
 
 class Operator:
