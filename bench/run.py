@@ -29,6 +29,8 @@ from gateway import HOST, MIB, GatewayProcess, Usage, raise_nofile, usage_of, wr
 from httpc import Connection, ConnectionBroken
 from sessions import TRANSPORTS, CallFailed, DirectPipe, DirectSession, SseSession
 
+import cluster
+
 SERVER = "demo"
 OUT = Path(__file__).resolve().parent / "out"
 SETUP_CAP_S = 60.0  # opening and initializing every session of a cell
@@ -528,6 +530,9 @@ def parse_args() -> argparse.Namespace:
         "--cprofile", action="store_true", help="run the gateway under cProfile (dumps gateway-*.prof in the out dir)"
     )
     parser.add_argument("--out", default=None, help="write the results here instead of bench/out/STAMP")
+    parser.add_argument(
+        "--cluster", action="store_true", help="3 instances + Redis + nginx against one instance (bench/cluster.py)"
+    )
     soaking = parser.add_argument_group("soak (one gateway for a long paced run; see bench/README.md)")
     soaking.add_argument("--soak", type=float, default=None, metavar="MINUTES", help="soak for MINUTES")
     soaking.add_argument("--soak-seconds", type=float, default=None, help="soak length in seconds (short runs)")
@@ -592,6 +597,10 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     if args.soak_seconds is not None:
         return await soak.main(args, workdir)
+    if args.cluster:  # Issue 12: its own cells, one concurrency (the first of --concurrency)
+        cells = await cluster.main(args, workdir)
+        (workdir / "cluster.json").write_bytes(orjson.dumps(cells, option=orjson.OPT_INDENT_2))
+        return 1 if any(row["errors"] or row["wrong"] for row in cells) else 0
     if not args.idle_only:
         for c in [] if args.no_direct else args.concurrency:
             row = await direct_cell(c, args)
