@@ -82,3 +82,29 @@ def test_a_browser_logs_in_narrows_a_scope_approves_and_revokes_from_the_dashboa
     expect(row).to_have_count(0)
     with httpx.Client(timeout=10) as client:
         assert modern_call(client, env.gw.mcp("toolbox"), tokens["access_token"], "tools/list").status_code == 401
+
+
+def test_a_logged_in_operator_arriving_from_the_clients_site_goes_straight_to_consent(
+    watched: Watched, env: Builtin
+) -> None:
+    """The SameSite=Strict login cookie is not sent on the cross-site navigation from the client; the page that
+    moves the browser on (a same-site navigation) gets it sent, so no second login is asked for."""
+    page = watched.page
+    client_id = register_client(env, name="Cross Site")
+    _, challenge = pkce()
+    page.goto("/oauth/authorize?" + urlencode(authorize_params(client_id, challenge, resource=env.resource())))
+    page.fill("input[name=token]", env.admin)
+    page.click("button[type=submit]")
+    expect(page.locator("#client-name")).to_have_text("Cross Site")  # logged in now
+
+    target = f"{env.url}/oauth/authorize?" + urlencode(authorize_params(client_id, pkce()[1], resource=env.resource()))
+    link = f'<a id="connect" href="{target}">Connect</a>'
+    page.route("https://client.example.test/start", lambda route: route.fulfill(content_type="text/html", body=link))
+    sent: dict[str, bool] = {}
+    page.on("request", lambda r: sent.setdefault(r.url.split("?")[0], "cookie" in r.all_headers()))
+    page.goto("https://client.example.test/start")
+    page.click("#connect")
+    expect(page.locator("#client-name")).to_have_text("Cross Site")
+    expect(page.locator("input[name=token]")).to_have_count(0)
+    assert sent[f"{env.url}/oauth/authorize"] is False  # cross-site: the Strict cookie withheld
+    assert sent[f"{env.url}/oauth/consent"] is True  # the onward page's own navigation: sent
