@@ -6,9 +6,11 @@ against the store) and ends its sessions within REVOCATION_CHECK_S.
 """
 
 import json
+import os
+import stat
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -19,7 +21,9 @@ from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import GRANT, Grant
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, fail, out, run, settings_from
 from mcp_bastion.cli.output import Col, listing
+from mcp_bastion.config import Settings
 from mcp_bastion.errors import ConfigError
+from mcp_bastion.files import PRIVATE_BITS
 from mcp_bastion.store import Store
 
 oauth_cli = typer.Typer(
@@ -27,6 +31,39 @@ oauth_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(oauth_cli, name="oauth")
+
+
+DoctorRow = tuple[str, Literal["PASS", "WARN", "FAIL"], str, str]  # check, status, detail, hint
+
+
+def check_authserver(settings: Settings) -> list[DoctorRow]:
+    """`doctor` with AUTHORIZATION_SERVER=builtin: the signing key file is usable and private, PUBLIC_URL is https."""
+    if settings.authorization_server != "builtin":
+        return []
+    path = settings.oauth_signing_key_file
+    checks = [_key_file_check(path, settings.oauth_access_token_ttl_s)]
+    if (settings.public_url or "").startswith("http://"):
+        why = "PUBLIC_URL is plain http: only clients on this machine can complete the OAuth flow"
+        checks.append(("oauth public url", "WARN", why, "serve https (TLS_CERT_FILE) or behind a TLS proxy"))
+    return checks
+
+
+def _key_file_check(path: Path, ttl_s: float) -> DoctorRow:
+    hint = f"fix or remove {path} (a new key is made at start; tokens signed by the old one stop working)"
+    if not path.exists():
+        directory = next((p for p in path.parents if p.exists()), Path("."))
+        if not os.access(directory, os.W_OK):
+            return ("oauth signing keys", "FAIL", f"cannot create {path}: {directory} is not writable", hint)
+        return ("oauth signing keys", "PASS", f"{path} is created at first start", "")
+    keys = SigningKeys(path, token_ttl_s=ttl_s)
+    try:
+        keys.ensure()
+    except ConfigError as exc:
+        return ("oauth signing keys", "FAIL", exc.message, hint)
+    if stat.S_IMODE(path.stat().st_mode) & PRIVATE_BITS:
+        return ("oauth signing keys", "WARN", f"{path} is readable by group or others", f"chmod 600 {path}")
+    published = len(keys.published())
+    return ("oauth signing keys", "PASS", f"signing with {keys.active().kid}; {published} key(s) published", "")
 
 
 def grant_row(grant: Grant) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     import httpx2
 
+from mcp_bastion.cli.authserver import check_authserver
 from mcp_bastion.cli.base import ConfigFile, EnvFile, JsonFlag, cli, fail, out
 from mcp_bastion.cli.output import Col, listing
 from mcp_bastion.cli.preflight import Finding, env_file_finding, findings, refusals, warnings
@@ -267,6 +268,7 @@ def static_checks(env_file: Path, config: Path | None) -> list[Check]:
     checks += check_secrets_in_args(settings.mcp_config, servers)
     checks.append(check_audit_log(settings))
     checks += check_oauth(settings)
+    checks += [Check(*row) for row in check_authserver(settings)]  # Issue 14: the built-in authorization server
     checks.append(store_check)
     checks.append(check_start(found, store_usable=stored is not None))
     return checks
