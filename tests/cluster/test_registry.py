@@ -1,6 +1,8 @@
 """The instance registry on a real redis-server: records with a heartbeat, a TTL, a fresh read for unknown peers."""
 
 import asyncio
+import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,8 @@ from mcp_bastion.cluster.bus import ClusterBus
 from mcp_bastion.cluster.registry import InstanceInfo, Registry
 from mcp_bastion.cluster.settings import cluster_settings
 from mcp_bastion.config import Settings
-from mcp_bastion.errors import ConfigError
+from mcp_bastion.errors import ConfigError, DependencyUnavailable
+from tests.faults.redis_process import RedisProcess
 from tests.redis_server import redis_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
@@ -87,3 +90,37 @@ def test_cluster_mode_needs_a_long_secret_and_off_loopback_an_advertised_url() -
     found = cluster_settings(Settings(_env_file=None, redis_url="redis://x", cluster_secret=SECRET, port=4000))  # type: ignore[call-arg]
     assert found is not None
     assert found.advertise_url == "http://127.0.0.1:4000"
+
+
+async def test_a_restarted_empty_redis_does_not_make_live_peers_look_dead_until_a_whole_ttl(tmp_path: Path) -> None:
+    """Redis restarted without persistence forgets every record: until this instance has beaten for a whole TTL
+    since, a missing peer is taken from the view (the peer re-registers within a heartbeat), not declared gone."""
+    redis = RedisProcess(tmp_path)
+    redis.start()
+    one = _registry(redis.url, "one")
+    try:
+        await one.bus.put_instance("two", json.dumps(one.me()._replace(id="two")._asdict()), 60_000)
+        await one.beat()
+        assert "two" in one.view
+        redis.kill()
+        with pytest.raises(DependencyUnavailable):
+            await one.beat()
+        redis.start()
+        one.bus.breaker.open_s = 0.0  # probe at once (the breaker's own timing has its tests)
+        for _ in range(50):  # the breaker lets a probe through once its open time is over
+            with contextlib.suppress(DependencyUnavailable):
+                await one.beat()
+                break
+            await asyncio.sleep(0.02)
+        assert not one.trusted
+        assert await one.still_there("two") == "http://127.0.0.1:1/one"  # the view's URL: not declared dead
+        with pytest.raises(DependencyUnavailable, match="rebuilding"):
+            await one.still_there("three")  # unknown and unprovable: 503, never a 404
+        await asyncio.sleep(one.ttl_ms / 1000)
+        await one.beat()
+        assert one.trusted
+        assert await one.still_there("two") is None
+    finally:
+        await one.close()
+        await one.bus.close()
+        redis.stop()

@@ -9,7 +9,9 @@ from mcp_bastion.middleware.hop import Hop, HopError
 from mcp_bastion.sealing import Sealer
 
 SECRET = "x" * 32
-ALICE = Principal("token:alice", "alice", ("mcp",), "bearer", credential="c" * 64)
+ALICE = Principal(
+    "oauth:idp:alice", "alice", ("server:toolbox",), "bearer", credential="c" * 64, audit=(("issuer", "idp"),)
+)
 
 
 class Clock:

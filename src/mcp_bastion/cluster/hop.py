@@ -38,7 +38,7 @@ class HopSigner:
             "req": _digest(method, path, query, body),
             "rid": hop.request_id,
             "ip": hop.client_ip,
-            "who": list(hop.principal),
+            "who": hop.principal._asdict(),
         }
         return self.sealer.seal(PURPOSE, payload, now=self.wall(), ttl_s=HOP_TTL_S)
 
@@ -56,7 +56,12 @@ class HopSigner:
             raise HopError("the hop signs another request")
         try:
             who = payload["who"]
-            principal = Principal(str(who[0]), str(who[1]), tuple(map(str, who[2])), str(who[3]), *who[4:7])
+            principal = Principal(**{name: _tupled(who[name]) for name in Principal._fields if name in who})
             return Hop(principal, str(payload["ip"]), str(payload["rid"]), str(payload["from"]))
-        except (KeyError, IndexError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise HopError("unreadable hop") from exc
+
+
+def _tupled(value: Any) -> Any:
+    """JSON arrays back into the tuples a Principal holds (scopes, audit pairs)."""
+    return tuple(_tupled(item) for item in value) if isinstance(value, list) else value

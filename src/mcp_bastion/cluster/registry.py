@@ -116,7 +116,9 @@ class Registry:
             DependencyUnavailable: Redis failed or is down.
         """
         found = [info for info in map(_parse, await self.bus.all_instances()) if info is not None]
-        self.view = {info.id: info for info in found}
+        fresh = {info.id: info for info in found}
+        # Right after an outage Redis may have lost records of live peers: the view keeps them until it is trusted.
+        self.view = fresh if self.trusted else {**self.view, **fresh}
         return sorted(found, key=lambda info: info.id)
 
     async def url_of(self, instance_id: str) -> str | None:
