@@ -15,10 +15,12 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from mcp_bastion.errors import INTERNAL_ERROR, REQUEST_TIMEOUT
@@ -91,6 +93,28 @@ async def test_an_answer_over_the_cap_fails_its_own_call_at_once_saying_it_was_t
     assert after.content[0].text == "next"
     assert relayed.content[0].text == direct_answer.content[0].text
     assert relayed.structured_content == direct_answer.structured_content
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_per_session_servers_large_result_arrives_as_over_stdio(tmp_path: Path, mode: str) -> None:
+    """Issue 11 item 1: a per-session child's large result passes through as its bytes too, on the legacy session
+    and through the 2026-07-28 bridge (which answers each request under its own id), as the same client gets it
+    directly over stdio."""
+    arguments = {"mib": 2, "id_last": mode == "legacy"}
+    with anyio.fail_after(SCENARIO_S):
+        async with direct(tmp_path / "direct.log") as session:
+            alone = await session.call_tool("blob", arguments)
+        with run_gateway([spec("toolbox", isolation="per-session")], tmp_path) as gateway:
+            async with (
+                httpx2.AsyncClient(timeout=SCENARIO_S) as http,
+                Client(streamable_http_client(gateway.mcp("toolbox"), http_client=http), mode=mode) as client,
+            ):
+                through = await client.call_tool("blob", arguments)
+                after = await client.call_tool("echo", {"text": "next"})
+    assert len(alone.content[0].text) == 2 * MIB
+    assert through.content[0].text == alone.content[0].text
+    assert through.structured_content == alone.structured_content
+    assert after.content[0].text == "next"
 
 
 async def test_a_large_tools_list_is_still_filtered_by_what_the_caller_may_use(tmp_path: Path) -> None:
