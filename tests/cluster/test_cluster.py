@@ -101,3 +101,10 @@ def test_a_2026_07_28_retry_is_forwarded_to_the_instance_holding_its_call(rig: R
     assert retry.status_code == 200, retry.text
     assert retry.json()["result"]["content"][0]["text"] == "Hello, Bo!"
     assert rig.health(second)["cluster"]["forwarded"] == before + 1
+
+
+def test_each_instance_says_at_start_which_instance_it_is(rig: Rig) -> None:
+    """Issue 12 item 1: INSTANCE_ID (set here; generated when unset) and the advertised URL, shown at start."""
+    for instance in rig.instances:
+        log = (instance.dir / "serve.log").read_text()
+        assert f"cluster instance {instance.id}, advertised at {instance.url}" in log

@@ -93,6 +93,8 @@ def serve(
         return
     listeners = listen(settings, feedback)  # before the banner: a busy port is one error line, not "serving"
     feedback.banner(servers)
+    if app.cluster is not None:  # Issue 12 item 1: which instance this is (INSTANCE_ID, generated when unset)
+        feedback.cluster(app.cluster.id, app.cluster.config.advertise_url)
     # Everything imported so far lives as long as the process: take it out of the cyclic collector's sight, so
     # the collections that load triggers walk only per-request garbage.
     gc.collect()
@@ -250,6 +252,15 @@ class StartFeedback:
             where = Path(self.settings.log_dir) / "servers" / f"{fields.get('server')}.log"
             return f"{name} failed: {fields.get('reason')}; {then} (its stderr: {where})"
         return None
+
+    def cluster(self, instance_id: str, advertise_url: str) -> None:
+        """Cluster mode: this instance's id and the URL the other instances reach it at."""
+        if self.json:
+            console_log.info("cluster instance %s, advertised at %s", instance_id, advertise_url)
+        else:
+            err.print(
+                f"  cluster instance {instance_id}, advertised at {advertise_url}", soft_wrap=True, highlight=False
+            )
 
     def banner(self, servers: dict[str, ServerSpec]) -> None:
         """The URLs of every server (and, on a console, how to try one)."""
