@@ -1,19 +1,17 @@
 """Forwarding a request to the instance that owns its session, once, and streaming the answer back (SSE-safe).
 
-The one HTTP client of the cluster (httpx2, which the `mcp` dependency brings). The request goes to the owner's
-advertised URL, never back through the balancer; it carries the signed hop instead of the client's credential
-(Authorization and cookies are dropped), so the owner cannot forward it again. The answer is passed through byte for
-byte as it comes: a JSON answer, an SSE stream for as long as it lasts, the owner's status and headers.
+The request goes to the owner's advertised URL (hop_client: a keep-alive pool per instance), never back through the
+balancer; it carries the signed hop instead of the client's credential (Authorization and cookies are dropped), so
+the owner cannot forward it again. The answer is passed through as it comes: a JSON answer whole, an SSE stream for
+as long as it lasts, the owner's status and headers.
 """
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
-
-import httpx2
 
 from mcp_bastion.access import context_of
 from mcp_bastion.cluster.hop import HopSigner
+from mcp_bastion.cluster.hop_client import HopClient, HopFailed, HopRefused, HopResponse
 from mcp_bastion.errors import GatewayError
 from mcp_bastion.middleware.headers import BASE_HEADERS, HSTS
 from mcp_bastion.middleware.hop import HOP_HEADER, Hop
@@ -22,9 +20,7 @@ from mcp_bastion.transports.http import Disconnect, Request, end_stream
 
 FORWARD_CONNECT_S = 1.0  # a peer on the same network accepts in milliseconds; longer means it is gone or cut off
 FORWARD_WRITE_S = 10.0  # sending a request body (at most MAX_BODY_BYTES) to a peer
-FORWARD_POOL_S = 5.0  # waiting for a free pooled connection to a peer
 FORWARD_READ_SLACK_S = 30.0  # beyond the longest a call or a stream's keepalive may keep a peer silent
-FORWARD_MAX_CONNECTIONS = 1000  # open connections to peers at once (each open stream holds one)
 # A JSON answer up to this size is read whole before its head is sent (an answer is either all there or not at all
 # for the balancer, which may then retry); larger ones and streams are passed on as they come.
 WHOLE_ANSWER_MAX_BYTES = 1024 * 1024
@@ -61,11 +57,10 @@ class Forwarder:
     def __init__(self, signer: HopSigner, *, read_s: float, max_body: int) -> None:
         self.signer = signer
         self.max_body = max_body
-        timeout = httpx2.Timeout(connect=FORWARD_CONNECT_S, read=read_s + FORWARD_READ_SLACK_S, write=FORWARD_WRITE_S,
-                                 pool=FORWARD_POOL_S)  # fmt: skip
-        limits = httpx2.Limits(max_connections=FORWARD_MAX_CONNECTIONS, max_keepalive_connections=FORWARD_KEEPALIVE)
-        # trust_env off: no proxy from the environment ever sees a hop
-        self._client = httpx2.AsyncClient(timeout=timeout, limits=limits, trust_env=False, follow_redirects=False)
+        self._client = HopClient(
+            connect_s=FORWARD_CONNECT_S, read_s=read_s + FORWARD_READ_SLACK_S, write_s=FORWARD_WRITE_S,
+            keep=FORWARD_KEEPALIVE,
+        )  # fmt: skip
         self.forwarded = 0  # requests sent on (a counter in /health: proof that forwarding happens)
 
     async def forward(self, req: Request, base_url: str) -> None:
@@ -82,35 +77,37 @@ class Forwarder:
         assert ctx.principal is not None  # forwarding comes after authentication
         method, path, query = scope["method"], scope["path"], scope.get("query_string", b"")
         hop = self.signer.sign(Hop(ctx.principal, ctx.client_ip, ctx.request_id), method, path, query, body)
-        headers = [(k, v) for k, v in req.raw_headers if k not in DROPPED_REQUEST]
-        headers.append((HOP_HEADER, hop.encode()))
-        url = base_url + path + ("?" + query.decode("latin-1") if query else "")
-        request = self._client.build_request(method, url, headers=headers, content=body)
+        tls, host, port = _address(base_url)
+        target = scope.get("raw_path") or path.encode()
+        lines = [b"%s %s%s HTTP/1.1" % (method.encode(), target, b"?" + query if query else b"")]
+        lines += [k + b": " + v for k, v in req.raw_headers if k not in DROPPED_REQUEST]
+        lines += [b"host: %s:%d" % (host.encode(), port), b"content-length: %d" % len(body)]
+        lines += [HOP_HEADER + b": " + hop.encode(), b"", b""]
         self.forwarded += 1
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx2.ConnectError:
+            response = await self._client.request(host, port, b"\r\n".join(lines), body, tls=tls)
+        except HopRefused:
             raise SessionGone("Session not found") from None  # refused: nobody listens there, its sessions are gone
-        except httpx2.TransportError:
+        except HopFailed:
             raise OwnerUnreachable("the instance holding this session did not answer; retry") from None
         try:
             await self._relay(req, response)
         finally:
             await response.aclose()
 
-    async def _relay(self, req: Request, response: Any) -> None:
+    async def _relay(self, req: Request, response: HopResponse) -> None:
         """Pass the owner's answer on as it comes; a client that leaves ends the upstream request too."""
-        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in DROPPED_RESPONSE]
+        headers = [(k, v) for k, v in response.headers if k not in DROPPED_RESPONSE]
         first = b""
-        chunks = response.aiter_raw()  # one iterator: the head read below and the pump share it
-        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        chunks = response.chunks()  # one iterator: the head read below and the pump share it
+        if not any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers):
             first, whole = await _head_of(chunks)
             if whole:  # head and body in one go: no half answer if this instance dies in between
                 headers.append((b"content-length", str(len(first)).encode()))
-                await req.send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+                await req.send({"type": "http.response.start", "status": response.status, "headers": headers})
                 await req.send({"type": "http.response.body", "body": first})
                 return
-        await req.send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await req.send({"type": "http.response.start", "status": response.status, "headers": headers})
         if first:
             await req.send({"type": "http.response.body", "body": first, "more_body": True})
         disconnect = Disconnect(req.receive)
@@ -122,7 +119,9 @@ class Forwarder:
             disconnect.close()
             pump.cancel()
         failure = None if pump.cancelled() else pump.exception()
-        if failure is not None and not isinstance(failure, (httpx2.TransportError, OSError)):
+        if failure is not None and not isinstance(
+            failure, (HopFailed, OSError, TimeoutError, asyncio.IncompleteReadError, ValueError)
+        ):
             raise failure  # the owner dying mid-answer just ends the answer; anything else is ours to report
         await end_stream(req.send)
 
@@ -132,7 +131,7 @@ class Forwarder:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await self._client.close()
 
 
 def _cancel(task: "asyncio.Future[None]") -> None:
@@ -149,3 +148,14 @@ async def _head_of(stream: AsyncIterator[bytes]) -> tuple[bytes, bool]:
         if size > WHOLE_ANSWER_MAX_BYTES:
             return b"".join(chunks), False
     return b"".join(chunks), True
+
+
+def _address(base_url: str) -> tuple[bool, str, int]:
+    """Whether TLS, host and port of an advertised URL (CLUSTER_ADVERTISE_URL, http(s):// checked at start)."""
+    scheme, _, rest = base_url.partition("://")
+    netloc = rest.split("/", 1)[0]
+    tls = scheme == "https"
+    host, _, port = netloc.rpartition(":")
+    if not host or not port.isdigit():
+        return tls, netloc.strip("[]"), 443 if tls else 80
+    return tls, host.strip("[]"), int(port)
