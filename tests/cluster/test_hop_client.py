@@ -70,6 +70,12 @@ async def test_chunked_and_content_length_answers_are_read_whole_and_the_connect
         assert await body_of(hop, port) == (200, b"hello world")
         assert len(accepted) == 1  # one keep-alive connection for all three
         await hop.close()
+    async with server(lambda n: b"HTTP/1.1 204 No Content\r\n\r\n") as (port, accepted):
+        hop = client(read_s=0.5)
+        assert await body_of(hop, port) == (204, b"")  # no body to wait for
+        assert await body_of(hop, port) == (204, b"")
+        assert len(accepted) == 1
+        await hop.close()
 
 
 async def test_a_pooled_connection_the_server_closed_is_replaced_once() -> None:

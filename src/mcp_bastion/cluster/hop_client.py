@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 HEAD_MAX_BYTES = 64 * 1024  # an answer's status line and headers (uvicorn's are a few hundred bytes)
 READ_CHUNK_BYTES = 64 * 1024  # one read of a body without Content-Length or chunking
 STREAM_LIMIT_BYTES = 4 * 1024 * 1024  # asyncio's line buffer: a chunk-size line or a head never comes near it
+NO_BODY = frozenset({204, 304})  # answers HTTP/1.1 sends without a body, whatever their headers say
 
 
 class HopRefused(Exception):
@@ -50,7 +51,9 @@ class HopResponse:
         """The body, chunk by chunk (each read bounded by the read timeout)."""
         fields = dict(self.headers)
         reader, read_s = self.conn.reader, self.client.read_s
-        if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+        if self.status in NO_BODY or self.status < 200:
+            pass
+        elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
             while True:
                 line = await asyncio.wait_for(reader.readuntil(b"\r\n"), read_s)
                 size = int(line.split(b";", 1)[0], 16)
