@@ -48,14 +48,9 @@ class ClusterRouter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get(HOP_KEY) is not None:
-            self.served_for_peers += 1
-            if self.closing():
-                await send_error(send, ShuttingDown(SHUTDOWN_RETRY_AFTER_S))
-                return
-            await self.app(scope, receive, send)
+            await self._as_owner(scope, receive, send)
             return
-        owner = self._elsewhere(scope)
-        state_owner = None
+        owner, by_state = self._elsewhere(scope), False
         if owner is None and _may_carry_state(scope):
             try:
                 body = await Request(scope, receive, send).body(self.forwarder.max_body)
@@ -63,24 +58,35 @@ class ClusterRouter:
                 await send_error(send, exc, None)
                 return
             receive = replay_body(body, receive)
-            state_owner = self._state_owner(body)
-        if owner is None and state_owner is None:
+            owner, by_state = self._state_owner(body), True
+        if owner is None:
             await self.app(scope, receive, send)
             return
-        req = Request(scope, receive, send)
         try:
-            url = await self.registry.url_of(owner or state_owner or "")
-            if url is None and state_owner is not None:  # its holder is gone: refused here as a state it cannot use
-                await self.app(scope, receive, send)
-                return
-            if url is None:
-                raise SessionGone("Session not found")  # its owner left or died: the client starts a new session
-            await self._forward(req, owner or state_owner or "", url)
+            await self._to(owner, Request(scope, receive, send), by_state)
         except GatewayError as exc:  # DependencyUnavailable too: Redis down, the owner cannot be looked up (503)
             if not state(scope).get("response_started"):
                 await send_error(send, exc, None)
             else:
                 await end_stream(send)
+
+    async def _as_owner(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request another instance forwarded: served here, never forwarded again (refused while shutting down)."""
+        self.served_for_peers += 1
+        if self.closing():
+            await send_error(send, ShuttingDown(SHUTDOWN_RETRY_AFTER_S))
+            return
+        await self.app(scope, receive, send)
+
+    async def _to(self, owner: str, req: Request, by_state: bool) -> None:
+        """Forward to `owner`; an owner that is gone makes its session 404, or its request state refused here."""
+        url = await self.registry.url_of(owner)
+        if url is None and by_state:  # the call's holder is gone: refused here as a state this one cannot use
+            await self.app(req.scope, req.receive, req.send)
+            return
+        if url is None:
+            raise SessionGone("Session not found")  # its owner left or died: the client starts a new session
+        await self._forward(req, owner, url)
 
     async def _forward(self, req: Request, owner: str, url: str) -> None:
         """Forward, unless the owner's record expires first (frozen, cut off): then its sessions are gone (404), or
