@@ -14,7 +14,7 @@ from mcp_bastion.authserver.routes import AuthServerRoutes
 from mcp_bastion.cluster.node import Cluster
 from mcp_bastion.cluster.settings import cluster_settings
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
-from mcp_bastion.dashboard.instances import Instances, gateway_load, own_url
+from mcp_bastion.dashboard.instances import Instances, own_url
 from mcp_bastion.dashboard.routes import DashboardRoutes
 from mcp_bastion.errors import GatewayError, ProtocolError, ShuttingDown
 from mcp_bastion.middleware import Security, build_pipeline
@@ -90,7 +90,7 @@ class BastionApp:
         self.instances = Instances(  # Issue 12 item 6: every instance in /health (admins) and the dashboard
             instance_id=settings.instance_id,
             advertise_url=cluster.config.advertise_url if cluster is not None else own_url(settings),
-            load=lambda: gateway_load(gateway),
+            load=gateway.load,
             draining=lambda: gateway.closing,
             cluster=cluster,
         )
@@ -248,7 +248,7 @@ class BastionApp:
             limiter=self.limiter,
             audit=self.audit,
             scopes=parts.scopes,
-            on_revoked=self.revocation.sweep,
+            on_revoked=self.revocation.revoked,  # a revoked grant ends its sessions on every instance
         )
 
     def _authserver_handlers(self) -> dict[str, Handler]:
@@ -364,7 +364,8 @@ class BastionApp:
         degraded = any(v["state"] != ServerState.RUNNING for v in shared) or "down" in dependencies.values()
         status = "degraded" if degraded else "ok"
         found = {"status": status, "version": __version__, "dependencies": dependencies, "servers": servers}
-        if self.cluster is not None:  # Issue 12: which instance answered, and how much it forwarded and served
+        admin = principal is not None and ADMIN_SCOPE in principal.scopes
+        if self.cluster is not None and admin:  # Issue 12: which instance answered, how much it forwarded and served
             found["cluster"] = {"instance": self.cluster.id, **self.cluster.counters()}
         return found
 
@@ -441,11 +442,6 @@ def _cluster(settings: Settings, gateway: Gateway) -> Cluster | None:
     if config is None:
         return None
 
-    def load() -> tuple[int, int]:
-        own = [session.backend for session in gateway.sessions.values() if session.own_backend]
-        children = sum(1 for backend in [*gateway.backends.values(), *own] if backend.child is not None)
-        return len(gateway.sessions), children
-
     # A forwarded answer may stay silent as long as a call may run or a stream between keepalives.
     timeouts = [settings.request_timeout_s, settings.sse_keepalive_s]
     timeouts += [spec.timeout_seconds for spec in gateway.specs.values() if spec.timeout_seconds is not None]
@@ -456,7 +452,7 @@ def _cluster(settings: Settings, gateway: Gateway) -> Cluster | None:
         read_s=max(timeouts),
         max_body=settings.max_body_bytes,
         heartbeat_s=settings.cluster_heartbeat_s,
-        load=load,
+        load=gateway.load,
     )
     gateway.mint_session_id = cluster.session_ids.mint
     return cluster

@@ -12,7 +12,6 @@ from typing import Any, Protocol
 from mcp_bastion.cluster.registry import InstanceInfo
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import DependencyUnavailable
-from mcp_bastion.relay import Gateway
 
 Load = Callable[[], tuple[int, int]]  # (sessions, children) of this instance
 LOCAL, CLUSTER, CLUSTER_DOWN = "local", "cluster", "cluster unavailable"  # where a list of instances came from
@@ -29,13 +28,6 @@ def own_url(settings: Settings) -> str:
     scheme = "https" if settings.tls else "http"
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return settings.cluster_advertise_url or f"{scheme}://{host}:{settings.port}"
-
-
-def gateway_load(gateway: Gateway) -> tuple[int, int]:
-    """Sessions held here and children running here (shared ones and per-session ones)."""
-    own = [session.backend for session in gateway.sessions.values() if session.own_backend]
-    children = sum(1 for backend in [*gateway.backends.values(), *own] if backend.child is not None)
-    return len(gateway.sessions), children
 
 
 class Instances:

@@ -414,6 +414,12 @@ class Gateway:
                 )
                 await self.end_session(session)
 
+    def load(self) -> tuple[int, int]:
+        """Sessions held here and children running here (shared ones and per-session ones)."""
+        own = [session.backend for session in self.sessions.values() if session.own_backend]
+        children = sum(1 for backend in [*self.backends.values(), *own] if backend.child is not None)
+        return len(self.sessions), children
+
     def server_view(self, name: str) -> dict[str, Any]:
         """State of one server for /health and /mcp/servers: never its command, args or env."""
         handle = self.handles[name]
