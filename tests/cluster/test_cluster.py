@@ -4,11 +4,13 @@ Through nginx, the official Python SDK clients on Streamable HTTP and HTTP+SSE: 
 on any instance, and is forwarded to the one that owns the session.
 """
 
+import socket
 from collections.abc import Iterator
 
 import anyio
 import httpx
 import httpx2
+import orjson
 import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
@@ -108,3 +110,64 @@ def test_each_instance_says_at_start_which_instance_it_is(rig: Rig) -> None:
     for instance in rig.instances:
         log = (instance.dir / "serve.log").read_text()
         assert f"cluster instance {instance.id}, advertised at {instance.url}" in log
+
+
+ACCEPT = "application/json, text/event-stream"
+HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": HELLO}
+RAW_READ_S = 10.0  # the raw client's bound on the gateway's answer
+
+
+def _open_session(url: str, auth: dict[str, str]) -> str:
+    answer = httpx.post(url + "/mcp/toolbox", json=INIT, headers={**auth, "Accept": ACCEPT}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    session_id = answer.headers["mcp-session-id"]
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    httpx.post(url + "/mcp/toolbox", json=note, headers={**auth, "Accept": ACCEPT, "Mcp-Session-Id": session_id},
+               timeout=10)  # fmt: skip
+    return session_id
+
+
+def _echo(url: str, auth: dict[str, str], session_id: str, text: str) -> str:
+    body = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}
+    headers = {**auth, "Accept": ACCEPT, "Mcp-Session-Id": session_id}
+    answer = httpx.post(url + "/mcp/toolbox", json=body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["result"]["content"][0]["text"])
+
+
+def _raw_post(port: int, head: str, body: bytes) -> bytes:
+    """One request on its own connection, read until the gateway closes it (Connection: close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=RAW_READ_S) as sock:
+        sock.sendall(head.encode() + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_expect_100_continue_on_a_forwarded_request_does_not_mix_up_answers(rig: Rig) -> None:
+    """Two principals' sessions on instance 2; one sends a raw POST with `Expect: 100-continue` through instance 1:
+    it gets its own answer, and the next calls of both through instance 1 get their own answers (the hop connection
+    pool stays in step: a 100 Continue is never taken for the answer)."""
+    first, second = rig.instances[0], rig.instances[1]
+    made = httpx.post(first.url + "/api/tokens", json={"name": "expect-mallory", "scopes": ["server:toolbox"]},
+                      headers=rig.auth, timeout=10)  # fmt: skip
+    assert made.status_code in (200, 201), made.text
+    mallory = {"Authorization": "Bearer " + made.json()["token"]}
+    mine, theirs = _open_session(second.url, mallory), _open_session(second.url, rig.auth)
+    assert _echo(first.url, rig.auth, theirs, "victim-warm") == "victim-warm"
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                         "params": {"name": "echo", "arguments": {"text": "MALLORY-1"}}})  # fmt: skip
+    head = (
+        f"POST /mcp/toolbox HTTP/1.1\r\nHost: 127.0.0.1:{first.port}\r\n{'Authorization: ' + mallory['Authorization']}"
+        f"\r\nAccept: {ACCEPT}\r\nContent-Type: application/json\r\nMcp-Session-Id: {mine}\r\n"
+        f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    answer = _raw_post(first.port, head, body)
+    final = answer.split(b"HTTP/1.1 ")[-1]  # uvicorn may send its own 100 Continue first
+    assert final.startswith(b"200 "), answer[:300]
+    assert b"MALLORY-1" in final
+    for _ in range(3):
+        assert _echo(first.url, rig.auth, theirs, "VICTIM-SECRET") == "VICTIM-SECRET"
+        assert _echo(first.url, mallory, mine, "MALLORY-2") == "MALLORY-2"

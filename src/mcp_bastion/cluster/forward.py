@@ -25,13 +25,15 @@ FORWARD_READ_SLACK_S = 30.0  # beyond the longest a call or a stream's keepalive
 # for the balancer, which may then retry); larger ones and streams are passed on as they come.
 WHOLE_ANSWER_MAX_BYTES = 1024 * 1024
 FORWARD_KEEPALIVE = 100  # idle pooled connections kept per instance: forwarding does not pay a handshake each time
-# Request headers that describe this connection, the client's credential (the hop replaces it), or the client's
-# address (the hop carries the address the first instance believed): never sent on.
+# Request headers that describe this connection (hop-by-hop, RFC 9110 7.6.1; `expect` too: this instance already
+# answered the client's 100-continue, and the owner's would arrive ahead of its answer), the client's credential (the
+# hop replaces it), or the client's address (the hop carries the address the first instance believed): never sent on.
+# So is any header the client's Connection header names.
 DROPPED_REQUEST = frozenset(
     {
         b"host", b"authorization", b"cookie", b"connection", b"keep-alive", b"transfer-encoding", b"te",
-        b"trailer", b"upgrade", b"proxy-authorization", b"proxy-connection", b"content-length",
-        b"x-forwarded-for", b"forwarded", b"x-real-ip", HOP_HEADER,
+        b"trailer", b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"proxy-connection",
+        b"content-length", b"expect", b"x-forwarded-for", b"forwarded", b"x-real-ip", HOP_HEADER,
     }
 )  # fmt: skip
 # Response headers this instance's own pipeline sets (security headers, request id) or that describe the hop.
@@ -80,7 +82,8 @@ class Forwarder:
         tls, host, port = _address(base_url)
         target = scope.get("raw_path") or path.encode()
         lines = [b"%s %s%s HTTP/1.1" % (method.encode(), target, b"?" + query if query else b"")]
-        lines += [k + b": " + v for k, v in req.raw_headers if k not in DROPPED_REQUEST]
+        dropped = DROPPED_REQUEST | _connection_named(req.raw_headers)
+        lines += [k + b": " + v for k, v in req.raw_headers if k not in dropped]
         lines += [b"host: %s:%d" % (host.encode(), port), b"content-length: %d" % len(body)]
         lines += [HOP_HEADER + b": " + hop.encode(), b"", b""]
         self.forwarded += 1
@@ -101,7 +104,10 @@ class Forwarder:
         first = b""
         chunks = response.chunks()  # one iterator: the head read below and the pump share it
         if not any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers):
-            first, whole = await _head_of(chunks)
+            try:
+                first, whole = await _head_of(chunks)
+            except (HopFailed, OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                raise OwnerUnreachable("the instance holding this session did not answer; retry") from None
             if whole:  # head and body in one go: no half answer if this instance dies in between
                 headers.append((b"content-length", str(len(first)).encode()))
                 await req.send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -148,6 +154,13 @@ async def _head_of(stream: AsyncIterator[bytes]) -> tuple[bytes, bool]:
         if size > WHOLE_ANSWER_MAX_BYTES:
             return b"".join(chunks), False
     return b"".join(chunks), True
+
+
+def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The header names the client's Connection header lists: hop-by-hop by its say-so, never sent on."""
+    return frozenset(
+        name.strip().lower() for key, value in headers if key == b"connection" for name in value.split(b",")
+    )
 
 
 def _address(base_url: str) -> tuple[bool, str, int]:

@@ -8,7 +8,6 @@ replaced once, before any byte of the answer was read.
 """
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,8 @@ HEAD_MAX_BYTES = 64 * 1024  # an answer's status line and headers (uvicorn's are
 READ_CHUNK_BYTES = 64 * 1024  # one read of a body without Content-Length or chunking
 STREAM_LIMIT_BYTES = 4 * 1024 * 1024  # asyncio's line buffer: a chunk-size line or a head never comes near it
 NO_BODY = frozenset({204, 304})  # answers HTTP/1.1 sends without a body, whatever their headers say
+FINAL_STATUS_MIN = 200  # below: an interim (1xx) answer, followed by the real one on the same connection
+SWITCHING_PROTOCOLS = 101  # the connection would stop being HTTP: refused, never pooled
 
 
 class HopRefused(Exception):
@@ -51,12 +52,12 @@ class HopResponse:
         """The body, chunk by chunk (each read bounded by the read timeout)."""
         fields = dict(self.headers)
         reader, read_s = self.conn.reader, self.client.read_s
-        if self.status in NO_BODY or self.status < 200:
+        if self.status in NO_BODY:
             pass
         elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
             while True:
                 line = await asyncio.wait_for(reader.readuntil(b"\r\n"), read_s)
-                size = int(line.split(b";", 1)[0], 16)
+                size = _chunk_size(line)
                 if size == 0:
                     while await asyncio.wait_for(reader.readuntil(b"\r\n"), read_s) != b"\r\n":
                         pass  # trailers: none from uvicorn, skipped if any
@@ -102,10 +103,11 @@ class HopClient:
         key = (host, port)
         pooled = self._idle.get(key)
         if pooled:
-            conn = pooled.pop()
-            with contextlib.suppress(HopFailed):  # the owner closed it while it sat idle: one fresh try
-                return await self._exchange(key, conn, head, body)
-        return await self._exchange(key, await self._connect(host, port, tls), head, body)
+            try:
+                return await self._exchange(key, pooled.pop(), head, body, reused=True)
+            except _Stale:
+                pass  # the owner closed it while it sat idle, before reading a byte of this request: one fresh try
+        return await self._exchange(key, await self._connect(host, port, tls), head, body, reused=False)
 
     async def _connect(self, host: str, port: int, tls: bool) -> _Connection:
         context = ssl.create_default_context() if tls else None  # an https advertise URL: verified like any client
@@ -119,27 +121,30 @@ class HopClient:
             raise HopFailed(f"connect: {exc!r}") from None
         return _Connection(reader, writer)
 
-    async def _exchange(self, key: tuple[str, int], conn: _Connection, head: bytes, body: bytes) -> HopResponse:
+    async def _exchange(
+        self, key: tuple[str, int], conn: _Connection, head: bytes, body: bytes, *, reused: bool
+    ) -> HopResponse:
+        """Write the request and read the final answer's head; the connection is closed on any failure or cancel."""
+        answered = False  # whether any byte of an answer arrived (after that, a retry could run the request twice)
         try:
             conn.writer.write(head + body)
             await asyncio.wait_for(conn.writer.drain(), self.write_s)
-            raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), self.read_s)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            while True:
+                raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), self.read_s)
+                answered = True
+                status, headers = _parse_head(raw)
+                if status == SWITCHING_PROTOCOLS:
+                    raise HopFailed("the owner switched protocols")  # the connection is no HTTP any more: never pooled
+                if status >= FINAL_STATUS_MIN:
+                    return HopResponse(self, key, conn, status, headers)
+                # 1xx (100 Continue, 103 Early Hints): interim, the real answer follows on the same connection
+        except BaseException as exc:
             conn.close()
-            raise HopFailed(f"exchange: {exc!r}") from None
-        if len(raw) > HEAD_MAX_BYTES:
-            conn.close()
-            raise HopFailed("answer head too large")
-        lines = raw[:-4].split(b"\r\n")
-        try:
-            status = int(lines[0].split(b" ", 2)[1])
-            headers = [
-                (name.strip().lower(), value.strip()) for name, _, value in (x.partition(b":") for x in lines[1:])
-            ]
-        except (IndexError, ValueError):
-            conn.close()
-            raise HopFailed("not an HTTP/1.1 answer") from None
-        return HopResponse(self, key, conn, status, headers)
+            if reused and not answered and _is_stale(exc):
+                raise _Stale from None
+            if isinstance(exc, (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)):
+                raise HopFailed(f"exchange: {exc!r}") from None
+            raise
 
     def give_back(self, key: tuple[str, int], conn: _Connection) -> None:
         """Keep a connection whose answer was read whole for the next request (up to `keep` per instance)."""
@@ -155,3 +160,46 @@ class HopClient:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+class _Stale(Exception):
+    """A pooled connection the owner had closed: the request never reached it."""
+
+
+def _is_stale(exc: BaseException) -> bool:
+    """EOF or a reset before any byte of the answer (a timeout is not: the owner may be working on the request)."""
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return not exc.partial
+    return isinstance(exc, (ConnectionResetError, BrokenPipeError))
+
+
+def _parse_head(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """Status and headers (lowercase names) of an answer's head.
+
+    Raises:
+        HopFailed: too large, not HTTP/1.x, or a Content-Length that is not one non-negative number.
+    """
+    if len(raw) > HEAD_MAX_BYTES:
+        raise HopFailed("answer head too large")
+    lines = raw[:-4].split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code = rest[:3]
+    if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+        raise HopFailed("not an HTTP/1.1 answer")
+    headers = [(name.strip().lower(), value.strip()) for name, _, value in (x.partition(b":") for x in lines[1:])]
+    lengths = {value for name, value in headers if name == b"content-length"}
+    if len(lengths) > 1 or any(not value.isdigit() for value in lengths):
+        raise HopFailed("malformed Content-Length")  # negative, not a number, or two that disagree: never read to EOF
+    return int(code), headers
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size a chunk-size line announces.
+
+    Raises:
+        HopFailed: not a hexadecimal number.
+    """
+    text = line.split(b";", 1)[0].strip()
+    if not text or any(c not in b"0123456789abcdefABCDEF" for c in text):
+        raise HopFailed("malformed chunk size")
+    return int(text, 16)
