@@ -12,7 +12,7 @@ from mcp_bastion.audit import AuditLog
 from mcp_bastion.authserver import AuthServer, build_authserver
 from mcp_bastion.authserver.routes import AuthServerRoutes
 from mcp_bastion.cluster.node import Cluster
-from mcp_bastion.cluster.settings import cluster_settings
+from mcp_bastion.cluster.settings import cluster_settings, secret_values
 from mcp_bastion.config import ServerSpec, Settings, child_base_env, default_store_url
 from mcp_bastion.dashboard.instances import Instances, own_url
 from mcp_bastion.dashboard.routes import DashboardRoutes
@@ -402,6 +402,7 @@ def create_app(
     secrets = [admin_token or "", settings.session_secret.get_secret_value() if settings.session_secret else ""]
     secrets += [settings.oauth_client_secret.get_secret_value()] if settings.oauth_client_secret else []
     secrets += [value for spec in servers.values() for value in spec.env.values() if len(value) >= SECRET_MIN_CHARS]
+    secrets += secret_values(settings)  # Issue 12: CLUSTER_SECRET, the Redis passwords
     audit = AuditLog.from_settings(settings, secrets)
     also = events or log_event
 

@@ -33,10 +33,10 @@ class Cluster:
     ) -> None:
         self.config = config
         self.id = config.instance_id
-        self.sealer = Sealer.from_secret(config.secret)
+        self.sealer = Sealer.from_secret(config.secret.get_secret_value())
         self.session_ids = SessionIds(self.sealer, config.instance_id)
         self.hops = HopSigner(self.sealer, config.instance_id)
-        self.bus = ClusterBus(config.redis_url, timeout_s=timeout_s, open_s=open_s)
+        self.bus = ClusterBus(config.redis_url.get_secret_value(), timeout_s=timeout_s, open_s=open_s)
         self.registry = Registry(
             self.bus,
             instance_id=config.instance_id,

@@ -1,6 +1,9 @@
 """Cluster mode's settings, judged once at start: on when REDIS_URL is set, refused with one line when incomplete."""
 
 from typing import NamedTuple
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from mcp_bastion.config import Settings, is_loopback
 from mcp_bastion.errors import ConfigError
@@ -9,10 +12,10 @@ SECRET_MIN_CHARS = 32  # CLUSTER_SECRET seals session ids and signs hops: at lea
 
 
 class ClusterSettings(NamedTuple):
-    """What an instance needs to join a cluster."""
+    """What an instance needs to join a cluster (the secrets as SecretStr: a repr or a log line never shows them)."""
 
-    redis_url: str
-    secret: str
+    redis_url: SecretStr
+    secret: SecretStr
     instance_id: str
     advertise_url: str
 
@@ -42,4 +45,19 @@ def cluster_settings(settings: Settings) -> ClusterSettings | None:
         url = f"{scheme}://127.0.0.1:{settings.port}"
     if not url.startswith(("http://", "https://")):
         raise ConfigError("CLUSTER_ADVERTISE_URL must start with http:// or https://")
-    return ClusterSettings(settings.redis_url.get_secret_value(), secret, settings.instance_id, url.rstrip("/"))
+    return ClusterSettings(settings.redis_url, SecretStr(secret), settings.instance_id, url.rstrip("/"))
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The cluster's secrets as they could appear in a log line: CLUSTER_SECRET, and the passwords (and whole URLs)
+    of REDIS_URL and STORE_URL (masked in the audit log)."""
+    found = [settings.cluster_secret.get_secret_value()] if settings.cluster_secret else []
+    for url in (settings.redis_url, settings.store_url):
+        value = url.get_secret_value() if url is not None else ""
+        try:
+            password = urlsplit(value).password
+        except ValueError:  # not a URL open_store accepts either: nothing to mask
+            password = None
+        if password:
+            found += [password, value]
+    return found
