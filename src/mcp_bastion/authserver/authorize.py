@@ -16,7 +16,7 @@ from dataclasses import replace
 from urllib.parse import urlencode
 
 from mcp_bastion.access import valid_scope
-from mcp_bastion.authserver.clients import BadClient, Clients, redirect_matches
+from mcp_bastion.authserver.clients import BadClient, Clients, redirect_target
 from mcp_bastion.authserver.records import CODE, PENDING, SEEN, Client, Code, Pending, from_record, to_record
 from mcp_bastion.authserver.resources import ForeignResource, Resources
 from mcp_bastion.security import token_hash
@@ -88,12 +88,14 @@ class Authorizations:
         Raises:
             AuthorizeRefused
         """
-        client_id, redirect_uri = params.get("client_id", ""), params.get("redirect_uri", "")
+        client_id, presented = params.get("client_id", ""), params.get("redirect_uri", "")
         try:
             client = await self.clients.find(client_id)
         except BadClient as exc:
             raise AuthorizeRefused(exc.error, exc.description) from None
-        if not any(redirect_matches(uri, redirect_uri) for uri in client.redirect_uris):
+        targets = (redirect_target(uri, presented) for uri in client.redirect_uris)
+        redirect_uri = next((t for t in targets if t is not None), None)
+        if redirect_uri is None:
             raise AuthorizeRefused("invalid_request", "redirect_uri is not one the client registered")
         state = params.get("state")
 

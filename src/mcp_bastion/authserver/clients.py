@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from mcp_bastion.authserver.cimd import CimdFetcher, CimdRefused
 from mcp_bastion.authserver.records import CLIENT, Client, from_record, to_record
@@ -25,6 +25,9 @@ GRANT_TYPES = frozenset({"authorization_code", "refresh_token"})
 # A redirect's authority: a DNS name, an IPv4 address or a bracketed IPv6 one, and a port. Nothing else, since the
 # consent page's CSP names this origin (a `;` or a space there would add directives).
 AUTHORITY = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# A redirect URI's characters: printable ASCII without space or backslash. Parsers disagree on the rest (a browser
+# reads `\` as `/`, `urlsplit` drops CR, LF and tab), and a redirect goes to the raw text, not to what Python parsed.
+URI_CHARS = re.compile(r"[!-\[\]-~]+")
 DEFAULT_NAME = "unnamed client"
 
 
@@ -41,7 +44,12 @@ def redirect_problem(uri: Any) -> str | None:
     """Why `uri` cannot be a redirect URI here, or None."""
     if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_CHARS:
         return "a redirect URI is a string of at most 2048 characters"
-    parts = urlsplit(uri)
+    if not URI_CHARS.fullmatch(uri):
+        return "a redirect URI is printable ASCII, without spaces or backslashes"
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "a redirect URI must be a URL"  # e.g. an unclosed or invalid bracketed IPv6 host
     if parts.fragment or "#" in uri:
         return "a redirect URI may not hold a fragment"
     if parts.username is not None or parts.password is not None:
@@ -55,18 +63,32 @@ def redirect_problem(uri: Any) -> str | None:
     return "redirect URIs must be https, or http on a loopback address"
 
 
-def redirect_matches(registered: str, presented: str) -> bool:
-    """Exact match; a loopback http redirect may differ in its port only (RFC 8252 section 7.3)."""
+def redirect_target(registered: str, presented: str) -> str | None:
+    """Where to redirect for a presented redirect URI: the registered one when they match exactly, or a loopback http
+    one with only its port replaced (RFC 8252 section 7.3); None when the presented URI is not one of them.
+
+    The answer is built from the registered URI, never taken from the request, and the presented text must equal it.
+    """
+    if redirect_problem(presented) is not None:
+        return None
     if registered == presented:
-        return True
+        return registered
     a, b = urlsplit(registered), urlsplit(presented)
-    if a.scheme != "http" or b.scheme != "http" or not a.hostname or not is_loopback(a.hostname):
-        return False
+    if a.scheme != "http" or not a.hostname or not is_loopback(a.hostname):
+        return None
     try:
-        b.port  # noqa: B018 - a malformed port is no match
+        port = b.port
     except ValueError:
-        return False
-    return (a.hostname, a.path, a.query) == (b.hostname, b.path, b.query) and b.hostname == a.hostname
+        return None  # a malformed port is no match
+    netloc = without_port(a.netloc) + (f":{port}" if port is not None else "")
+    target = urlunsplit(a._replace(netloc=netloc))
+    return target if target == presented else None
+
+
+def without_port(netloc: str) -> str:
+    """An authority (as AUTHORITY allows) without its port."""
+    host, colon, port = netloc.rpartition(":")
+    return host if colon and port.isdigit() and not netloc.endswith("]") else netloc
 
 
 def client_name(value: Any) -> str:
