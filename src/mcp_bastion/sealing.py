@@ -50,6 +50,11 @@ class Sealer:
     def _mac(self, purpose: str, body: bytes) -> bytes:
         return hmac.new(self._key, purpose.encode("ascii") + b"\0" + body, hashlib.sha256).digest()
 
+    def tag(self, purpose: str, data: bytes) -> str:
+        """A keyed digest of `data` (hex): a sealed payload may carry it where a plain hash could be confirmed by
+        guessing `data`."""
+        return self._mac(purpose, data).hex()
+
     def seal(self, purpose: str, payload: dict[str, Any], *, now: float, ttl_s: float) -> str:
         """Seal `payload` for `purpose`, valid for `ttl_s` seconds from `now`."""
         body = json.dumps({**payload, EXPIRY_FIELD: round(now + ttl_s, 3)}, separators=(",", ":")).encode()

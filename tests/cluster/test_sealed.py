@@ -1,5 +1,9 @@
 """Sealed session ids and signed hops, without I/O: what a client or a peer can and cannot do with them."""
 
+import base64
+import hashlib
+import json
+
 import pytest
 
 from mcp_bastion.access import Principal
@@ -68,3 +72,18 @@ def test_a_session_id_is_no_hop_and_a_hop_is_no_session_id() -> None:
         HopSigner(sealer, "one").verify(session_id, "POST", "/mcp/toolbox", b"", b"")
     hop = HopSigner(sealer, "one").sign(Hop(ALICE, "ip", "r"), "POST", "/", b"", b"")
     assert SessionIds(sealer, "one").owner(hop, "p") is None
+
+
+def _payload(sealed: str) -> dict[str, str]:
+    body = sealed.split(".")[0]
+    found: dict[str, str] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return found
+
+
+def test_a_session_id_does_not_let_its_holder_confirm_a_guessed_principal() -> None:
+    """The id is readable; its principal field is an HMAC with the cluster key, not a hash anyone can recompute."""
+    mine = _payload(SessionIds(Sealer.from_secret(SECRET), "one").mint("token:alice"))["p"]
+    guessed = hashlib.sha256(b"token:alice").hexdigest()
+    assert mine not in guessed
+    assert mine != _payload(SessionIds(Sealer.from_secret("y" * 32), "one").mint("token:alice"))["p"]  # keyed
+    assert mine == _payload(SessionIds(Sealer.from_secret(SECRET), "two").mint("token:alice"))["p"]  # stable

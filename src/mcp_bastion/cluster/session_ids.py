@@ -1,10 +1,10 @@
 """Session ids in cluster mode: sealed values that name the owner instance and the principal, so any instance can
 route a request for a session to its owner, and a client can neither forge an id nor point one at another owner.
 
-The payload is readable by the client (sealed, not encrypted), so it holds the principal's hash, never its name.
+The payload is readable by the client (sealed, not encrypted), so it holds a keyed digest of the principal (an HMAC
+with the cluster's key), never its name nor a plain hash a holder could confirm by guessing the name.
 """
 
-import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -13,9 +13,10 @@ from typing import NamedTuple
 from mcp_bastion.sealing import Sealer, SealError
 
 PURPOSE = "mcp-session"
+PRINCIPAL_PURPOSE = "mcp-session-principal"  # the principal's digest: its own purpose, never a valid seal's MAC
 SESSION_ID_TTL_S = 30 * 86_400.0  # far past any idle timeout: the session ends first, never its id
 NONCE_BYTES = 16  # the random part: two sessions never share an id
-PRINCIPAL_HASH_CHARS = 22  # ~128 bits of SHA-256: binds the id to its principal without naming it
+PRINCIPAL_HASH_CHARS = 32  # 128 bits of HMAC-SHA256: binds the id to its principal without naming it
 
 
 class SessionOwner(NamedTuple):
@@ -23,11 +24,6 @@ class SessionOwner(NamedTuple):
 
     instance: str
     same_principal: bool
-
-
-def principal_hash(principal: str | None) -> str:
-    """The principal as a sealed id carries it."""
-    return hashlib.sha256((principal or "").encode()).hexdigest()[:PRINCIPAL_HASH_CHARS]
 
 
 class SessionIds:
@@ -40,7 +36,7 @@ class SessionIds:
 
     def mint(self, principal: str | None) -> str:
         """A new session id owned by this instance, bound to `principal`."""
-        payload = {"i": self.instance_id, "p": principal_hash(principal), "n": secrets.token_urlsafe(NONCE_BYTES)}
+        payload = {"i": self.instance_id, "p": self._principal(principal), "n": secrets.token_urlsafe(NONCE_BYTES)}
         return self.sealer.seal(PURPOSE, payload, now=self.wall(), ttl_s=SESSION_ID_TTL_S)
 
     def owner(self, session_id: str, principal: str | None) -> SessionOwner | None:
@@ -52,4 +48,8 @@ class SessionIds:
         instance = payload.get("i")
         if not isinstance(instance, str):
             return None
-        return SessionOwner(instance, payload.get("p") == principal_hash(principal))
+        return SessionOwner(instance, payload.get("p") == self._principal(principal))
+
+    def _principal(self, principal: str | None) -> str:
+        """The principal as a sealed id carries it: keyed, so only the cluster can compute or confirm it."""
+        return self.sealer.tag(PRINCIPAL_PURPOSE, (principal or "").encode())[:PRINCIPAL_HASH_CHARS]
