@@ -264,7 +264,7 @@ class AuthenticationMiddleware:
         ctx = ctx.with_principal(principal)
         scope[CONTEXT_KEY] = ctx
         self._success(ctx, scope, principal)
-        await self._remember(ctx, principal)
+        await self._remember(ctx, principal, presented_hash(scope, ctx.route))
         await self.app(scope, receive, send)
 
     async def _may_pass_lockout(self, scope: Scope, ctx: RequestContext) -> bool:
@@ -285,18 +285,19 @@ class AuthenticationMiddleware:
             return False
         return await self.limiter.known.known(ctx.client_ip, principal.credential)
 
-    async def _remember(self, ctx: RequestContext, principal: Principal) -> None:
+    async def _remember(self, ctx: RequestContext, principal: Principal, presented: str | None) -> None:
         """Remember the credential as known good from this address (Issue 9 item 10); best effort: when the shared
         storage is down, the credential only loses its exception to a lockout (the lockout itself fails closed).
 
         A login cookie is remembered too (by its hash, `login`), so that an address over its per-IP limit still
-        lets a known dashboard session through without a store look-up (Issue 10 item 1).
+        lets a known dashboard session through without a store look-up (Issue 10 item 1). So is the hash of the
+        token presented (`presented`): a grant's credential is its grant id, not its token's hash, and the
+        lockout's first check knows only the token.
         """
+        hashes = {principal.credential, principal.login, presented} - {None}
         with contextlib.suppress(DependencyUnavailable):
-            if principal.credential is not None:
-                await self.limiter.known.remember(ctx.client_ip, principal.credential)
-            if principal.login is not None:
-                await self.limiter.known.remember(ctx.client_ip, principal.login)
+            for digest in sorted(h for h in hashes if h is not None):
+                await self.limiter.known.remember(ctx.client_ip, digest)
 
     async def _locked(self, ctx: RequestContext, scope: Scope, send: Send, locked: Verdict) -> None:
         self._record(ctx, scope, "ratelimit.exceeded", "too many failed authentications")
