@@ -198,7 +198,11 @@ def gateway_on(port: int, servers: list[ServerSpec], tmp_path: Path, token: str)
         security_log=tmp_path / "logs" / "audit.jsonl",
     )
     app = create_app(settings, {s.name: s for s in servers})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, START_TIMEOUT_S)
