@@ -7,7 +7,7 @@ a used one again ends the whole family, i.e. the grant, so a thief and the clien
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,9 @@ class Exchange:
         self.lifetimes = lifetimes
         self.audit = audit
         self.clock = clock
+        # The revocation sweep (app: RevocationWatcher.revoked): a grant ended on any path ends its sessions and
+        # streams at once, on every instance. Set by the routes, which the app builds with it.
+        self.on_revoked: Callable[[], Awaitable[object]] | None = None
 
     async def token(self, form: Mapping[str, str], who: dict[str, Any]) -> dict[str, Any]:
         """Answer a token request (the JSON body of a 200).
@@ -92,10 +95,12 @@ class Exchange:
             await self.end(grant_id, "revoked by the client (RFC 7009)", who)
 
     async def end(self, grant_id: str, reason: str, who: dict[str, Any]) -> Grant | None:
-        """Revoke a grant and audit it."""
+        """Revoke a grant, audit it, and end what it opened (`on_revoked`)."""
         grant = await self.grants.revoke(grant_id)
         if grant is not None:
             self.audit.record("oauth.grant.revoked", outcome="ok", reason=reason, **grant_fields(grant), **who)
+            if self.on_revoked is not None:
+                await self.on_revoked()
         return grant
 
     async def _redeem(self, form: Mapping[str, str], who: dict[str, Any]) -> dict[str, Any]:

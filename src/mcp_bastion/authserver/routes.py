@@ -54,7 +54,7 @@ class AuthServerRoutes:
         scopes: list[str],
         on_revoked: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self.on_revoked = on_revoked  # the revocation sweep: ends what a revoked grant opened, at once
+        exchange.on_revoked = on_revoked  # the revocation sweep: whatever ends a grant ends what it opened, at once
         self.issuer = issuer
         self.keys = keys
         self.clients = clients
@@ -256,8 +256,6 @@ class AuthServerRoutes:
         if grant is None:
             await send_json(req.send, 404, {"error": "Not found", "message": "no grant with that id"})
             return
-        if self.on_revoked is not None:
-            await self.on_revoked()
         await send_json(req.send, 200, {"revoked": grant_id, "name": display_name(grant)})
 
     async def _operator(self, req: Request) -> tuple[Principal | None, LoginSession | None]:

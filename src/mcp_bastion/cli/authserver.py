@@ -2,7 +2,7 @@
 
 Grants also appear in `token list` as `oauth:<client name>`, and `token revoke oauth:<client name>` ends them: one
 place to see and revoke access. A running server sees a revoked grant at its next request (every token is checked
-against the store) and ends its sessions within REVOCATION_CHECK_S.
+against the store) and ends its sessions within REVOCATION_CHECK_S; in cluster mode it is told at once.
 """
 
 import json
@@ -21,6 +21,7 @@ from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import GRANT, Grant
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, fail, out, run, settings_from
 from mcp_bastion.cli.output import Col, listing
+from mcp_bastion.cluster.revocations import announce
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import ConfigError
 from mcp_bastion.files import PRIVATE_BITS
@@ -84,8 +85,11 @@ async def grant_rows(store: Store) -> list[dict[str, Any]]:
     return [grant_row(g) for g in await all_grants(store)]
 
 
-async def revoke_grants(store: Store, audit: AuditLog, which: str) -> list[Grant]:
-    """Revoke the grants `which` names (a grant id, or `oauth:<client name>`: every grant of that client); audited."""
+async def revoke_grants(store: Store, audit: AuditLog, which: str, settings: Settings) -> list[Grant]:
+    """Revoke the grants `which` names (a grant id, or `oauth:<client name>`: every grant of that client); audited.
+
+    In cluster mode every running instance is told, so their sessions end now, not at their next sweep.
+    """
     chosen = [g for g in await all_grants(store) if which in (g.id, display_name(g))]
     for grant in chosen:
         if await store.delete_record(GRANT, grant.id):
@@ -96,6 +100,8 @@ async def revoke_grants(store: Store, audit: AuditLog, which: str) -> list[Grant
                 reason="revoked with the CLI",
                 **grant_fields(grant),
             )
+    if chosen and settings.redis_url is not None:
+        await announce(settings.redis_url.get_secret_value())
     return chosen
 
 
@@ -150,8 +156,8 @@ def revoke(
 
     Example: mcp-bastion oauth revoke oauth:claude.ai
     """
-    _, store, audit = context(env_file)
-    ended = run(revoke_grants(store, audit, which))
+    settings, store, audit = context(env_file)
+    ended = run(revoke_grants(store, audit, which, settings))
     if not ended:
         fail(f"no grant {which!r}", "see `mcp-bastion oauth grants`")
     for grant in ended:

@@ -129,7 +129,7 @@ def token_revoke(name: str, env_file: EnvFile = Path(".env")) -> None:
     """
     settings, store, audit = context(env_file)
     if name.startswith(DISPLAY_PREFIX):  # Issue 14: every grant of that client (`oauth revoke` takes an id too)
-        if not run(revoke_grants(store, audit, name)):
+        if not run(revoke_grants(store, audit, name, settings)):
             fail(f"no grant named {name!r}", "see `mcp-bastion token list`")
         out.print(f"revoked {name}")
         return
