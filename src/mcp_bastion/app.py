@@ -104,7 +104,7 @@ class BastionApp:
         self.handlers = self._handlers()
         # Issue 12: in cluster mode a request for a session held elsewhere is forwarded there, after the pipeline.
         router = cluster.route(self._http, lambda: gateway.closing) if cluster is not None else self._http
-        hop = cluster.hops.verify if cluster is not None else None
+        hop = cluster.gate if cluster is not None else None
         self.pipeline = build_pipeline(router, settings, Security(audit, limiter, authenticator, gateway, hop))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -76,13 +76,16 @@ def test_a_forged_or_foreign_session_id_is_404_and_never_forwarded(rig: Rig) -> 
 
 
 def test_a_forged_hop_is_refused_and_audited(rig: Rig) -> None:
-    """A request carrying a hop header that does not verify is refused 403, never served as the principal it names."""
+    """A request carrying a hop header that does not verify, from an instance's address (every instance here is on
+    loopback), is refused 403, never served as the principal it names; the audit line names the socket address."""
     target = rig.instances[0]
     headers = {"X-Bastion-Hop": "e30.AAAA", "Accept": "application/json, text/event-stream"}
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     answer = httpx.post(target.url + "/mcp/toolbox", json=body, headers=headers, timeout=10)
     assert answer.status_code == 403
-    assert any(line["event"] == "cluster.hop.refused" for line in rig.audit(target))
+    refused = [line for line in rig.audit(target) if line["event"] == "cluster.hop.refused"]
+    assert refused
+    assert all(line["ip"] == "127.0.0.1" for line in refused)  # the socket's address (an instance's: loopback here)
 
 
 def test_a_2026_07_28_retry_is_forwarded_to_the_instance_holding_its_call(rig: Rig) -> None:

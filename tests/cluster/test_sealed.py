@@ -9,7 +9,7 @@ import pytest
 from mcp_bastion.access import Principal
 from mcp_bastion.cluster.hop import HOP_TTL_S, HopSigner
 from mcp_bastion.cluster.session_ids import SessionIds, SessionOwner
-from mcp_bastion.middleware.hop import Hop, HopError
+from mcp_bastion.middleware.hop import Hop, HopError, HopRequest
 from mcp_bastion.sealing import Sealer
 
 SECRET = "x" * 32
@@ -46,31 +46,62 @@ def test_a_forged_or_altered_session_id_names_no_owner() -> None:
     assert ids.owner("0123456789abcdef", "p") is None  # a single instance's random id
 
 
+def _request(method: str = "POST", path: str = "/mcp/toolbox", query: bytes = b"", body: bytes = b'{"id":1}',
+             **headers: str) -> HopRequest:  # fmt: skip
+    raw = [(b"content-type", b"application/json")]
+    raw += [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]
+    return HopRequest(method, path, query, raw, body)
+
+
 def test_a_hop_verifies_only_for_the_request_it_signed_and_only_while_fresh() -> None:
     clock = Clock()
-    signer = HopSigner(Sealer.from_secret(SECRET), "one", wall=clock)
+    sender = HopSigner(Sealer.from_secret(SECRET), "one", wall=clock)
+    owner = HopSigner(Sealer.from_secret(SECRET), "two", wall=clock)
     hop = Hop(ALICE, "203.0.113.7", "req-1")
-    value = signer.sign(hop, "POST", "/mcp/toolbox", b"", b'{"id":1}')
-    assert signer.verify(value, "POST", "/mcp/toolbox", b"", b'{"id":1}') == hop._replace(origin="one")
-    for method, path, query, body in [
-        ("POST", "/mcp/toolbox", b"", b'{"id":2}'),
-        ("DELETE", "/mcp/toolbox", b"", b'{"id":1}'),
-        ("POST", "/mcp/other", b"", b'{"id":1}'),
-        ("POST", "/mcp/toolbox", b"x=1", b'{"id":1}'),
+    signed = _request(mcp_session_id="s-1", last_event_id="7", mcp_method="tools/call", mcp_name="echo")
+    assert owner.verify(sender.sign(hop, signed, to="two"), signed) == hop._replace(origin="one")
+    value = sender.sign(hop, signed, to="two")
+    for other in [
+        _request(body=b'{"id":2}'),
+        _request("DELETE"),
+        _request(path="/mcp/other"),
+        _request(query=b"x=1"),
+        signed._replace(headers=[(k, b"s-2" if k == b"mcp-session-id" else v) for k, v in signed.headers]),
+        signed._replace(headers=[(k, v) for k, v in signed.headers if k != b"last-event-id"]),
+        signed._replace(headers=[*signed.headers, (b"mcp-protocol-version", b"2025-06-18")]),
+        signed._replace(headers=[(k, b"tools/list" if k == b"mcp-method" else v) for k, v in signed.headers]),
+        signed._replace(headers=[(k, b"other" if k == b"mcp-name" else v) for k, v in signed.headers]),
     ]:
         with pytest.raises(HopError, match="another request"):
-            signer.verify(value, method, path, query, body)
+            owner.verify(value, other)
     clock.now += HOP_TTL_S
     with pytest.raises(HopError, match="expired"):
-        signer.verify(value, "POST", "/mcp/toolbox", b"", b'{"id":1}')
+        owner.verify(value, signed)
+
+
+def test_a_hop_is_used_once_and_only_by_the_instance_it_names() -> None:
+    clock = Clock()
+    sender = HopSigner(Sealer.from_secret(SECRET), "one", wall=clock)
+    two, three = (HopSigner(Sealer.from_secret(SECRET), name, wall=clock) for name in ("two", "three"))
+    request = _request(mcp_session_id="s-1")
+    value = sender.sign(Hop(ALICE, "ip", "r"), request, to="two")
+    with pytest.raises(HopError, match="another instance"):
+        three.verify(value, request)
+    two.verify(value, request)
+    clock.now += HOP_TTL_S / 2
+    with pytest.raises(HopError, match="used before"):
+        two.verify(value, request)
+    clock.now += HOP_TTL_S  # an expired id is forgotten (bounded memory); the hop itself has expired too
+    two.verify(sender.sign(Hop(ALICE, "ip", "r"), request, to="two"), request)
+    assert len(two._seen) == 1
 
 
 def test_a_session_id_is_no_hop_and_a_hop_is_no_session_id() -> None:
     sealer = Sealer.from_secret(SECRET)
     session_id = SessionIds(sealer, "one").mint("p")
     with pytest.raises(HopError):
-        HopSigner(sealer, "one").verify(session_id, "POST", "/mcp/toolbox", b"", b"")
-    hop = HopSigner(sealer, "one").sign(Hop(ALICE, "ip", "r"), "POST", "/", b"", b"")
+        HopSigner(sealer, "one").verify(session_id, _request())
+    hop = HopSigner(sealer, "one").sign(Hop(ALICE, "ip", "r"), _request(), to="one")
     assert SessionIds(sealer, "one").owner(hop, "p") is None
 
 

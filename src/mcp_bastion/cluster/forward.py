@@ -14,7 +14,7 @@ from mcp_bastion.cluster.hop import HopSigner
 from mcp_bastion.cluster.hop_client import HopClient, HopFailed, HopRefused, HopResponse
 from mcp_bastion.errors import GatewayError
 from mcp_bastion.middleware.headers import BASE_HEADERS, HSTS
-from mcp_bastion.middleware.hop import HOP_HEADER, Hop
+from mcp_bastion.middleware.hop import HOP_HEADER, Hop, HopRequest
 from mcp_bastion.relay.sessions import SessionGone
 from mcp_bastion.transports.http import Disconnect, Request, end_stream
 
@@ -65,8 +65,8 @@ class Forwarder:
         )  # fmt: skip
         self.forwarded = 0  # requests sent on (a counter in /health: proof that forwarding happens)
 
-    async def forward(self, req: Request, base_url: str) -> None:
-        """Forward one request to `base_url` and stream the owner's answer back.
+    async def forward(self, req: Request, owner: str, base_url: str) -> None:
+        """Forward one request to instance `owner` at `base_url` and stream its answer back.
 
         Raises:
             SessionGone: the owner does not accept connections any more (its sessions died with it).
@@ -78,12 +78,14 @@ class Forwarder:
         ctx = context_of(scope)
         assert ctx.principal is not None  # forwarding comes after authentication
         method, path, query = scope["method"], scope["path"], scope.get("query_string", b"")
-        hop = self.signer.sign(Hop(ctx.principal, ctx.client_ip, ctx.request_id), method, path, query, body)
         tls, host, port = _address(base_url)
         target = scope.get("raw_path") or path.encode()
         lines = [b"%s %s%s HTTP/1.1" % (method.encode(), target, b"?" + query if query else b"")]
         dropped = DROPPED_REQUEST | _connection_named(req.raw_headers)
-        lines += [k + b": " + v for k, v in req.raw_headers if k not in dropped]
+        headers = [(k, v) for k, v in req.raw_headers if k not in dropped]
+        lines += [k + b": " + v for k, v in headers]
+        who = Hop(ctx.principal, ctx.client_ip, ctx.request_id)
+        hop = self.signer.sign(who, HopRequest(method, path, query, headers, body), to=owner)
         lines += [b"host: %s:%d" % (host.encode(), port), b"content-length: %d" % len(body)]
         lines += [HOP_HEADER + b": " + hop.encode(), b"", b""]
         self.forwarded += 1

@@ -8,11 +8,13 @@ from mcp_bastion.breaker import Breaker
 from mcp_bastion.cluster.bus import ClusterBus
 from mcp_bastion.cluster.forward import Forwarder
 from mcp_bastion.cluster.hop import HopSigner
+from mcp_bastion.cluster.peers import Peers
 from mcp_bastion.cluster.registry import HEARTBEAT_S, InstanceInfo, Load, Registry
 from mcp_bastion.cluster.revocations import Handler, RevocationChannel
 from mcp_bastion.cluster.router import ClusterRouter
 from mcp_bastion.cluster.session_ids import SessionIds
 from mcp_bastion.cluster.settings import ClusterSettings
+from mcp_bastion.middleware.hop import HopGate
 from mcp_bastion.sealing import Sealer
 from mcp_bastion.types import ASGIApp
 
@@ -45,6 +47,7 @@ class Cluster:
             load=load,
         )
         self.forwarder = Forwarder(self.hops, read_s=read_s, max_body=max_body)
+        self.gate = HopGate(Peers(self.registry).admits, self.hops.verify)  # the pipeline's check of hops
         self.revocations = RevocationChannel(self.bus, config.instance_id)
         self.router: ClusterRouter | None = None
         self._drain: asyncio.Task[None] | None = None

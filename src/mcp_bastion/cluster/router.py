@@ -91,7 +91,7 @@ class ClusterRouter:
     async def _forward(self, req: Request, owner: str, url: str) -> None:
         """Forward, unless the owner's record expires first (frozen, cut off): then its sessions are gone (404), or
         the stream already under way ends, within the registry's bound instead of a read timeout."""
-        work = asyncio.ensure_future(self.forwarder.forward(req, url))
+        work = asyncio.ensure_future(self.forwarder.forward(req, owner, url))
         gone = asyncio.ensure_future(self.registry.wait_gone(owner))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)

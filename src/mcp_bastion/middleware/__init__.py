@@ -12,7 +12,7 @@ from mcp_bastion.errors import ConfigError
 from mcp_bastion.middleware.auth import AuthenticationMiddleware, Authenticator, AuthorizationMiddleware
 from mcp_bastion.middleware.body_limit import BodyLimitMiddleware
 from mcp_bastion.middleware.headers import SecurityHeadersMiddleware
-from mcp_bastion.middleware.hop import HopMiddleware, Verify
+from mcp_bastion.middleware.hop import HopGate, HopMiddleware
 from mcp_bastion.middleware.ip_allowlist import IpAllowlistMiddleware, parse_networks
 from mcp_bastion.middleware.origin import HostOriginMiddleware
 from mcp_bastion.middleware.rate_limit import RateLimitMiddleware
@@ -45,7 +45,7 @@ class Security:
     limiter: Limiter
     authenticator: Authenticator
     gateway: Gateway  # whether the gateway is shutting down
-    hop: Verify | None = None  # cluster mode (Issue 12): verifies requests another instance forwarded here
+    hop: HopGate | None = None  # cluster mode (Issue 12): admits and verifies requests other instances forward here
 
 
 def allowed_hosts(settings: Settings) -> set[str]:
@@ -115,9 +115,10 @@ def build_pipeline(app: ASGIApp, settings: Settings, security: Security) -> ASGI
         forwarded_header=settings.forwarded_header,
     )
     # 1c. Cluster mode: a request another instance forwarded (signed hop) already passed every stage there; it goes
-    #     to the router directly, a hop that does not verify is refused. Needs only the route.
+    #     to the router directly, a hop that does not verify is refused. Needs only the route. A hop header from an
+    #     address that is no instance's is stripped: that request meets every stage.
     if security.hop is not None:
-        app = HopMiddleware(app, direct=router, verify=security.hop, max_body=settings.max_body_bytes, audit=audit)
+        app = HopMiddleware(app, direct=router, gate=security.hop, max_body=settings.max_body_bytes, audit=audit)
     # 1b. The one route match: canonical path or 400, declared route or 404, declared method or 405; the typed
     #     request context is placed here and every later stage reads the route and server from it.
     app = RouteMiddleware(app, table=RouteTable(), audit=audit)
