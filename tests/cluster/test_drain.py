@@ -1,15 +1,17 @@
 """Issue 12 item 3: SIGTERM drains an instance: its record says draining at once, a call in flight on it (forwarded
 by another instance) finishes, new sessions are served by the others, and its record is gone when it has left."""
 
-import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.cluster.rig import Rig, cluster
+from mcp_bastion.cluster.registry import RECORD_PURPOSE
+from mcp_bastion.sealing import Sealer
+from tests.cluster.rig import SECRET, Rig, cluster
 from tests.cluster.test_instances_come_and_go import INIT, JSON_SSE, open_session, owner_of, rpc
 from tests.harness import wait_until
 from tests.redis_server import client
@@ -27,9 +29,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 def record(rig: Rig, instance_id: str) -> dict[str, object] | None:
+    """The instance's registry record as stored in Redis (sealed with the cluster key)."""
     with client(rig.redis.url) as raw:
         value = raw.get(f"bastion:instance:{instance_id}")
-    return json.loads(value) if value else None
+    return Sealer.from_secret(SECRET).open(RECORD_PURPOSE, value, now=time.time()) if value else None
 
 
 def test_sigterm_marks_the_instance_draining_lets_its_forwarded_call_finish_and_leaves_the_cluster(rig: Rig) -> None:

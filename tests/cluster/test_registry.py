@@ -13,6 +13,7 @@ from mcp_bastion.cluster.registry import InstanceInfo, Registry
 from mcp_bastion.cluster.settings import cluster_settings
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import ConfigError, DependencyUnavailable
+from mcp_bastion.sealing import Sealer
 from tests.faults.redis_process import RedisProcess
 from tests.redis_server import redis_server
 
@@ -20,6 +21,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
 
 HEARTBEAT_S = 0.2  # short, so expiry is quick to observe
 SECRET = "s" * 32
+PORTS = {"one": 1, "two": 2, "three": 3}  # each instance's advertised (never dialled) port
 
 
 @pytest.fixture
@@ -32,8 +34,9 @@ def _registry(url: str, instance_id: str, load: tuple[int, int] = (0, 0)) -> Reg
     bus = ClusterBus(url)
     return Registry(
         bus,
+        sealer=Sealer.from_secret(SECRET),
         instance_id=instance_id,
-        advertise_url=f"http://127.0.0.1:1/{instance_id}/",
+        advertise_url=f"http://127.0.0.1:{PORTS[instance_id]}/",
         heartbeat_s=HEARTBEAT_S,
         load=lambda: load,
     )
@@ -53,12 +56,12 @@ async def test_instances_see_each_other_and_a_dead_one_is_forgotten_within_two_h
         mine = found["one"]
         assert isinstance(mine, InstanceInfo)
         assert (mine.advertise_url, mine.sessions, mine.children, mine.draining) == (
-            "http://127.0.0.1:1/one",
+            "http://127.0.0.1:1",
             3,
             1,
             False,
         )
-        assert await one.url_of("two") == "http://127.0.0.1:1/two"
+        assert await one.url_of("two") == "http://127.0.0.1:2"
         assert two._task is not None
         two._task.cancel()  # dies without leaving: only the TTL removes it
         loop = asyncio.get_running_loop()
@@ -87,6 +90,17 @@ def test_cluster_mode_needs_a_long_secret_and_off_loopback_an_advertised_url() -
         cluster_settings(
             Settings(_env_file=None, redis_url="redis://x", cluster_secret=SECRET, host="0.0.0.0", auth_token="t" * 40)  # type: ignore[call-arg]
         )
+    for url, problem in [
+        ("ftp://10.0.0.5:3001", "must start with http"),
+        ("http://user:pw@10.0.0.5:3001", "may not carry a user"),
+        ("http://10.0.0.5:3001/mcp", "may not have a path"),
+        ("http://10.0.0.5:3001?x=1", "may not have a path"),
+        ("http://:3001", "needs a host"),
+        ("http://10.0.0.5:port", "is not a URL"),
+    ]:
+        with pytest.raises(ConfigError, match=problem):
+            cluster_settings(Settings(_env_file=None, redis_url="redis://x", cluster_secret=SECRET,  # type: ignore[call-arg]
+                                      cluster_advertise_url=url))  # fmt: skip
     found = cluster_settings(Settings(_env_file=None, redis_url="redis://x", cluster_secret=SECRET, port=4000))  # type: ignore[call-arg]
     assert found is not None
     assert found.advertise_url == "http://127.0.0.1:4000"
@@ -99,7 +113,7 @@ async def test_a_restarted_empty_redis_does_not_make_live_peers_look_dead_until_
     redis.start()
     one = _registry(redis.url, "one")
     try:
-        await one.bus.put_instance("two", json.dumps(one.me()._replace(id="two")._asdict()), 60_000)
+        await one.bus.put_instance("two", one.record(one.me()._replace(id="two")), 60_000)
         await one.beat()
         assert "two" in one.view
         redis.kill()
@@ -113,7 +127,7 @@ async def test_a_restarted_empty_redis_does_not_make_live_peers_look_dead_until_
                 break
             await asyncio.sleep(0.02)
         assert not one.trusted
-        assert await one.still_there("two") == "http://127.0.0.1:1/one"  # the view's URL: not declared dead
+        assert await one.still_there("two") == "http://127.0.0.1:1"  # the view's URL: not declared dead
         with pytest.raises(DependencyUnavailable, match="rebuilding"):
             await one.still_there("three")  # unknown and unprovable: 503, never a 404
         await asyncio.sleep(one.ttl_ms / 1000)
@@ -124,3 +138,32 @@ async def test_a_restarted_empty_redis_does_not_make_live_peers_look_dead_until_
         await one.close()
         await one.bus.close()
         redis.stop()
+
+
+async def test_a_record_not_sealed_with_the_cluster_key_or_with_an_unusable_url_is_no_instance(redis_url: str) -> None:
+    """Whoever can write to Redis without CLUSTER_SECRET can neither add an instance nor re-aim one; nor can a
+    record sealed with the key name an advertise URL with a user, a path or a query, or pose as another instance."""
+    one = _registry(redis_url, "one")
+    stranger = Registry(one.bus, sealer=Sealer.from_secret("o" * 32), instance_id="two", advertise_url="http://x:1")
+    try:
+        await one.beat()
+        good = one.me()
+        forged = {
+            "two": json.dumps(good._replace(id="two", advertise_url="http://203.0.113.9:80")._asdict()),  # unsealed
+            "three": stranger.record(good._replace(id="three")),  # another key
+            "four": one.record(good._replace(id="four", advertise_url="http://user:pw@127.0.0.1:9")),
+            "five": one.record(good._replace(id="five", advertise_url="http://127.0.0.1:9/elsewhere?x=1")),
+            "six": one.record(good._replace(id="six", advertise_url="ftp://127.0.0.1:9")),
+        }
+        for key, raw in forged.items():
+            await one.bus.put_instance(key, raw, 60_000)
+        assert [(info.id, info.advertise_url) for info in await one.instances()] == [("one", "http://127.0.0.1:1")]
+        await asyncio.sleep(one.ttl_ms / 1000)  # until Redis has answered a whole TTL, a missing record proves nothing
+        await one.beat()
+        for key in forged:
+            assert await one.still_there(key) is None, key
+        await one.bus.put_instance("seven", one.record(good), 60_000)  # one's own record, copied under another id
+        assert await one.still_there("seven") is None
+    finally:
+        await one.close()
+        await one.bus.close()

@@ -8,6 +8,7 @@ as long as it lasts, the owner's status and headers.
 
 import asyncio
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from mcp_bastion.access import context_of
 from mcp_bastion.cluster.hop import HopSigner
@@ -166,11 +167,7 @@ def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 
 def _address(base_url: str) -> tuple[bool, str, int]:
-    """Whether TLS, host and port of an advertised URL (CLUSTER_ADVERTISE_URL, http(s):// checked at start)."""
-    scheme, _, rest = base_url.partition("://")
-    netloc = rest.split("/", 1)[0]
-    tls = scheme == "https"
-    host, _, port = netloc.rpartition(":")
-    if not host or not port.isdigit():
-        return tls, netloc.strip("[]"), 443 if tls else 80
-    return tls, host.strip("[]"), int(port)
+    """Whether TLS, host and port of an advertise URL (checked at start and when its record was read)."""
+    parts = urlsplit(base_url)
+    tls = parts.scheme == "https"
+    return tls, parts.hostname or "", parts.port or (443 if tls else 80)

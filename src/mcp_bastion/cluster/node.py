@@ -41,6 +41,7 @@ class Cluster:
         self.bus = ClusterBus(config.redis_url.get_secret_value(), timeout_s=timeout_s, open_s=open_s)
         self.registry = Registry(
             self.bus,
+            sealer=self.sealer,
             instance_id=config.instance_id,
             advertise_url=config.advertise_url,
             heartbeat_s=heartbeat_s,

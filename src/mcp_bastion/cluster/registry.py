@@ -2,23 +2,30 @@
 
 An instance that stops writing (killed, frozen, cut off) is forgotten TTL_HEARTBEATS heartbeats after its last
 write, so a request for one of its sessions is answered 404 within that bound instead of waiting on a dead peer.
+Records are sealed with the cluster key and their advertise URL checked when read: whoever can write to Redis but
+holds no CLUSTER_SECRET cannot add an instance, nor point forwarded requests (and their hops) somewhere else.
 """
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 from mcp_bastion.cluster.bus import ClusterBus
+from mcp_bastion.cluster.settings import advertise_problem
 from mcp_bastion.errors import DependencyUnavailable
+from mcp_bastion.sealing import Sealer, SealError
 
 log = logging.getLogger("mcp_bastion.cluster")
 
 HEARTBEAT_S = 1.0  # default heartbeat: a dead owner's sessions answer 404 within 2 s
 TTL_HEARTBEATS = 2  # a record outlives one missed heartbeat (a busy loop), not two
+RECORD_PURPOSE = "mcp-instance"
+# A sealed record's own validity: Redis's TTL decides freshness; this only has to outlast clock skew between instances
+# while keeping a record replayed into Redis useless soon.
+RECORD_SEAL_TTL_S = 300.0
 
 
 class InstanceInfo(NamedTuple):
@@ -36,22 +43,6 @@ class InstanceInfo(NamedTuple):
 Load = Callable[[], tuple[int, int]]  # (sessions, children) of this instance, for its record
 
 
-def _parse(raw: str) -> InstanceInfo | None:
-    try:
-        data = json.loads(raw)
-        return InstanceInfo(
-            str(data["id"]),
-            str(data["advertise_url"]),
-            float(data["started_at"]),
-            int(data["sessions"]),
-            int(data["children"]),
-            float(data["last_heartbeat"]),
-            bool(data["draining"]),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None  # a record this version cannot read is no peer of ours
-
-
 class Registry:
     """This instance's record in Redis, kept alive by a heartbeat, and a view of every live instance."""
 
@@ -59,6 +50,7 @@ class Registry:
         self,
         bus: ClusterBus,
         *,
+        sealer: Sealer,
         instance_id: str,
         advertise_url: str,
         heartbeat_s: float = HEARTBEAT_S,
@@ -66,6 +58,7 @@ class Registry:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
+        self.sealer = sealer
         self.id = instance_id
         self.advertise_url = advertise_url.rstrip("/")
         self.heartbeat_s = heartbeat_s
@@ -88,6 +81,33 @@ class Registry:
         now = self.wall()
         return InstanceInfo(self.id, self.advertise_url, self.started_at, sessions, children, now, self.draining)
 
+    def record(self, info: InstanceInfo) -> str:
+        """An instance's record as stored in Redis: sealed with the cluster key."""
+        return self.sealer.seal(RECORD_PURPOSE, info._asdict(), now=self.wall(), ttl_s=RECORD_SEAL_TTL_S)
+
+    def _parse(self, raw: str) -> InstanceInfo | None:
+        """A record this cluster sealed, with a usable advertise URL; None for anything else (logged, never used)."""
+        try:
+            data = self.sealer.open(RECORD_PURPOSE, raw, now=self.wall())
+            info = InstanceInfo(
+                str(data["id"]),
+                str(data["advertise_url"]),
+                float(data["started_at"]),
+                int(data["sessions"]),
+                int(data["children"]),
+                float(data["last_heartbeat"]),
+                bool(data["draining"]),
+            )
+        except SealError as exc:
+            log.warning("cluster registry: ignored a record that does not verify (%s)", exc.message)
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # a record this version cannot read is no peer of ours
+        if advertise_problem(info.advertise_url) is not None:
+            log.warning("cluster registry: ignored instance %r, its advertise URL is unusable", info.id)
+            return None
+        return info
+
     async def beat(self) -> None:
         """Write this instance's record and refresh the view of the others.
 
@@ -95,7 +115,7 @@ class Registry:
             DependencyUnavailable: Redis failed or is down.
         """
         try:
-            await self.bus.put_instance(self.id, json.dumps(self.me()._asdict()), self.ttl_ms)
+            await self.bus.put_instance(self.id, self.record(self.me()), self.ttl_ms)
             await self.instances()
         except DependencyUnavailable:
             self._up_since = None
@@ -115,7 +135,7 @@ class Registry:
         Raises:
             DependencyUnavailable: Redis failed or is down.
         """
-        found = [info for info in map(_parse, await self.bus.all_instances()) if info is not None]
+        found = [info for info in map(self._parse, await self.bus.all_instances()) if info is not None]
         fresh = {info.id: info for info in found}
         # Right after an outage Redis may have lost records of live peers: the view keeps them until it is trusted.
         self.view = fresh if self.trusted else {**self.view, **fresh}
@@ -141,7 +161,9 @@ class Registry:
             DependencyUnavailable: Redis failed or is down, or came back too recently to tell about an unknown peer.
         """
         raw = await self.bus.get_instance(instance_id)
-        info = _parse(raw) if raw is not None else None
+        info = self._parse(raw) if raw is not None else None
+        if info is not None and info.id != instance_id:
+            info = None  # another instance's record copied under this id
         if info is None and not self.trusted:  # Redis just came back: the view still knows better
             known = self.view.get(instance_id)
             if known is None:

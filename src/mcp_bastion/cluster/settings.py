@@ -43,9 +43,29 @@ def cluster_settings(settings: Settings) -> ClusterSettings | None:
             )
         scheme = "https" if settings.tls else "http"
         url = f"{scheme}://127.0.0.1:{settings.port}"
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError("CLUSTER_ADVERTISE_URL must start with http:// or https://")
+    problem = advertise_problem(url)
+    if problem is not None:
+        raise ConfigError(f"CLUSTER_ADVERTISE_URL {problem}")
     return ClusterSettings(settings.redis_url, SecretStr(secret), settings.instance_id, url.rstrip("/"))
+
+
+def advertise_problem(url: str) -> str | None:
+    """What is wrong with an advertise URL, or None: http(s)://, a host, perhaps a port, and nothing else (at start,
+    and again for every peer's record read from Redis)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "needs a host"
+    if parts.username is not None or parts.password is not None:
+        return "may not carry a user or password"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "may not have a path, query or fragment"
+    return None
 
 
 def secret_values(settings: Settings) -> list[str]:
