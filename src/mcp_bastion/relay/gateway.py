@@ -349,8 +349,14 @@ class Gateway:
             raise ChildUnavailable(f"server {spec.name!r} could not start a session child") from exc
         self.supervisor.events("server.start", server=spec.name, pid=child.pid, isolation="per-session")
 
-    def find_session(self, session_id: str | None, *, server: str, principal: str | None) -> ClientSession:
-        """The live session with that id, opened by the same principal for the same server.
+    def find_session(
+        self, session_id: str | None, *, server: str, principal: str | None, credential: str | None = None
+    ) -> ClientSession:
+        """The live session with that id, opened by the same principal for the same server; bound from now on to
+        `credential`, the valid credential of that principal the request presents.
+
+        A client that refreshed its OAuth token (a new token, the same principal) keeps its session: the session
+        follows the newest credential used with it, so it ends when that one is revoked or expires, not the first.
 
         Raises:
             SessionGone: unknown, ended, another server's, or another principal's.
@@ -358,6 +364,8 @@ class Gateway:
         session = self.sessions.get(session_id or "")
         if session is None or session.server != server or session.principal != principal or session.closed.is_set():
             raise SessionGone("Session not found")
+        if credential is not None:
+            session.credential = credential
         session.touch()
         return session
 

@@ -51,7 +51,9 @@ class SseTransport:
         session_id = req.query_param("session_id")
         if not session_id:
             raise ProtocolError("session_id is required")
-        session = self.gateway.find_session(session_id, server=server, principal=req.principal)
+        session = self.gateway.find_session(
+            session_id, server=server, principal=req.principal, credential=req.credential
+        )
         if session.era != "sse":
             raise ProtocolError("that session is not an HTTP+SSE session", status=404)
         if not req.is_json():

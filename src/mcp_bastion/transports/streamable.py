@@ -91,7 +91,7 @@ class StreamableTransport:
     def _session(self, req: Request, server: str, session_id: str | None) -> ClientSession:
         if session_id is None:
             raise ProtocolError("Bad Request: Mcp-Session-Id header is required")
-        return self.gateway.find_session(session_id, server=server, principal=req.principal)
+        return self.gateway.find_session(session_id, server=server, principal=req.principal, credential=req.credential)
 
     async def _initialize(self, req: Request, server: str, message: Message) -> None:
         session = await self.gateway.open_session(
