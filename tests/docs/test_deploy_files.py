@@ -25,6 +25,13 @@ GATEWAYS = 3  # the issue's recipe: Redis, three gateways, nginx
 # What secrets.env and the Secret hold, made as the recipes say (`openssl rand -hex 32`), so serve's strength check
 # judges exactly what an operator following them gets.
 SECRETS = {"AUTH_TOKEN": secrets.token_hex(32), "CLUSTER_SECRET": secrets.token_hex(32)}
+REDIS_PASSWORD = secrets.token_hex(32)  # redis.env / the Secret's REDIS_PASSWORD: Redis requires it
+# secrets.env of the compose recipe also holds the Redis URLs, with the password.
+COMPOSE_SECRETS = {
+    **SECRETS,
+    "REDIS_URL": f"redis://:{REDIS_PASSWORD}@redis:6379/0",
+    "STORE_URL": f"redis://:{REDIS_PASSWORD}@redis:6379/0",
+}
 REFERENCE = re.compile(r"\$\((\w+)\)")  # Kubernetes' $(VAR) in an env value
 
 
@@ -86,19 +93,29 @@ def test_every_compose_variable_is_a_real_setting_and_the_gateways_start(
     for name, service in gateways(compose).items():
         env = {key: str(value) for key, value in service["environment"].items()}
         assert set(env) <= known, (name, set(env) - known)
-        assert service["env_file"] == ["secrets.env"], name  # AUTH_TOKEN and CLUSTER_SECRET, never in the file
-        assert not set(SECRETS) & set(env), name
-        settings = gateway_settings(env, tmp_path / name)
+        assert service["env_file"] == ["secrets.env"], name  # the secrets and Redis URLs, never in the file
+        assert not set(COMPOSE_SECRETS) & set(env), name
+        settings = gateway_settings({**COMPOSE_SECRETS, **env}, tmp_path / name)
         assert settings.instance_id == name
         for url in (settings.redis_url, settings.store_url):
             assert url is not None
-            assert url.get_secret_value() == f"redis://redis:{redis_port}/0", name
+            assert url.get_secret_value() == f"redis://:{REDIS_PASSWORD}@redis:{redis_port}/0", name
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         [volume] = [v for v in service["volumes"] if v.endswith(":ro")]
         assert volume == f"./mcp.json:{env['MCP_CONFIG']}:ro"
-    audit_logs = {gateway_settings(dict(s["environment"]), tmp_path).audit_log for s in gateways(compose).values()}
+    audit_logs = {
+        gateway_settings({**COMPOSE_SECRETS, **service["environment"]}, tmp_path).audit_log
+        for service in gateways(compose).values()
+    }
     assert len(audit_logs) == GATEWAYS  # one folder per instance: `audit --log 'logs/*/audit.jsonl'` reads them all
     assert load_servers(DEPLOY / "mcp.json", {})
+
+
+def test_compose_redis_requires_the_password_the_gateways_use(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["env_file"] == ["redis.env"]
+    assert '--requirepass "$$REDIS_PASSWORD"' in " ".join(redis["command"])
+    assert "REDISCLI_AUTH=" in " ".join(redis["healthcheck"]["test"])  # the probe authenticates too
 
 
 def test_nginx_mounts_the_tested_config_and_its_upstream_names_the_gateways(compose: dict[str, Any]) -> None:
@@ -161,17 +178,29 @@ def test_the_gateway_pods_set_real_settings_from_the_secret_and_start(tmp_path: 
     referenced = {ref for item in env.values() for ref in REFERENCE.findall(str(item.get("value", "")))}
     assert set(env) - referenced <= setting_names(), set(env) - referenced - setting_names()
     secrets = {name: item["valueFrom"]["secretKeyRef"] for name, item in env.items() if "secretKeyRef" in str(item)}
-    assert set(secrets) == set(SECRETS)
+    assert set(secrets) == {*SECRETS, "REDIS_PASSWORD"}
     assert all(ref == {"name": "mcp-bastion-secrets", "key": name} for name, ref in secrets.items()), secrets
+    order = [item["name"] for item in container["env"]]
+    assert order.index("REDIS_PASSWORD") < order.index("REDIS_URL")  # $(VAR) expands only earlier variables
     assert env["INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     pod_ip = "10.244.1.7"
-    plain = {name: REFERENCE.sub(pod_ip, item["value"]) for name, item in env.items() if "value" in item}
+    values = {"POD_IP": pod_ip, "REDIS_PASSWORD": REDIS_PASSWORD}
+    plain: dict[str, str] = {}
+    for name, item in env.items():
+        if "value" in item:
+            plain[name] = REFERENCE.sub(lambda found: values[found[1]], item["value"])
     plain.pop("POD_IP", None)
     settings = gateway_settings(plain, tmp_path)
     assert settings.cluster_advertise_url == f"http://{pod_ip}:{settings.port}"
     redis = kind("Service", "mcp-bastion-redis")["spec"]["ports"][0]["port"]
     assert settings.redis_url is not None
-    assert settings.redis_url.get_secret_value() == f"redis://mcp-bastion-redis:{redis}/0"
+    assert settings.redis_url.get_secret_value() == f"redis://:{REDIS_PASSWORD}@mcp-bastion-redis:{redis}/0"
+    redis_pod = kind("Deployment", "mcp-bastion-redis")["spec"]["template"]["spec"]
+    [server] = redis_pod["containers"]
+    assert server["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    redis_env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in server["env"]}
+    password = {"name": "mcp-bastion-secrets", "key": "REDIS_PASSWORD"}
+    assert redis_env["REDIS_PASSWORD"] == redis_env["REDISCLI_AUTH"] == password
     servers = kind("ConfigMap", "mcp-bastion-servers")["data"]["mcp.json"]
     assert json.loads(servers) == json.loads((DEPLOY / "mcp.json").read_text(encoding="utf-8"))
     [mount] = [m for m in container["volumeMounts"] if m["name"] == "servers"]
