@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from mcp_bastion.cluster.bus import ClusterBus
+from mcp_bastion.cluster.peers import PEER_REFRESH_MIN_S, Peers
 from mcp_bastion.cluster.registry import InstanceInfo, Registry
 from mcp_bastion.cluster.settings import cluster_settings
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import ConfigError, DependencyUnavailable
 from mcp_bastion.sealing import Sealer
+from mcp_bastion.testing import FakeClock
 from tests.faults.redis_process import RedisProcess
 from tests.redis_server import redis_server
 
@@ -167,3 +169,33 @@ async def test_a_record_not_sealed_with_the_cluster_key_or_with_an_unusable_url_
     finally:
         await one.close()
         await one.bus.close()
+
+
+async def test_hops_are_admitted_from_the_live_instances_addresses_only(redis_url: str) -> None:
+    """The registry's advertise hosts (an IP literal, or a name, resolved) are the addresses hops may come from; an
+    unknown address re-reads the registry (a peer that just joined counts at once), at most once a second."""
+    clock = FakeClock()
+    here = _registry(redis_url, "three")  # this instance: its view is what Peers reads; it never beats here
+    one = _registry(redis_url, "one")  # advertises 127.0.0.1
+    named = Registry(one.bus, sealer=one.sealer, instance_id="two", advertise_url="http://localhost:2")
+    peers = Peers(here, wall=clock.now)
+    try:
+        assert not await peers.admits("127.0.0.1")  # nothing registered yet
+        await one.beat()
+        assert not await peers.admits("127.0.0.1")  # read a moment ago: no second read within the second
+        await clock.advance(PEER_REFRESH_MIN_S)
+        assert await peers.admits("127.0.0.1")  # re-read: instance one registered since
+        assert await peers.admits("::ffff:127.0.0.1")  # the same address, as a dual-stack socket reports it
+        assert not await peers.admits("203.0.113.9")
+        assert not await peers.admits("not an address")
+        await one.close()  # leaves: only "two" is left, advertised by name
+        await named.beat()
+        await here.instances()  # this instance's next heartbeat
+        await clock.advance(PEER_REFRESH_MIN_S)
+        assert await peers.admits("127.0.0.1")  # localhost resolved
+        assert not await peers.admits("127.0.0.2")
+    finally:
+        await named.close()
+        await one.close()
+        await one.bus.close()
+        await here.bus.close()
