@@ -162,6 +162,8 @@ class Settings(BaseSettings):
     oauth_introspection_url: str | None = None  # RFC 7662, for opaque tokens
     # Clock skew tolerated on exp / nbf / iat; 5 minutes is the most any IdP's documentation asks for.
     oauth_leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
+    # An IdP scope `admin` makes a gateway admin only with this opt-in: users may be able to ask their IdP for it.
+    oauth_allow_admin_scope: bool = False
 
     @field_validator("public_url", "oauth_issuer", "oauth_jwks_url", "oauth_introspection_url")
     @classmethod

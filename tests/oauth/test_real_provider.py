@@ -86,6 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "public_url": public,
             "oauth_issuer": provider.issuer,
             "oauth_scope_prefix": "mcp:",
+            "oauth_allow_admin_scope": True,  # the provider grants mcp:admin for the management routes
             "oauth_client_id": GATEWAY_CLIENT[0],
             "oauth_client_secret": GATEWAY_CLIENT[1],
             "oauth_introspection_url": f"{provider.issuer}/token/introspection",

@@ -54,7 +54,9 @@ class Monotonic:
 
 
 def oauth_settings(issuer: Issuer, **extra: Any) -> dict[str, Any]:
-    return {"public_url": PUBLIC_URL, "oauth_issuer": issuer.url, "oauth_scope_prefix": PREFIX, **extra}
+    """OAuth settings of these tests; the IdP's `mcp:admin` makes an admin (opt-in; test_admin_scope: the default)."""
+    values = {"public_url": PUBLIC_URL, "oauth_issuer": issuer.url, "oauth_scope_prefix": PREFIX}
+    return {**values, "oauth_allow_admin_scope": True, **extra}
 
 
 @pytest.fixture(scope="module")

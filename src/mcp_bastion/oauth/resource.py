@@ -31,6 +31,7 @@ class OAuthConfig:
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
     builtin_issuer: str | None = None  # Issue 14: the gateway's own authorization server, named first in the PRM
+    allow_admin: bool = False  # OAUTH_ALLOW_ADMIN_SCOPE: a token's `admin` scope counts (refused by default)
 
     @property
     def issuer_host(self) -> str:
@@ -74,6 +75,7 @@ def oauth_config(settings: Settings) -> OAuthConfig | None:
         client_id=settings.oauth_client_id,
         client_secret=secret.get_secret_value() if secret is not None else None,
         builtin_issuer=settings.public_url if settings.authorization_server == "builtin" else None,
+        allow_admin=settings.oauth_allow_admin_scope,
     )
 
 
@@ -81,10 +83,11 @@ def protected_resource_metadata(config: OAuthConfig, server: str | None) -> dict
     """The RFC 9728 document of one resource: the scopes offered are the ones a client should ask for by default
     (the MCP spec has clients request `scopes_supported` when a challenge names none)."""
     scope = ADMIN_SCOPE if server is None else f"server:{server}"
+    offered = [] if scope == ADMIN_SCOPE and not config.allow_admin else [config.external_scope(scope)]
     return {
         "resource": config.resource(server),
         "authorization_servers": list(dict.fromkeys(filter(None, [config.builtin_issuer, config.issuer]))),
-        "scopes_supported": [config.external_scope(scope)],
+        "scopes_supported": offered,
         "bearer_methods_supported": ["header"],
         "resource_name": "mcp-bastion" if server is None else f"mcp-bastion: {server}",
     }

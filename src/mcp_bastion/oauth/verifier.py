@@ -3,8 +3,9 @@
 JWTs are validated locally (validator); other tokens are introspected when OAUTH_INTROSPECTION_URL is set. The
 principal is `oauth:<issuer-host>:<claim>` (never confusable with `token:NAME` or `env:admin`), its scopes are the
 token's `scope`/`scp` values that carry OAUTH_SCOPE_PREFIX, stripped, and read with the gateway's one scope grammar
-(anything else is ignored). Its credential is the token's hash, so sessions and streams opened with a token end
-when that token expires, as they do for named tokens (revocation.py asks `known`).
+(anything else is ignored; `admin` too, unless OAUTH_ALLOW_ADMIN_SCOPE). Its credential is the token's hash, so
+sessions and streams opened with a token end when that token expires, as they do for named tokens (revocation.py
+asks `known`).
 """
 
 import time
@@ -18,6 +19,7 @@ from mcp_bastion.oauth.introspection import Introspector
 from mcp_bastion.oauth.jwks import JWKS_RETRY_S, KeySource, KeysUnavailable
 from mcp_bastion.oauth.resource import OAuthConfig, challenge
 from mcp_bastion.oauth.validator import InvalidToken, TokenValidator, looks_like_jwt
+from mcp_bastion.security import ADMIN_SCOPE
 
 DEPENDENCY = "oauth"  # how a 503 names the identity provider
 SEEN_MAX = 65_536  # tokens whose sessions are tracked; past it the oldest are forgotten (their sessions end: closed)
@@ -136,10 +138,11 @@ class ResourceServer:
         pid = f"oauth:{config.issuer_host}:{value}"
         exp = claims.get("exp")
         expires = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+        scopes = scopes_of(claims, config.scope_prefix)
         return Principal(
             pid,
             pid,
-            scopes_of(claims, config.scope_prefix),
+            scopes if config.allow_admin else tuple(s for s in scopes if s != ADMIN_SCOPE),
             "bearer",
             credential=digest,
             expires=expires,
