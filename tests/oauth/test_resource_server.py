@@ -174,6 +174,9 @@ def test_management_routes_take_a_token_for_the_gateway_itself(world: Any) -> No
     assert call(gw, admin).status_code == 401  # a token for the gateway is not one for its servers (RFC 8707)
 
 
+ID_TOKEN_CLAIMS = ("nonce", "at_hash", "c_hash")
+
+
 def _negative(issuer: Issuer, case: str) -> str:
     key = issuer.keys[0]
     now = int(time.time())
@@ -199,6 +202,9 @@ def _negative(issuer: Issuer, case: str) -> str:
         return hmac_with_public_key(claims_for(issuer.url, FILES, "mcp:server:files"), key)
     if case == "an id token":
         return sign(claims_for(issuer.url, FILES, "mcp:server:files"), key, typ="id_token+jwt")
+    for claim in ID_TOKEN_CLAIMS:  # an OpenID ID token typed plain `JWT`: its claims give it away
+        if case == f"an id token with {claim}":
+            return sign(claims_for(issuer.url, FILES, "mcp:server:files", **{claim: "x"}), key, typ="JWT")
     if case == "tampered":
         head, _, sig = token(issuer).split(".")
         other_body = token(issuer, scope="mcp:admin").split(".")[1]
@@ -220,6 +226,7 @@ NEGATIVE = {
     "HS256 with the public key": "algorithm not allowed (HS256)",
     "an id token": "not an access token (typ)",
     "tampered": "bad signature",
+    **{f"an id token with {claim}": "not an access token (an ID token's claims)" for claim in ID_TOKEN_CLAIMS},
     "kid of another algorithm": "the key named by kid is not for this algorithm",
 }
 

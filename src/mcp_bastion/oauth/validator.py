@@ -3,7 +3,8 @@
 Signature against the issuer's JWKS with an explicit algorithm allowlist (asymmetric only: `none` and HMAC are never
 accepted, so a public key can never be used as a shared secret), `iss` exact, `aud` containing the resource (RFC 8707
 binding: a token for another resource, even from the same issuer, is refused), `exp` required, `nbf` and `iat` checked,
-each with a small leeway, and `typ` `at+jwt` (or plain `JWT`, which most IdPs still send).
+each with a small leeway, and `typ` `at+jwt` (or plain `JWT`, which most IdPs still send, then without the claims
+only an ID token carries).
 """
 
 import time
@@ -17,6 +18,9 @@ from mcp_bastion.oauth.jwks import KeySource
 ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})  # what Keycloak, Entra, Okta, Auth0, Google and Dex sign with
 KEY_TYPES = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})  # RFC 9068 section 2.1, and what IdPs still send
+# Claims only an OpenID ID token carries (OpenID Connect Core 2 and 3.1.3.6): an ID token typed plain `JWT` (as most
+# IdPs type both kinds) is told apart by them, since an ID token names who logged in, not what a client may do.
+ID_TOKEN_CLAIMS = ("nonce", "at_hash", "c_hash")
 TOKEN_MAX_CHARS = 8192  # an access token past this is no access token (headers are capped at 16 KiB anyway)
 KEY_CACHE_MAX = 64  # parsed keys kept per key set
 # Tokens whose signature checked out, kept (by hash) while the key set is fresh and until they expire: a client reuses
@@ -83,6 +87,12 @@ class TokenValidator:
     async def _decode(self, token: str, audience: str) -> dict[str, Any]:
         alg, kid = _header(token)
         key = await self._key(kid, alg)
+        claims = self._verified_claims(token, key, alg, audience)
+        if any(claim in claims for claim in ID_TOKEN_CLAIMS):
+            raise InvalidToken("not an access token (an ID token's claims)")
+        return claims
+
+    def _verified_claims(self, token: str, key: jwt.PyJWK, alg: str, audience: str) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,
