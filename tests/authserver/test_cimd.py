@@ -176,6 +176,16 @@ def test_only_https_urls_with_a_path_and_no_credentials_are_fetched(url: str) ->
         ("::ffff:10.0.0.1", False),
         ("224.0.0.1", False),
         ("2606:4700::1111", True),
+        ("2002:a00:1::", False),  # 6to4 of 10.0.0.1
+        ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("2002:5db8:d822::1", True),  # 6to4 of 93.184.216.34
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # teredo
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b::5db8:d822", True),  # NAT64 of 93.184.216.34
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64 (RFC 8215): translated by whoever runs it
+        ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
     ],
 )
 def test_only_global_unicast_targets_are_allowed(address: str, allowed: bool) -> None:
@@ -194,3 +204,13 @@ async def test_a_slow_document_host_is_given_up_on() -> None:
             await fetcher.document(f"https://localhost:{port}/client.json")
     finally:
         listener.close()
+
+
+def test_the_tls_context_is_built_once_and_verifies() -> None:
+    """Loading the CA bundle costs ~20 ms of CPU on the event loop: it is done when the fetcher is made, not per
+    fetch (review 6), with certificate and host name checks on."""
+    context = CimdFetcher().verify
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert context.cert_store_stats()["x509_ca"] > 0  # the CA bundle is loaded already

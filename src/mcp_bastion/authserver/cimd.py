@@ -33,13 +33,35 @@ class CimdRefused(Exception):
     """A client_id URL the gateway will not fetch, or whose answer is no usable document; the message says why."""
 
 
+# IPv6 forms that carry an IPv4 address a relay or translator delivers to (RFC 6052 NAT64, RFC 4291 IPv4-compatible);
+# the local-use NAT64 prefix (RFC 8215) is translated however its operator likes, so it is refused outright.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
 def target_allowed(address: IpAddress, *, allow_loopback: bool) -> bool:
-    """Whether the gateway may connect to `address` for a client document."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Whether the gateway may connect to `address` for a client document: the address itself and every IPv4 address
+    it embeds (mapped, 6to4, teredo, NAT64, IPv4-compatible) must be allowed."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in NAT64_LOCAL:
+            return False
+        if address.ipv4_mapped is not None:
+            return target_allowed(address.ipv4_mapped, allow_loopback=allow_loopback)
+        inner = embedded_ipv4(address)
+        if inner and not all(target_allowed(a, allow_loopback=allow_loopback) for a in inner):
+            return False
     if address.is_loopback:
         return allow_loopback
     return address.is_global and not address.is_multicast
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (6to4, teredo's server and client, NAT64, IPv4-compatible)."""
+    found = [a for a in (address.ipv4_mapped, address.sixtofour, *(address.teredo or ())) if a is not None]
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):  # `::` and `::1` are no IPv4 address
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF))
+    return found
 
 
 def check_url(url: str) -> tuple[str, int]:
@@ -71,7 +93,10 @@ class CimdFetcher:
     ) -> None:
         self.timeout_s = timeout_s
         self.allow_loopback = allow_loopback
-        self.verify = verify
+        # One TLS context for every fetch: loading the CA bundle costs ~20 ms of CPU on the event loop. A client (and
+        # its connection pool) is still made per fetch: a pooled connection pinned to an address must never serve a
+        # request for another name, whose certificate it never checked.
+        self.verify = httpx.create_ssl_context(trust_env=False) if verify is True else verify
         self.clock = clock
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
