@@ -8,6 +8,10 @@ import re
 import secrets
 
 TOKEN_PREFIX = "mcpb_"  # noqa: S105 - a visible prefix so leaked tokens are recognisable to scanners
+REFRESH_PREFIX = "mcpr_"  # the built-in authorization server's refresh tokens
+CODE_PREFIX = "mcpa_"  # and its authorization codes
+# Secrets only this gateway issues: never sent to an identity provider (introspection) when not found here.
+OWN_PREFIXES = (TOKEN_PREFIX, REFRESH_PREFIX, CODE_PREFIX)
 TOKEN_BYTES = 32  # 256 bits from the CSPRNG
 MIN_ADMIN_TOKEN_LEN = 32
 WEAK_TOKENS = frozenset({"change-this-default-token", "your-secret-token-here", "changeme", "secret", "token"})

@@ -107,14 +107,18 @@ def test_a_session_opened_with_a_token_ends_when_the_token_expires(tmp_path: Pat
         assert ended[0]["kind"] == "mcp"
 
 
+def introspecting(issuer: Issuer) -> dict[str, str]:
+    """The settings that turn introspection on at the loopback issuer."""
+    return {
+        "oauth_introspection_url": issuer.url + "/introspect",
+        "oauth_client_id": issuer.client[0],
+        "oauth_client_secret": issuer.client[1],
+    }
+
+
 def test_opaque_tokens_are_introspected_with_the_gateway_credentials(tmp_path: Path) -> None:
     with loopback_issuer(new_key()) as issuer:
-        extra = {
-            "oauth_introspection_url": issuer.url + "/introspect",
-            "oauth_client_id": issuer.client[0],
-            "oauth_client_secret": issuer.client[1],
-        }
-        with _gateway(issuer, tmp_path, Monotonic(), **extra) as gw:
+        with _gateway(issuer, tmp_path, Monotonic(), **introspecting(issuer)) as gw:
             now = int(time.time())
             good = {"active": True, "aud": FILES, "scope": "mcp:server:files", "sub": "alice", "exp": now + 300}
             issuer.opaque["opaque-good"] = good

@@ -19,7 +19,7 @@ from mcp_bastion.access import valid_scope
 from mcp_bastion.authserver.clients import BadClient, Clients, redirect_target
 from mcp_bastion.authserver.records import CODE, PENDING, SEEN, Client, Code, Pending, from_record, to_record
 from mcp_bastion.authserver.resources import ForeignResource, Resources
-from mcp_bastion.security import token_hash
+from mcp_bastion.security import CODE_PREFIX, token_hash
 from mcp_bastion.store import Store
 
 PENDING_TTL_S = 600.0  # an operator has ten minutes from the client's redirect to the decision
@@ -169,7 +169,7 @@ class Authorizations:
 
     async def approve(self, pending: Pending, scopes: tuple[str, ...], approved_by: str) -> tuple[str, Code]:
         """Issue a code for the approved scopes (a subset of those offered); the redirect URL and the code record."""
-        code = "mcpa_" + secrets.token_urlsafe(SECRET_BYTES)
+        code = CODE_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
         record = Code(
             grant_id=secrets.token_hex(12),
             client_id=pending.client_id,

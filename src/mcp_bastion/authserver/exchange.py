@@ -18,7 +18,7 @@ from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import CODE, CODE_USED, REFRESH, REFRESH_USED, Code, Grant, Refresh, from_record
 from mcp_bastion.authserver.records import to_record as record_of
 from mcp_bastion.authserver.tokens import AccessClaims, issue, new_token_id
-from mcp_bastion.security import token_hash
+from mcp_bastion.security import REFRESH_PREFIX, token_hash
 from mcp_bastion.store import Store
 
 REFRESH_BYTES = 32
@@ -162,7 +162,7 @@ class Exchange:
         expires = min(now + self.lifetimes.access_s, grant.expires)
         claims = AccessClaims(grant.id, grant.client_id, grant.resource, grant.scopes, expires, new_token_id())
         access = issue(self.keys, issuer=self.issuer, claims=claims, now=now)
-        refresh = "mcpr_" + secrets.token_urlsafe(REFRESH_BYTES)
+        refresh = REFRESH_PREFIX + secrets.token_urlsafe(REFRESH_BYTES)
         await self.store.put_record(
             REFRESH, token_hash(refresh), record_of(Refresh(grant.id, grant.expires)), grant.expires
         )

@@ -22,7 +22,7 @@ from mcp_bastion.errors import DependencyUnavailable
 from mcp_bastion.middleware.reply import refuse, refuse_limited, refuse_rate, refuse_unavailable
 from mcp_bastion.oauth import ResourceServer
 from mcp_bastion.ratelimit import Limiter, Verdict
-from mcp_bastion.security import ADMIN_SCOPE, bearer, token_hash
+from mcp_bastion.security import ADMIN_SCOPE, OWN_PREFIXES, bearer, token_hash
 from mcp_bastion.store import LoginSession, Store, StoreError
 from mcp_bastion.types import ASGIApp, Receive, Scope, Send
 
@@ -97,6 +97,8 @@ class Authenticator:
             return await oauth.verify(token, digest, server)
         principal, reason = await self.by_hash(digest, oauth=False)
         if principal is None and reason == "invalid token" and oauth is not None and oauth.introspects:
+            if token.startswith(OWN_PREFIXES):  # ours and not found (revoked, a refresh token): never the IdP's
+                return principal, reason
             return await oauth.verify(token, digest, server)
         return principal, reason
 
