@@ -38,7 +38,7 @@ from mcp.types import (
 from mcp_bastion.app import BastionApp, create_app
 from mcp_bastion.config import Settings
 from mcp_bastion.errors import INVALID_PARAMS, QUOTA_EXCEEDED, SERVER_UNAVAILABLE
-from mcp_bastion.relay.input_states import REQUEST_STATE_PURPOSE, instance_of, principal_hash
+from mcp_bastion.relay.input_states import REQUEST_STATE_PURPOSE, instance_of, principal_tag
 from mcp_bastion.sealing import Sealer
 from mcp_bastion.security import token_hash
 from mcp_bastion.store import TokenRecord
@@ -234,7 +234,13 @@ async def test_a_tampered_state_is_refused_and_audited_and_the_real_one_still_wo
 async def test_an_expired_state_is_refused(tmp_path: Path) -> None:
     sealer = Sealer()
     app = gateway(tmp_path, sealer=sealer, instance="i-1")
-    payload = {"id": "x", "server": "own", "principal": principal_hash(None), "method": "tools/call", "instance": "i-1"}
+    payload = {
+        "id": "x",
+        "server": "own",
+        "principal": principal_tag(sealer, None),
+        "method": "tools/call",
+        "instance": "i-1",
+    }
     stale = sealer.seal(REQUEST_STATE_PURPOSE, payload, now=time.time() - 1000, ttl_s=60)
     with anyio.fail_after(STEP_S):
         async with running(app) as http:

@@ -4,8 +4,8 @@ Between rounds a call stays in flight on the client's own child (a gateway sessi
 `InputStates` entry: single use, `ttl_s` (INPUT_STATE_TTL_S), INPUT_STATES_PER_PRINCIPAL and INPUT_STATES_MAX. The
 child is stopped when the state expires, when the call ends (answered, failed, cancelled) or its client leaves.
 
-`requestState` is sealed (`sealing.Sealer`, purpose REQUEST_STATE_PURPOSE) over the state's id, the server, a hash of
-the principal, the method and the instance holding the child. It is refused with -32602 (HTTP 400, `data.reason`)
+`requestState` is sealed (`sealing.Sealer`, purpose REQUEST_STATE_PURPOSE) over the state id, the server, a keyed digest
+of the principal, the method and the instance holding the child. It is refused with -32602 (HTTP 400, `data.reason`)
 when it does not open (`forged`, `expired`), names another server or principal (`other-server`, `other-principal`),
 was used already or its call ended (`replayed`), or comes with another request than the one it answers
 (`other-request`). One issued by another instance of a cluster is refused the same way with `data.reason`
@@ -24,7 +24,6 @@ from mcp_bastion.jsonrpc import Message
 from mcp_bastion.relay.gateway import Gateway
 from mcp_bastion.relay.input_required import ERA, ChildAsks, InputBridge, child_init, child_watch, target_of
 from mcp_bastion.sealing import Sealer, SealError
-from mcp_bastion.security import token_hash
 from mcp_bastion.supervisor import Clock
 from mcp_bastion.supervisor.clock import Cancellable
 
@@ -33,7 +32,7 @@ INPUT_STATE_TTL_S = 120.0  # a person answering an elicitation takes seconds to 
 INPUT_STATES_PER_PRINCIPAL = 8  # each holds a running child: one caller parks only a few at once
 INPUT_STATES_MAX = 128  # every caller together (MAX_SESSIONS bounds the children too)
 INPUT_RETRY_AFTER_S = 5  # a parked state frees when its client answers or it expires
-PRINCIPAL_HASH_CHARS = 16  # the principal is bound by a hash prefix: the client can read a sealed payload
+PRINCIPAL_HASH_CHARS = 16  # the principal is bound by a keyed digest prefix: the client can read a sealed payload
 INSTANCE_ID_BYTES = 8
 
 
@@ -128,7 +127,7 @@ class InputStates:
         payload = {
             "id": state_id,
             "server": bridge.session.server,
-            "principal": principal_hash(principal),
+            "principal": principal_tag(self.sealer, principal),
             "method": bridge.method,
             "instance": self.instance_id,
         }
@@ -153,7 +152,7 @@ class InputStates:
             raise StateRefused(text, "other-instance", instance=instance)
         if payload.get("server") != server:
             raise StateRefused("it was issued for another server", "other-server")
-        if payload.get("principal") != principal_hash(principal):
+        if payload.get("principal") != principal_tag(self.sealer, principal):
             raise StateRefused("it was issued to another caller", "other-principal")
         state_id = str(payload.get("id"))
         bridge = self.parked.get(state_id)
@@ -207,6 +206,6 @@ class InputStates:
         task.add_done_callback(self._tasks.discard)
 
 
-def principal_hash(principal: str | None) -> str:
-    """What a sealed state says about its principal."""
-    return token_hash(principal or "")[:PRINCIPAL_HASH_CHARS]
+def principal_tag(sealer: Sealer, principal: str | None) -> str:
+    """What a sealed state says about its principal: keyed, so its holder cannot confirm a guessed principal."""
+    return sealer.tag(REQUEST_STATE_PURPOSE, (principal or "").encode("utf-8"))[:PRINCIPAL_HASH_CHARS]
