@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.authserver.authorize import pkce_ok
@@ -22,6 +22,9 @@ from mcp_bastion.security import REFRESH_PREFIX, token_hash
 from mcp_bastion.store import Store
 
 REFRESH_BYTES = 32
+# A used-code claim outlives its code by this: a replay at the code's last moment still finds the claim (the store's
+# clock and ours may differ by a little), and a replay marker still reaches a first redemption that was slow.
+CODE_CLAIM_MARGIN_S = 300.0
 MAX_PARAM_CHARS = 4096
 
 
@@ -117,12 +120,27 @@ class Exchange:
             raise TokenRefused("invalid_target", "resource differs from the one approved")
         if not pkce_ok(form.get("code_verifier"), code.code_challenge):
             raise TokenRefused("invalid_grant", "code_verifier does not match the code_challenge")
-        if not await self.store.put_record(CODE_USED, digest, {"grant": code.grant_id}, code.expires, only_new=True):
-            self.audit.record("oauth.code.reused", outcome="denied", client=code.client_name, **who)
-            await self.end(code.grant_id, "authorization code used twice", who)
-            raise TokenRefused("invalid_grant", "code already used; what it issued is revoked")
+        claim_expires = code.expires + CODE_CLAIM_MARGIN_S
+        if not await self.store.put_record(CODE_USED, digest, {"grant": code.grant_id}, claim_expires, only_new=True):
+            # Mark the replay before ending the grant: a first redemption still writing it sees the mark afterwards.
+            await self.store.put_record(CODE_USED, digest, {"grant": code.grant_id, "reused": True}, claim_expires)
+            await self._code_reused(code, who)
+        grant = self._new_grant(code)
+        await self.grants.put(grant)
+        marked = await self.store.get_record(CODE_USED, digest)
+        if marked is None or marked.get("reused"):  # replayed while the grant was being written: end it now
+            await self._code_reused(code, who)
+        self.audit.record("oauth.code.redeemed", outcome="ok", **grant_fields(grant), **who)
+        return await self._tokens(grant)
+
+    async def _code_reused(self, code: Code, who: dict[str, Any]) -> NoReturn:
+        self.audit.record("oauth.code.reused", outcome="denied", client=code.client_name, **who)
+        await self.end(code.grant_id, "authorization code used twice", who)
+        raise TokenRefused("invalid_grant", "code already used; what it issued is revoked")
+
+    def _new_grant(self, code: Code) -> Grant:
         now = self.clock()
-        grant = Grant(
+        return Grant(
             id=code.grant_id,
             client_id=code.client_id,
             client_name=code.client_name,
@@ -132,9 +150,6 @@ class Exchange:
             created=now,
             expires=now + self.lifetimes.grant_s,
         )
-        await self.grants.put(grant)
-        self.audit.record("oauth.code.redeemed", outcome="ok", **grant_fields(grant), **who)
-        return await self._tokens(grant)
 
     async def _refresh(self, form: Mapping[str, str], who: dict[str, Any]) -> dict[str, Any]:
         digest = token_hash(form.get("refresh_token", ""))
