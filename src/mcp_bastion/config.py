@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     oauth_grant_ttl_s: Annotated[float, Field(ge=3600, le=366 * 86_400)] = 30 * 86_400.0
     # A dynamically registered client that completes no grant within this is forgotten (registration spam).
     oauth_client_unused_ttl_s: Annotated[float, Field(ge=60, le=366 * 86_400)] = 86_400.0
+    # Registrations accepted per OAUTH_CLIENT_UNUSED_TTL_S from all addresses together: what unapproved ones can
+    # pile up to (a few KiB each) when registrations come from many addresses; real clients number in the tens.
+    oauth_unapproved_clients_max: Annotated[int, Field(ge=1)] = 10_000
     # The signing keys (0600); instances behind one balancer share the file, as they share the TLS key.
     oauth_signing_key_file: Path = Path("data/oauth-signing-keys.json")
     # Tests only: Client ID Metadata Documents may be fetched from loopback addresses (never private ones).

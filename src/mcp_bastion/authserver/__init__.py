@@ -4,9 +4,9 @@ Web AI clients connect only through OAuth; this lets the gateway be its own issu
 operator's login approves, grants carry the gateway's scopes, revocation and audit are the ones named tokens have.
 
 `keys` (signing keys, 0600 file), `tokens` (the one PyJWT module), `records` (what the store keeps), `resources`
-(RFC 8707 targets and scopes), `clients` (RFC 7591 and metadata documents), `cimd` (the one httpx module: SSRF-
-guarded fetches), `authorize` and `exchange` (the endpoints' rules, no HTTP), `grants` (token -> Principal),
-`pages` (HTML) and `routes` (HTTP).
+(RFC 8707 targets and scopes), `clients` (RFC 7591 and metadata documents), `admission` (registration limits),
+`cimd` (the one httpx module: SSRF-guarded fetches), `authorize` and `exchange` (the endpoints' rules, no HTTP),
+`grants` (token -> Principal), `pages` (HTML) and `routes` (HTTP).
 """
 
 from collections.abc import Iterable
@@ -74,6 +74,7 @@ def build_authserver(
         fetcher=fetcher,
         unused_ttl_s=settings.oauth_client_unused_ttl_s,
         used_ttl_s=settings.oauth_grant_ttl_s,
+        unapproved_max=settings.oauth_unapproved_clients_max,
     )
     lifetimes = Lifetimes(access_s=settings.oauth_access_token_ttl_s, grant_s=settings.oauth_grant_ttl_s)
     return AuthServer(

@@ -133,8 +133,10 @@ class Clients:
         fetcher: CimdFetcher,
         unused_ttl_s: float,
         used_ttl_s: float,
+        unapproved_max: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.unapproved_max = unapproved_max  # registrations per unused_ttl_s from every address (routes count them)
         self.store = store
         self.fetcher = fetcher
         self.unused_ttl_s = unused_ttl_s

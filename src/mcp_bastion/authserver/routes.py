@@ -18,6 +18,7 @@ from mcp_bastion.access import Principal, context_of
 from mcp_bastion.admin import AdminRoutes
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.authserver import pages
+from mcp_bastion.authserver.admission import RegistrationLimits
 from mcp_bastion.authserver.authorize import Authorizations, AuthorizeRefused, redirect_with
 from mcp_bastion.authserver.clients import BadClient, Clients
 from mcp_bastion.authserver.exchange import Exchange, TokenRefused
@@ -31,6 +32,7 @@ from mcp_bastion.security import ADMIN_SCOPE
 from mcp_bastion.store import LoginSession
 from mcp_bastion.transports.http import Headers, Request, send_bytes, send_json
 
+TOO_MANY = "too_many_registrations"
 FORM_MAX_BYTES = 16 * 1024  # token and consent forms: a few parameters of at most a few KiB
 REGISTER_MAX_BYTES = 16 * 1024  # a registration is a few hundred bytes
 NO_STORE: Headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
@@ -65,6 +67,7 @@ class AuthServerRoutes:
         self.limiter = limiter
         self.audit = audit
         self.scopes = scopes
+        self.registrations = RegistrationLimits(limiter, total=clients.unapproved_max, window_s=clients.unused_ttl_s)
 
     def metadata_document(self) -> dict[str, Any]:
         """RFC 8414 authorization server metadata."""
@@ -96,7 +99,13 @@ class AuthServerRoutes:
         await send_json(req.send, 200, self.keys.jwks(), [(b"cache-control", b"public, max-age=300")])
 
     async def register(self, req: Request) -> None:
-        """POST /oauth/register (RFC 7591)."""
+        """POST /oauth/register (RFC 7591); bounded per address block and in all (admission)."""
+        refused = await self.registrations.refusal(context_of(req.scope).client_ip)
+        if refused is not None:
+            self._record(req, "oauth.client.refused", "denied", reason="too many registrations", error=TOO_MANY)
+            body = {"error": TOO_MANY, "error_description": "too many client registrations; try again later"}
+            await send_json(req.send, 429, body, refused.headers())
+            return
         try:
             data = orjson.loads(await req.body(REGISTER_MAX_BYTES))
         except orjson.JSONDecodeError:
