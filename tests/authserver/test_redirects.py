@@ -36,6 +36,17 @@ ATTACKS = [
     "http://[zz]:8080/cb",
 ]
 
+BAD_CLIENT_IDS = [
+    "mcpc_unknown",
+    "https://[::1/client.json",
+    "https://[zz]/client.json",
+    "https://a.test:99999/client.json",
+    "https://a.test:abc/client.json",
+    "https://a.test/\r\nx",
+    "https://a..test/client.json",
+    "https://" + "a" * 70 + ".test/client.json",
+]
+
 
 @pytest.fixture(scope="module")
 def client_id(env: Builtin) -> str:
@@ -90,13 +101,23 @@ def test_a_loopback_redirect_on_another_port_goes_to_the_registered_uri_with_tha
         st.sampled_from(["response_type", "state", "code_challenge", "code_challenge_method", "resource", "scope"]),
         st.text(max_size=80),
     ),
-    known_client=st.booleans(),
+    client=st.one_of(
+        st.just("registered"), st.sampled_from(BAD_CLIENT_IDS), st.text(max_size=40).map(lambda t: "https://a.test" + t)
+    ),
 )
 def test_no_authorization_request_fails_with_a_server_error(
-    env: Builtin, client_id: str, redirect: str, fields: dict[str, str], known_client: bool
+    env: Builtin, client_id: str, redirect: str, fields: dict[str, str], client: str
 ) -> None:
-    params = {"client_id": client_id if known_client else "mcpc_unknown", "redirect_uri": redirect, **fields}
+    params = {"client_id": client_id if client == "registered" else client, "redirect_uri": redirect, **fields}
     assert_safe(authorize(env, params))
+
+
+@pytest.mark.parametrize("client_id", BAD_CLIENT_IDS)
+def test_a_malformed_client_id_url_is_shown_as_a_page(env: Builtin, client_id: str) -> None:
+    _, challenge = pkce()
+    answer = authorize(env, authorize_params(client_id, challenge, resource=env.resource()))
+    assert answer.status_code == 400, answer.text
+    assert "location" not in answer.headers
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

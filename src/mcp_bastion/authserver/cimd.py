@@ -72,12 +72,16 @@ def check_url(url: str) -> tuple[str, int]:
     """
     if len(url) > MAX_URL_CHARS:
         raise CimdRefused("client_id URL is too long")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a bad bracketed host or port
+        raise CimdRefused("client_id URL is malformed") from None
     if parts.scheme != "https" or not parts.hostname:
         raise CimdRefused("client_id URL must be https")
     if parts.username is not None or parts.fragment or parts.path in ("", "/"):
         raise CimdRefused("client_id URL may not carry credentials or a fragment, and needs a path")
-    return parts.hostname, parts.port or 443
+    return parts.hostname, port or 443
 
 
 class CimdFetcher:
@@ -162,7 +166,7 @@ class CimdFetcher:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except TimeoutError:
             raise CimdRefused("client_id host did not resolve in time") from None
-        except OSError:
+        except (OSError, UnicodeError):  # UnicodeError: a name IDNA cannot encode (an empty or 64+ char label)
             raise CimdRefused("client_id host does not resolve") from None
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
         if not addresses:
