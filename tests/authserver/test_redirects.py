@@ -144,3 +144,42 @@ def test_registration_refuses_a_redirect_uri_that_does_not_parse_cleanly(env: Bu
     answer = httpx.post(f"{env.url}/oauth/register", json={"redirect_uris": [uri]}, timeout=10)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_redirect_uri"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+REGISTRATION_KEYS = ["redirect_uris", "grant_types", "response_types", "client_name", "token_endpoint_auth_method"]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(st.sampled_from(REGISTRATION_KEYS), JSON, max_size=5) | JSON)
+def test_no_registration_fails_with_a_server_error(env: Builtin, body: object) -> None:
+    answer = httpx.post(f"{env.url}/oauth/register", json=body, timeout=10)
+    assert answer.status_code in (201, 400), answer.text
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(["grant_type", "code", "code_verifier", "client_id", "redirect_uri", "refresh_token", "token"]),
+        st.one_of(st.text(max_size=60), st.sampled_from(["authorization_code", "refresh_token", "a.b.c", "mcpr_x"])),
+    ),
+    path=st.sampled_from(["/oauth/token", "/oauth/revoke"]),
+)
+def test_no_token_or_revocation_request_fails_with_a_server_error(
+    env: Builtin, fields: dict[str, str], path: str
+) -> None:
+    answer = httpx.post(f"{env.url}{path}", data=fields, timeout=10)
+    assert answer.status_code in (200, 400), answer.text
+
+
+@pytest.mark.parametrize("key", ["grant_types", "response_types"])
+@pytest.mark.parametrize("value", [[{}], [["code"]], "code", [None]])
+def test_registration_with_odd_metadata_types_is_a_400(env: Builtin, key: str, value: object) -> None:
+    body = {"redirect_uris": ["https://a.test/cb"], key: value}
+    answer = httpx.post(f"{env.url}/oauth/register", json=body, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_client_metadata"

@@ -115,12 +115,17 @@ def validated_metadata(data: Any) -> tuple[str, tuple[str, ...]]:
         if problem is not None:
             raise BadClient("invalid_redirect_uri", problem)
     grant_types = data.get("grant_types", ["authorization_code"])
-    if not isinstance(grant_types, list) or not set(grant_types) <= GRANT_TYPES:
+    if not _strings(grant_types) or not set(grant_types) <= GRANT_TYPES:
         raise BadClient("invalid_client_metadata", "grant_types: only authorization_code and refresh_token")
     response_types = data.get("response_types", ["code"])
-    if not isinstance(response_types, list) or set(response_types) != {"code"}:
+    if not _strings(response_types) or set(response_types) != {"code"}:
         raise BadClient("invalid_client_metadata", "response_types: only code")
     return client_name(data.get("client_name")), tuple(uris)
+
+
+def _strings(value: Any) -> bool:
+    """Whether a metadata value is a list of strings (anything else, e.g. a list of objects, is refused)."""
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 class Clients:
