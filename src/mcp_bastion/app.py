@@ -263,9 +263,7 @@ class BastionApp:
             "oauth.jwks": lambda req, ctx: routes.jwks(req),
             "oauth.register": lambda req, ctx: routes.register(req),
             "oauth.authorize": lambda req, ctx: routes.authorize(req),
-            "oauth.consent": lambda req, ctx: (
-                routes.consent_page(req) if req.method == "GET" else routes.consent(req)
-            ),
+            "oauth.consent": lambda req, ctx: routes.consent_page(req) if req.method == "GET" else routes.consent(req),
             "oauth.login": lambda req, ctx: routes.login(req),
             "oauth.token": lambda req, ctx: routes.token(req),
             "oauth.revoke": lambda req, ctx: routes.revoke(req),

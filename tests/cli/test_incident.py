@@ -16,12 +16,15 @@ import httpx
 import pytest
 
 from mcp_bastion.cli.incident import write_env_token
+from mcp_bastion.cluster.bus import CHANNEL
 from mcp_bastion.config import load_settings
 from mcp_bastion.middleware.auth import Authenticator
 from mcp_bastion.security import token_hash
 from mcp_bastion.store import StoreError, open_store
 from mcp_bastion.store.memory import MemoryStore
 from tests.harness import RunningGateway, free_port, spec
+from tests.redis_server import client as redis_client
+from tests.redis_server import redis_server
 from tests.security.support import (
     CLI,
     CLI_TIMEOUT_S,
@@ -38,6 +41,8 @@ from tests.security.support import (
     secure_gateway,
     write_env,
 )
+
+HEARD_WITHIN_S = 5.0  # a published message reaches a subscriber on loopback in milliseconds
 
 
 def port_of(gw: RunningGateway) -> str:
@@ -484,3 +489,17 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert "lockdown" in done.stdout
     assert "sessions" in done.stdout
+
+
+def test_lockdown_in_cluster_mode_tells_every_instance_to_sweep_at_once(tmp_path: Path) -> None:
+    """Issue 12 item 4: lockdown revokes in the shared store and announces it on Redis, so every instance ends what
+    the revoked tokens and sessions opened now, not at its next REVOCATION_CHECK_S."""
+    with redis_server(tmp_path) as redis_url, redis_client(redis_url) as redis, redis.pubsub() as listener:
+        listener.subscribe(CHANNEL)
+        assert listener.get_message(timeout=HEARD_WITHIN_S)["type"] == "subscribe"
+        env_file = write_env(tmp_path, PORT=str(free_port()), REDIS_URL=redis_url)
+        result = cli_json(tmp_path, env_file, "lockdown", "--yes")
+        heard = listener.get_message(timeout=HEARD_WITHIN_S)
+    assert result["server"]["status"] == "unavailable"
+    assert heard is not None, "the lockdown was not announced"
+    assert json.loads(heard["data"])["kind"] == "sweep"

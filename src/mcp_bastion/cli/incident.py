@@ -25,6 +25,7 @@ from rich.text import Text
 from mcp_bastion.authserver.grants import end_all_grants
 from mcp_bastion.cli.base import EnvFile, JsonFlag, cli, context, err, fail, out, run
 from mcp_bastion.cli.output import Col, listing
+from mcp_bastion.cli.tokens import tell_cluster
 from mcp_bastion.config import Settings, is_loopback
 from mcp_bastion.files import write_private
 from mcp_bastion.security import ADMIN_SCOPE, new_token, token_hash
@@ -310,6 +311,7 @@ def lockdown(
     old_tokens = _admin_tokens(settings, env_file)
     mcp = _end_mcp_sessions(admin_api(settings, url))
     result = run(_contain(store, old_tokens))
+    tell_cluster(settings)  # cluster mode: every instance ends what the revoked tokens and sessions opened, now
     value: str = result.pop("token")
     env_written: str | None = None
     try:

@@ -136,11 +136,11 @@ def token_revoke(name: str, env_file: EnvFile = Path(".env")) -> None:
     if not run(store.revoke_token(name)):
         fail(f"no token named {name!r}", "see `mcp-bastion token list`")
     audit.record("token.revoked", outcome="ok", principal="cli", token=name)
-    _tell_cluster(settings)
+    tell_cluster(settings)
     out.print(f"revoked {name}")
 
 
-def _tell_cluster(settings: Settings) -> None:
+def tell_cluster(settings: Settings) -> None:
     """Cluster mode (Issue 12 item 4): every running instance ends what the token opened now, not at its next sweep."""
     if settings.redis_url is not None:
         run(announce(settings.redis_url.get_secret_value()))
@@ -162,7 +162,7 @@ def token_rotate(name: str, as_json: JsonFlag = False, env_file: EnvFile = Path(
     run(store.revoke_token(name))
     run(store.create_token(TokenRecord(name, token_hash(value), old.scopes, time.time(), old.expires)))
     audit.record("token.revoked", outcome="ok", principal="cli", token=name, reason="rotated")
-    _tell_cluster(settings)
+    tell_cluster(settings)
     audit.record("token.created", outcome="ok", principal="cli", token=name, scopes=list(old.scopes))
     if as_json:
         out.print_json(json.dumps({"name": name, "token": value}))
