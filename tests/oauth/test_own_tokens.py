@@ -13,7 +13,9 @@ from tests.oauth.test_resource_server import Monotonic, call
 from tests.security.support import audit_events
 
 
-@pytest.mark.parametrize("value", [new_token(), "mcpr_" + "r" * 43, "mcpa_" + "a" * 43])
+@pytest.mark.parametrize(
+    "value", [new_token(), "mcpr_" + "r" * 43, "mcpa_" + "a" * 43], ids=["named", "refresh", "code"]
+)
 def test_a_token_of_the_gateways_own_format_is_refused_without_introspection(tmp_path: Path, value: str) -> None:
     with loopback_issuer(new_key()) as issuer, _gateway(issuer, tmp_path, Monotonic(), **introspecting(issuer)) as gw:
         assert call(gw, value).status_code == 401

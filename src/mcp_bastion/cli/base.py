@@ -65,8 +65,10 @@ cli = typer.Typer(
 )
 # Markup and emoji codes are off: a client name, a token name or an audit field is printed as the bytes it is,
 # never read as `[bold]` or `:smile:`. Styling is explicit (`style=`, `Text`), so data can never carry any.
-err = Console(stderr=True, highlight=False, markup=False, emoji=False)
-out = Console(highlight=False, markup=False, emoji=False)
+# Piped or redirected (not a terminal), a line is never broken at the console width: a long path stays one word
+# for grep and scripts.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=not sys.stderr.isatty())
+out = Console(highlight=False, markup=False, emoji=False, soft_wrap=not sys.stdout.isatty())
 
 EnvFile = Annotated[Path, typer.Option("--env-file", help="Settings and secrets file.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="The mcpServers file (env MCP_CONFIG).")]
