@@ -10,13 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as LostConnection
 from redis.exceptions import RedisError
 
 from mcp_bastion.breaker import BREAKER_OPEN_S, DEPENDENCY_TIMEOUT_S, Breaker
 from mcp_bastion.errors import DependencyUnavailable
+from mcp_bastion.store.redis import connect
 
 PREFIX = "bastion:instance:"
 CHANNEL = "bastion:revoked"
@@ -42,14 +40,7 @@ class ClusterBus:
         self.breaker = Breaker(DEPENDENCY, failures=(RedisError,), timeout_s=timeout_s, open_s=open_s, clock=clock)
 
     def _client(self, *, socket_timeout: float | None) -> "aioredis.Redis":
-        # One immediate retry on a lost connection only (a socket that died with a restarted Redis), as the store.
-        return aioredis.from_url(
-            self._url,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=self._timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(LostConnection,)),
-        )
+        return connect(self._url, timeout_s=self._timeout_s, socket_timeout=socket_timeout)
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One Redis command through the breaker (DependencyUnavailable when it fails or Redis is down)."""

@@ -31,6 +31,19 @@ SCAN_COUNT = 1000  # keys asked for per SCAN step: few round trips, each one sti
 DEPENDENCY = "store"
 
 
+def connect(url: str, *, timeout_s: float, socket_timeout: float | None) -> "aioredis.Redis":
+    """A client for `url` that connects within `timeout_s` (`socket_timeout` None: reads wait, as a subscription's)."""
+    # One immediate retry, on a lost connection only: a pooled socket that died with a restarted Redis is
+    # replaced at once, while redis-py's default loop (backing off for seconds) never runs behind the breaker.
+    return aioredis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1, supported_errors=(LostConnection,)),
+    )
+
+
 class RedisStore:
     """Keys: bastion:token:{hash} → JSON, bastion:token-name:{name} → hash, bastion:session:{hash} → JSON (TTL),
     bastion:revoked:{hash} → revocation time (no TTL: a revoked hash stays revoked)."""
@@ -43,15 +56,7 @@ class RedisStore:
         open_s: float = BREAKER_OPEN_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # One immediate retry, on a lost connection only: a pooled socket that died with a restarted Redis is
-        # replaced at once, while redis-py's default loop (backing off for seconds) never runs behind the breaker.
-        self._redis = aioredis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(LostConnection,)),
-        )
+        self._redis = connect(url, timeout_s=timeout_s, socket_timeout=timeout_s)
         self.breaker = Breaker(
             DEPENDENCY, failures=(RedisError,), timeout_s=timeout_s, open_s=open_s, error=StoreUnavailable, clock=clock
         )
