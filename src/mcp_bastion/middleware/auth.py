@@ -266,7 +266,10 @@ class AuthenticationMiddleware:
         ctx = ctx.with_principal(principal)
         scope[CONTEXT_KEY] = ctx
         self._success(ctx, scope, principal)
-        await self._remember(ctx, principal, presented_hash(scope, ctx.route))
+        # A grant's credential is its grant id: only then is the presented token's hash worth a second hashing.
+        issued = self.auth.issued
+        grant = issued is not None and principal.credential is not None and issued.owns_credential(principal.credential)
+        await self._remember(ctx, principal, presented_hash(scope, ctx.route) if grant else None)
         await self.app(scope, receive, send)
 
     async def _may_pass_lockout(self, scope: Scope, ctx: RequestContext) -> bool:
