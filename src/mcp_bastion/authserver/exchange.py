@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from mcp_bastion.audit import AuditLog
 from mcp_bastion.authserver.authorize import pkce_ok
-from mcp_bastion.authserver.grants import GrantTokens, grant_fields
+from mcp_bastion.authserver.grants import CREDENTIAL_PREFIX, GrantTokens, grant_fields
 from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import CODE, CODE_USED, REFRESH, REFRESH_USED, Code, Grant, Refresh, from_record
 from mcp_bastion.authserver.records import to_record as record_of
@@ -93,7 +93,7 @@ class Exchange:
             grant_id = from_record(Refresh, data).grant_id
         elif self.grants.owns(token):
             principal, _ = await self.grants.principal(token)
-            grant_id = principal.id.removeprefix("grant:") if principal is not None else None
+            grant_id = principal.id.removeprefix(CREDENTIAL_PREFIX) if principal is not None else None
         if grant_id is not None:
             await self.end(grant_id, "revoked by the client (RFC 7009)", who)
 
