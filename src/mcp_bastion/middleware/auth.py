@@ -306,7 +306,7 @@ class AuthenticationMiddleware:
         token presented (`presented`): a grant's credential is its grant id, not its token's hash, and the
         lockout's first check knows only the token.
         """
-        hashes = {principal.credential, principal.login, presented} - {None}
+        hashes = {principal.credential, principal.login, presented}
         with contextlib.suppress(DependencyUnavailable):
             for digest in sorted(h for h in hashes if h is not None):
                 await self.limiter.known.remember(ctx.client_ip, digest)
