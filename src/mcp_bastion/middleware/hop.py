@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 from mcp_bastion.access import CONTEXT_KEY, Principal, context_of
 from mcp_bastion.audit import AuditLog
-from mcp_bastion.errors import GatewayError
+from mcp_bastion.errors import GatewayError, ProtocolError
 from mcp_bastion.middleware.reply import refuse, state
+from mcp_bastion.transports.http import Request
 from mcp_bastion.types import ASGIApp, ASGIMessage, Receive, Scope, Send
 
 HOP_HEADER = b"x-bastion-hop"
@@ -82,7 +83,7 @@ class HopMiddleware:
             await self.app(scope, receive, send)
             return
         ctx = context_of(scope)
-        body = await self._body(receive)
+        body = await self._body(scope, receive, send)
         try:
             if body is None or len(values) != 1:
                 raise HopError("unreadable hop")
@@ -99,21 +100,12 @@ class HopMiddleware:
         scope[HOP_KEY] = hop.origin
         await self.direct(scope, replay_body(body, receive), send)
 
-    async def _body(self, receive: Receive) -> bytes | None:
-        """The whole body (None past the cap: the forwarder checked it against the same cap)."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+    async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body (None past the cap or on a disconnect: the forwarder checked it against the same cap)."""
+        try:
+            return await Request(scope, receive, send).body(self.max_body)
+        except ProtocolError:  # BodyTooLarge too
+            return None
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:
