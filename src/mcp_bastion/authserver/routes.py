@@ -27,6 +27,7 @@ from mcp_bastion.authserver.grants import display_name
 from mcp_bastion.authserver.keys import SigningKeys
 from mcp_bastion.authserver.records import Pending
 from mcp_bastion.middleware.auth import SESSION_COOKIE, Authenticator, cookie_value
+from mcp_bastion.oauth import METADATA_MAX_AGE_S
 from mcp_bastion.ratelimit import Limiter
 from mcp_bastion.security import ADMIN_SCOPE
 from mcp_bastion.store import LoginSession
@@ -36,6 +37,7 @@ TOO_MANY = "too_many_registrations"
 FORM_MAX_BYTES = 16 * 1024  # token and consent forms: a few parameters of at most a few KiB
 REGISTER_MAX_BYTES = 16 * 1024  # a registration is a few hundred bytes
 NO_STORE: Headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+PUBLIC_CACHE: Headers = [(b"cache-control", f"public, max-age={METADATA_MAX_AGE_S}".encode())]  # metadata, JWKS
 
 
 class AuthServerRoutes:
@@ -92,11 +94,11 @@ class AuthServerRoutes:
 
     async def metadata(self, req: Request) -> None:
         """GET /.well-known/oauth-authorization-server."""
-        await send_json(req.send, 200, self.metadata_document(), [(b"cache-control", b"public, max-age=300")])
+        await send_json(req.send, 200, self.metadata_document(), PUBLIC_CACHE)
 
     async def jwks(self, req: Request) -> None:
         """GET /oauth/jwks."""
-        await send_json(req.send, 200, self.keys.jwks(), [(b"cache-control", b"public, max-age=300")])
+        await send_json(req.send, 200, self.keys.jwks(), PUBLIC_CACHE)
 
     async def register(self, req: Request) -> None:
         """POST /oauth/register (RFC 7591); bounded per address block and in all (admission)."""
