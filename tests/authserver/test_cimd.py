@@ -94,6 +94,7 @@ async def test_a_metadata_document_names_the_client_and_is_cached() -> None:
 
 
 async def test_an_authorization_request_from_a_document_client_reaches_consent() -> None:
+    """Issue 14 item 2: an authorization request from a document client reaches consent."""
     documents: dict[str, Any] = {}
     with document_server(documents) as (base, trust, _):
         url = f"{base}/client.json"

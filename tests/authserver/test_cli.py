@@ -70,6 +70,7 @@ def kids(gw: Builtin) -> list[str]:
 def test_rotate_key_publishes_both_keys_and_signs_new_tokens_with_the_new_one(
     env: tuple[Builtin, Path], browser: Browser
 ) -> None:
+    """Issue 14 item 6: rotate key publishes both keys and signs new tokens with the new one."""
     gw, env_file = env
     client_id, tokens = issue_tokens(gw, browser)
     [old] = kids(gw)
@@ -85,6 +86,7 @@ def test_rotate_key_publishes_both_keys_and_signs_new_tokens_with_the_new_one(
 
 
 def test_token_list_shows_grants_and_token_revoke_ends_them(env: tuple[Builtin, Path], browser: Browser) -> None:
+    """Issue 14 item 5: token list shows grants and token revoke ends them."""
     gw, env_file = env
     _, tokens = issue_tokens(gw, browser)
     assert status_of(gw, tokens["access_token"]) == 200
@@ -104,6 +106,7 @@ def test_token_list_shows_grants_and_token_revoke_ends_them(env: tuple[Builtin, 
 
 
 def test_lockdown_revokes_every_grant(env: tuple[Builtin, Path], browser: Browser) -> None:
+    """Issue 14 item 5: lockdown revokes every grant."""
     gw, env_file = env
     _, tokens = issue_tokens(gw, browser)
     with env_file.open("a") as lines:

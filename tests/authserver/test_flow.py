@@ -30,6 +30,7 @@ def tools_list(env: Builtin, token: str, server: str = "toolbox") -> httpx.Respo
 
 
 def test_metadata_names_the_gateway_and_serves_its_keys(env: Builtin) -> None:
+    """Issue 14 item 1: metadata names the gateway and serves its keys."""
     meta = httpx.get(f"{env.url}/.well-known/oauth-authorization-server", timeout=10).json()
     assert meta["issuer"] == env.url
     assert meta["authorization_endpoint"] == f"{env.url}/oauth/authorize"
@@ -108,6 +109,7 @@ def test_wrong_code_verifier_is_refused_and_the_right_one_still_works(env: Built
 
 
 def test_a_replayed_code_is_refused_and_revokes_what_it_issued(env: Builtin, browser: Browser) -> None:
+    """Issue 14 item 4: a replayed code is refused and revokes what it issued."""
     client_id = register(env)
     verifier, challenge = pkce()
     back = browser.code_for(authorize_params(client_id, challenge, resource=env.resource()))
@@ -126,6 +128,7 @@ def test_a_replayed_code_is_refused_and_revokes_what_it_issued(env: Builtin, bro
 
 
 def test_refresh_rotates_and_a_replayed_refresh_token_revokes_the_family(env: Builtin, browser: Browser) -> None:
+    """Issue 14 item 4: refresh rotates and a replayed refresh token revokes the family."""
     client_id, tokens = issue_tokens(env, browser)
     form = {"grant_type": "refresh_token", "client_id": client_id}
     rotated = httpx.post(f"{env.url}/oauth/token", data={**form, "refresh_token": tokens["refresh_token"]}, timeout=10)
@@ -154,6 +157,7 @@ def test_a_redirect_uri_that_was_not_registered_is_shown_not_followed(env: Built
 
 
 def test_a_loopback_redirect_may_use_another_port(env: Builtin, browser: Browser) -> None:
+    """Issue 14 item 3: a loopback redirect may use another port."""
     client_id = register(env)
     _, challenge = pkce()
     other_port = REDIRECT.replace("33418", "40001")
@@ -198,6 +202,7 @@ def test_bad_requests_go_back_to_the_client_with_the_error(
 def test_a_client_metadata_url_at_a_private_address_is_never_fetched(
     env: Builtin, browser: Browser, client_id: str
 ) -> None:
+    """Issue 14 item 2: a client metadata URL at a private address is never fetched."""
     _, challenge = pkce()
     answer = browser.start(authorize_params(client_id, challenge, resource=env.resource()))
     assert answer.status_code == 400
@@ -205,6 +210,7 @@ def test_a_client_metadata_url_at_a_private_address_is_never_fetched(
 
 
 def test_consent_without_the_pages_csrf_token_or_login_is_refused(env: Builtin, browser: Browser) -> None:
+    """Issue 14 item 3: consent without the page's CSRF token or login is refused."""
     client_id = register(env)
     _, challenge = pkce()
     page = browser.consent_page(authorize_params(client_id, challenge, resource=env.resource()))

@@ -31,6 +31,7 @@ def call_in_session(client: httpx.Client, env: Builtin, token: str, session: str
 
 
 def test_a_revoked_grant_ends_its_sessions_and_tokens_at_once(env: Builtin, browser: Browser) -> None:
+    """Issue 14 item 5: a revoked grant ends its sessions and tokens at once."""
     client_id, tokens = issue_tokens(env, browser)
     access = tokens["access_token"]
     with httpx.Client(timeout=10) as client:
@@ -73,6 +74,7 @@ def test_an_expired_grant_ends_its_tokens_and_refreshes(env: Builtin, browser: B
 
 
 def test_the_client_can_revoke_its_own_grant(env: Builtin, browser: Browser) -> None:
+    """Issue 14 item 4: the client can revoke its own grant."""
     _, tokens = issue_tokens(env, browser)
     answer = httpx.post(f"{env.url}/oauth/revoke", data={"token": tokens["refresh_token"]}, timeout=10)
     assert answer.status_code == 200

@@ -30,6 +30,7 @@ def token(keys: SigningKeys, now: float) -> str:
 
 
 def test_the_first_start_creates_one_private_key_file(tmp_path: Path) -> None:
+    """Issue 14 item 6: the first start creates one private key file."""
     path = tmp_path / "data" / "keys.json"
     keys = SigningKeys(path, token_ttl_s=TTL_S)
     keys.ensure()

@@ -16,6 +16,7 @@ GRANT_S = 7200.0
 
 
 def test_registration_is_rate_limited_per_address(tmp_path: Path) -> None:
+    """Issue 14 item 2: registration is rate limited per address."""
     with builtin_gateway(tmp_path, rate_limit_max_requests=3) as env:
         answers = [
             httpx.post(f"{env.url}/oauth/register", json={"redirect_uris": ["https://a.test/cb"]}, timeout=10)
@@ -26,6 +27,7 @@ def test_registration_is_rate_limited_per_address(tmp_path: Path) -> None:
 
 
 def test_an_unused_registration_expires_and_an_approved_one_lives_with_its_grant(tmp_path: Path) -> None:
+    """Issue 14 item 2: an unused registration expires and an approved one lives with its grant."""
     settings = {"oauth_client_unused_ttl_s": UNUSED_S, "oauth_grant_ttl_s": GRANT_S}
     with builtin_gateway(tmp_path, **settings) as env:
         store = env.gw.app.store

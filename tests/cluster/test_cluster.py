@@ -49,8 +49,9 @@ async def _session(rig: Rig, n: int, answers: dict[tuple[int, int], str]) -> Non
 
 
 async def test_sdk_sessions_through_a_round_robin_balancer_are_answered_correctly_by_forwarding(rig: Rig) -> None:
-    """32 SDK sessions (16 Streamable HTTP, 16 HTTP+SSE) with colliding ids through nginx: every call answered with
-    its own text, and the instances' counters show requests landed elsewhere and were forwarded to the owner."""
+    """Issue 12 item 2: 32 SDK sessions (16 Streamable HTTP, 16 HTTP+SSE) with colliding ids through nginx: every
+    call answered with its own text, and the instances' counters show requests landed elsewhere and were forwarded
+    to the owner."""
     before = rig.forwarded()
     answers: dict[tuple[int, int], str] = {}
     with anyio.fail_after(LOAD_BOUND_S):

@@ -8,6 +8,7 @@ from tests.oauth.support import PUBLIC_URL, loopback_issuer, new_key
 
 
 def test_doctor_passes_a_reachable_issuer_with_usable_keys() -> None:
+    """Issue 13 item 1: doctor passes a reachable issuer with usable keys."""
     with loopback_issuer(new_key("ES256"), new_key("RS256")) as issuer:
         checks = check_oauth(load_settings(None, public_url=PUBLIC_URL, oauth_issuer=issuer.url))
     assert [(c.check, c.status) for c in checks] == [("OAuth issuer metadata", "PASS"), ("OAuth signing keys", "PASS")]

@@ -117,6 +117,7 @@ def introspecting(issuer: Issuer) -> dict[str, str]:
 
 
 def test_opaque_tokens_are_introspected_with_the_gateway_credentials(tmp_path: Path) -> None:
+    """Issue 13 item 4: opaque tokens are introspected with the gateway credentials."""
     with loopback_issuer(new_key()) as issuer:
         with _gateway(issuer, tmp_path, Monotonic(), **introspecting(issuer)) as gw:
             now = int(time.time())
@@ -178,6 +179,7 @@ def test_the_introspection_endpoint_refusing_the_gateway_fails_closed(tmp_path: 
     ],
 )
 def test_oauth_settings_are_checked_at_start_with_one_line_errors(settings: dict[str, str], message: str) -> None:
+    """Issue 13 item 1: OAuth settings are checked at start with one line errors."""
     with pytest.raises(ConfigError) as caught:
         load_settings(None, **settings)
     assert str(caught.value).startswith(message)

@@ -99,6 +99,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28", "sse"])
 async def test_a_provider_token_reaches_a_tool_through_the_sdk_client(world: World, mode: str) -> None:
+    """Issue 13 items 5 and 6: a provider token reaches a tool through the SDK client on every transport, audited."""
     token = world.token("files")
     url = world.gw.mcp("files")
     with anyio.fail_after(CALL_TIMEOUT_S):
@@ -151,6 +152,7 @@ def test_an_opaque_provider_token_is_introspected_once_then_cached(world: World)
 
 
 def test_a_provider_token_for_the_gateway_reaches_the_management_routes(world: World) -> None:
+    """Issue 13 item 6: a provider token for the gateway reaches the management routes."""
     token = world.token(None)
     health = httpx.get(world.gw.url + "/health", headers=bearer(token), timeout=10)
     assert health.status_code == 200

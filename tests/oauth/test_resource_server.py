@@ -86,6 +86,7 @@ def call(gw: RunningGateway, value: str, server: str = "files", tool: str = "ech
 
 
 def test_protected_resource_metadata_names_each_resource_its_issuer_and_scopes(world: Any) -> None:
+    """Issue 13 item 2: protected resource metadata names each resource its issuer and scopes."""
     gw, issuer, _, _ = world
     root = httpx.get(gw.url + "/.well-known/oauth-protected-resource", timeout=5)
     assert root.status_code == 200
@@ -116,6 +117,7 @@ def test_protected_resource_metadata_names_each_resource_its_issuer_and_scopes(w
     ],
 )
 def test_every_401_names_the_resource_metadata(world: Any, method: str, path: str, metadata: str) -> None:
+    """Issue 13 item 3: every 401 names the resource metadata."""
     gw, _, _, _ = world
     bare = httpx.request(method, gw.url + path, json={}, headers=JSON_ACCEPT, timeout=5)
     assert bare.status_code == 401
@@ -126,6 +128,7 @@ def test_every_401_names_the_resource_metadata(world: Any, method: str, path: st
 
 
 def test_a_token_of_the_issuer_reaches_a_tool_on_streamable_and_2026_07_28(world: Any) -> None:
+    """Issue 13 items 5 and 6: a token of the issuer reaches a tool on Streamable HTTP and 2026-07-28."""
     gw, issuer, _, tmp_path = world
     value = token(issuer)
     answer = call(gw, value)
@@ -233,6 +236,7 @@ NEGATIVE = {
 
 @pytest.mark.parametrize("case", sorted(NEGATIVE))
 def test_a_token_that_is_not_valid_for_this_resource_is_refused(world: Any, case: str) -> None:
+    """Issue 13 item 4: a token that is not valid for this resource is refused."""
     gw, issuer, _, tmp_path = world
     answer = call(gw, _negative(issuer, case))
     assert answer.status_code == 401, answer.text
@@ -249,6 +253,7 @@ def test_a_token_for_another_server_works_there_and_only_there(world: Any) -> No
 
 
 def test_missing_scope_is_403_with_the_step_up_challenge(world: Any) -> None:
+    """Issue 13 item 3: missing scope is 403 with the step-up challenge."""
     gw, issuer, _, _ = world
     for scope in ("", "server:files", "mcp:server:other", "openid profile"):  # unprefixed scopes are not ours
         answer = call(gw, token(issuer, scope=scope))
@@ -272,6 +277,7 @@ def test_scp_list_claims_are_read_like_scope(world: Any) -> None:
 
 
 def test_unknown_kid_refreshes_the_key_set_once_then_a_rotated_key_works(world: Any) -> None:
+    """Issue 13 item 4: unknown kid refreshes the key set once then a rotated key works."""
     gw, issuer, clock, tmp_path = world
     assert call(gw, token(issuer)).status_code == 200  # the set is cached
     rotated = new_key("RS256", kid="rotated-1")
@@ -300,6 +306,7 @@ def test_named_tokens_keep_working_next_to_oauth(world: Any) -> None:
 
 
 def test_the_clients_token_never_reaches_the_child(world: Any) -> None:
+    """Issue 13 item 5: the client's token never reaches the child."""
     gw, issuer, _, _ = world
     value = token(issuer)
     answer = call(gw, value, tool="env")
