@@ -23,6 +23,7 @@ OUTAGE_S = 10.0  # the issue's outage
 RECOVERY_BOUND_S = 5.0  # the issue's bound, from Redis answering again to every session answering
 PAUSE_S = 0.05  # between one client's calls: load, not a CPU benchmark on two shared cores
 CALL_TIMEOUT_S = 5.0  # far above the breaker's bound on a dead Redis (REDIS_TIMEOUT_S per call)
+SETTLE_S = 1.0  # after the recovery, the answers that must all be 200 (none flapping back to 503)
 BREAKER_OPEN_S = "1"  # REDIS_BREAKER_OPEN_S: the probe interval after an outage (recovery within it plus a call)
 
 
@@ -75,6 +76,11 @@ def test_redis_down_for_ten_seconds_gives_only_503s_and_service_resumes_within_f
         deadline = up_at + RECOVERY_BOUND_S + 5
         while time.monotonic() < deadline and not _recovered(answers, sessions, up_at):
             time.sleep(0.1)
+        if (recovered_at := _recovered(answers, sessions, up_at)) is not None:  # keep the load on past the recovery
+            settled = recovered_at + SETTLE_S
+            deadline = time.monotonic() + SETTLE_S + CALL_TIMEOUT_S
+            while time.monotonic() < deadline and not _all_answered_after(answers, sessions, settled):
+                time.sleep(0.1)
     finally:
         stop.set()
         for thread in threads:
@@ -89,8 +95,14 @@ def test_redis_down_for_ten_seconds_gives_only_503s_and_service_resumes_within_f
     recovered = _recovered(answers, sessions, up_at)
     assert recovered is not None, "a session did not answer again"
     assert recovered - up_at <= RECOVERY_BOUND_S, recovered - up_at
-    late = [a for a in answers if a[1] != "anonymous" and a[0] > recovered + 1.0]
-    assert {a[2] for a in late} <= {200}
+    late = [a for a in answers if a[1] != "anonymous" and a[0] > recovered + SETTLE_S]
+    assert {a[1] for a in late} == set(sessions), "the load stopped before every session answered after recovery"
+    assert {a[2] for a in late} == {200}
+
+
+def _all_answered_after(answers: list[tuple[float, str, int, Any]], sessions: list[str], since: float) -> bool:
+    """Whether every session has an answer (of any status) later than `since`."""
+    return {a[1] for a in answers if a[0] > since} >= set(sessions)
 
 
 def _recovered(answers: list[tuple[float, str, int, Any]], sessions: list[str], since: float) -> float | None:
