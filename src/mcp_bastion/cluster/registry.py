@@ -22,6 +22,9 @@ log = logging.getLogger("mcp_bastion.cluster")
 
 HEARTBEAT_S = 1.0  # default heartbeat: a dead owner's sessions answer 404 within 2 s
 TTL_HEARTBEATS = 2  # a record outlives one missed heartbeat (a busy loop), not two
+# After a Redis outage a peer's first good beat can trail ours by more than a TTL (its breaker's probe, a busy
+# loop): a missing record proves a death only once Redis has answered this many TTLs since (measured under load).
+TRUST_AFTER_TTLS = 2
 RECORD_PURPOSE = "mcp-instance"
 # A sealed record's own validity: Redis's TTL decides freshness; this only has to outlast clock skew between instances
 # while keeping a record replayed into Redis useless soon.
@@ -125,9 +128,14 @@ class Registry:
 
     @property
     def trusted(self) -> bool:
-        """Whether a missing record means a dead instance: Redis has answered for a whole TTL since it was last seen
-        down (a restarted Redis is empty until every live instance has beaten once)."""
-        return self._up_since is not None and self.wall() - self._up_since >= self.ttl_ms / 1000
+        """Whether a missing record means a dead instance: Redis has answered for TRUST_AFTER_TTLS TTLs since it was
+        last seen down (a restarted Redis is empty until every live instance has beaten once)."""
+        return self._up_since is not None and self.wall() - self._up_since >= self.trust_after_s
+
+    @property
+    def trust_after_s(self) -> float:
+        """How long Redis must have answered since an outage before a missing record means a dead instance."""
+        return TRUST_AFTER_TTLS * self.ttl_ms / 1000
 
     async def instances(self) -> list[InstanceInfo]:
         """Every live instance (this one included), by id.
